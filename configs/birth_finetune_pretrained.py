@@ -1,0 +1,21 @@
+"""Finetune the span-corruption-pretrained minGPT on birth places (CS224n A5, part f).
+
+Command (after configs/birth_pretrain.py):
+  python -m train.main --config=configs/birth_finetune_pretrained.py \
+      --workdir=runs/birth_finetune --config.init_from=runs/birth_pretrain
+Expected runtime: 10 epochs = 78 steps of 256 x 127 tokens; see BUILD_NOTES.md.
+Expected result: dev accuracy at least 10% after the full pretraining (good runs 20-24%).
+"""
+
+from configs import gpt_common
+
+
+def get_config():
+    config = gpt_common.get_config()
+    config.name = "birth_finetune_pretrained"
+    config.task = "birth_places"
+    config.num_epochs = 10
+    config.batch_size = 256
+    config.learning_rate = 6e-4
+    config.init_from = "runs/birth_pretrain"
+    return config

@@ -1,0 +1,22 @@
+"""Pretrain minGPT on wiki.txt by span corruption (CS224n A5, part f, first command).
+
+Command:
+  python -m train.main --config=configs/birth_pretrain.py --workdir=runs/birth_pretrain
+Expected runtime: the full 650 epochs (15,100 steps of 128 x 127 tokens) is a GPU
+  job (the course quotes about 2 hours); see BUILD_NOTES.md for what this CPU did.
+Expected result: no accuracy of its own; feeds configs/birth_finetune_pretrained.py.
+"""
+
+from configs import gpt_common
+
+
+def get_config():
+    config = gpt_common.get_config()
+    config.name = "birth_pretrain"
+    config.task = "span_corruption"
+    config.num_epochs = 650
+    config.batch_size = 128
+    config.learning_rate = 6e-3
+    config.eval_file = ""
+    config.checkpoint_every_steps = 500
+    return config

@@ -1,0 +1,81 @@
+"""A deterministic synthetic stand-in for the CS224n birth-place files.
+
+Invented people get a short "wiki" paragraph that states their birth place;
+the QA files ask "Where was NAME born?". The files have the same names and
+formats as the course's, so every loader and command works on either:
+
+    wiki.txt, birth_places_train.tsv, birth_dev.tsv, birth_test_inputs.tsv
+
+Birth places are drawn from a fixed list with a skewed distribution, so the
+majority-place baseline is meaningful (as "always London" is on the real data).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+PLACES = [
+    "London", "Paris", "Chicago", "Berlin", "Dublin", "Rome", "Boston", "Vienna",
+    "Glasgow", "Madrid", "Toronto", "Sydney", "Oslo", "Cairo", "Lima", "Osaka",
+]
+_SYLLABLES = [
+    "ka", "lo", "mi", "ra", "ten", "vor", "sa", "dun", "bel", "ri", "na", "gor",
+    "fa", "lin", "ta", "mar", "el", "zo", "pe", "quin", "hal", "do", "ver", "sil",
+]
+_JOBS = ["painter", "poet", "chemist", "singer", "judge", "sailor", "architect", "actor"]
+# Short paragraphs, so a whole one fits the demo's 64-character blocks.
+_TEMPLATES = [
+    "{name}. {name} was born in {place} .",
+    "{name}. Born in {place}, {first} is {job} .",
+    "{name} ({year}) was {job} born in {place} .",
+    "{name}. Where was {first} born? In {place} .",  # puts the question's characters in the vocabulary
+]
+
+
+def _word(rng: np.random.Generator, syllables: int) -> str:
+    return "".join(rng.choice(_SYLLABLES, size=syllables)).capitalize()
+
+
+def generate(num_people: int = 400, seed: int = 0) -> dict[str, str]:
+    """Returns {file name: contents}; the same arguments always give the same files."""
+    rng = np.random.default_rng(seed)
+    # Zipf-like popularity: the first place is the majority answer.
+    weights = 1.0 / np.arange(1, len(PLACES) + 1) ** 0.8
+    weights /= weights.sum()
+    people, seen = [], set()
+    while len(people) < num_people:
+        name = f"{_word(rng, 2)} {_word(rng, int(rng.integers(2, 4)))}"
+        if name in seen:
+            continue
+        seen.add(name)
+        people.append((name, str(rng.choice(PLACES, p=weights))))
+
+    wiki = []
+    for i, (name, place) in enumerate(people):
+        template = _TEMPLATES[-1 if i == 0 else int(rng.integers(len(_TEMPLATES)))]
+        year = int(rng.integers(1800, 1950))
+        job = str(rng.choice(_JOBS))
+        job = ("an " if job[0] in "aeiou" else "a ") + job
+        wiki.append(template.format(
+            name=name, first=name.split()[0], place=place, job=job, year=year))
+
+    # 80% of people to finetune on, 10% dev, 10% test; all of them are in wiki.txt.
+    n_train, n_dev = int(0.8 * num_people), int(0.1 * num_people)
+    qa = [f"Where was {name} born?\t{place}" for name, place in people]
+    return {
+        "wiki.txt": "\n".join(wiki) + "\n",
+        "birth_places_train.tsv": "\n".join(qa[:n_train]) + "\n",
+        "birth_dev.tsv": "\n".join(qa[n_train:n_train + n_dev]) + "\n",
+        "birth_test_inputs.tsv": "\n".join(q.split("\t")[0] for q in qa[n_train + n_dev:]) + "\n",
+    }
+
+
+def write(directory: str | pathlib.Path, num_people: int = 400, seed: int = 0) -> pathlib.Path:
+    """Writes the four files into `directory` (created if needed) and returns it."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in generate(num_people, seed).items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory

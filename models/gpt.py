@@ -1,0 +1,106 @@
+"""minGPT in Flax NNX: the character model of CS224n assignment 5.
+
+Same layout, names and initialisation as Karpathy's minGPT (as forked by the
+course): token embedding + learned positions, pre-LayerNorm blocks of causal
+self-attention and a 4x GELU MLP, a final LayerNorm and an untied, bias-free
+head. Linear and embedding weights are N(0, 0.02), biases zero, positions zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_normal = nnx.initializers.normal(stddev=0.02)
+
+
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+    return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=_normal, rngs=rngs)
+
+
+def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # PyTorch's LayerNorm: eps 1e-5, two-pass variance (flax's fast variance is less exact).
+    return nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+
+
+class CausalSelfAttention(nnx.Module):
+    def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float, *, rngs: nnx.Rngs):
+        if n_embd % n_head:
+            raise ValueError(f"n_embd {n_embd} is not divisible by n_head {n_head}")
+        self.n_head = n_head
+        self.key = _linear(n_embd, n_embd, rngs)
+        self.query = _linear(n_embd, n_embd, rngs)
+        self.value = _linear(n_embd, n_embd, rngs)
+        self.proj = _linear(n_embd, n_embd, rngs)
+        self.attn_drop = nnx.Dropout(attn_pdrop, rngs=rngs)
+        self.resid_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        B, T, C = x.shape
+        head_size = C // self.n_head
+
+        def heads(t):  # (B, T, C) -> (B, n_head, T, head_size)
+            return t.reshape(B, T, self.n_head, head_size).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        att = (q @ k.swapaxes(-2, -1)) * (1.0 / math.sqrt(head_size))
+        causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+        att = jnp.where(causal, att, -jnp.inf)  # the diagonal is always visible: no empty rows
+        att = self.attn_drop(jax.nn.softmax(att, axis=-1))
+        y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class Block(nnx.Module):
+    def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float, *, rngs: nnx.Rngs):
+        self.ln1 = _layer_norm(n_embd, rngs)
+        self.ln2 = _layer_norm(n_embd, rngs)
+        self.attn = CausalSelfAttention(n_embd, n_head, attn_pdrop, resid_pdrop, rngs=rngs)
+        self.mlp_fc = _linear(n_embd, 4 * n_embd, rngs)
+        self.mlp_proj = _linear(4 * n_embd, n_embd, rngs)
+        self.mlp_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attn(self.ln1(x))
+        h = jax.nn.gelu(self.mlp_fc(self.ln2(x)), approximate=False)  # nn.GELU() is the exact erf form
+        return x + self.mlp_drop(self.mlp_proj(h))
+
+
+class GPT(nnx.Module):
+    """`GPT(vocab_size, block_size)(idx (B, T) int) -> logits (B, T, vocab_size)`."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int = 128,
+        n_layer: int = 4,
+        n_head: int = 8,
+        n_embd: int = 256,
+        embd_pdrop: float = 0.1,
+        resid_pdrop: float = 0.1,
+        attn_pdrop: float = 0.1,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.vocab_size = vocab_size
+        self.block_size = block_size
+        self.tok_emb = nnx.Embed(vocab_size, n_embd, embedding_init=_normal, rngs=rngs)
+        self.pos_emb = nnx.Param(jnp.zeros((1, block_size, n_embd)))
+        self.drop = nnx.Dropout(embd_pdrop, rngs=rngs)
+        self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, rngs=rngs) for _ in range(n_layer)])
+        self.ln_f = _layer_norm(n_embd, rngs)
+        self.head = _linear(n_embd, vocab_size, rngs, use_bias=False)
+
+    def __call__(self, idx: jax.Array) -> jax.Array:
+        if idx.ndim != 2:
+            raise ValueError(f"expected token ids of shape (batch, time), got {idx.shape}")
+        T = idx.shape[1]
+        if T > self.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}")
+        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :T, :])
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))

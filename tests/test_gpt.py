@@ -1,0 +1,159 @@
+"""minGPT in Flax against a PyTorch minGPT (the course's model.py), weights copied, float64."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from torch import nn
+from torch.nn import functional as F
+
+from models.gpt import GPT
+from train.tasks import masked_cross_entropy
+
+
+class TorchCausalSelfAttention(nn.Module):
+    def __init__(self, n_embd, n_head, block_size):
+        super().__init__()
+        self.key, self.query, self.value = nn.Linear(n_embd, n_embd), nn.Linear(n_embd, n_embd), nn.Linear(n_embd, n_embd)
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.register_buffer("mask", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size))
+        self.n_head = n_head
+
+    def forward(self, x):
+        B, T, C = x.size()
+        k = self.key(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = self.query(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = self.value(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.mask[:, :, :T, :T] == 0, float("-inf"))
+        att = F.softmax(att, dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y)
+
+
+class TorchBlock(nn.Module):
+    def __init__(self, n_embd, n_head, block_size):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
+        self.attn = TorchCausalSelfAttention(n_embd, n_head, block_size)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TorchGPT(nn.Module):
+    def __init__(self, vocab_size, block_size, n_layer, n_head, n_embd):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, n_embd)
+        self.pos_emb = nn.Parameter(torch.randn(1, block_size, n_embd) * 0.1)  # non-zero: exercise it
+        self.blocks = nn.Sequential(*[TorchBlock(n_embd, n_head, block_size) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.head = nn.Linear(n_embd, vocab_size, bias=False)
+
+    def forward(self, idx, targets=None):
+        x = self.tok_emb(idx) + self.pos_emb[:, :idx.size(1), :]
+        logits = self.head(self.ln_f(self.blocks(x)))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=0)
+        return logits, loss
+
+
+def torch_to_flax_params(torch_model) -> dict:
+    """Maps the course's parameter names onto ours (Linear weights are transposed)."""
+    sd = {k: v.detach().numpy() for k, v in torch_model.state_dict().items() if not k.endswith("mask")}
+    p = {"tok_emb": {"embedding": sd["tok_emb.weight"]}, "pos_emb": sd["pos_emb"],
+         "ln_f": {"scale": sd["ln_f.weight"], "bias": sd["ln_f.bias"]}, "head": {"kernel": sd["head.weight"].T},
+         "blocks": {}}
+    n_layer = len(torch_model.blocks)
+    for i in range(n_layer):
+        t = f"blocks.{i}."
+        lin = lambda name: {"kernel": sd[t + name + ".weight"].T, "bias": sd[t + name + ".bias"]}
+        p["blocks"][i] = {
+            "ln1": {"scale": sd[t + "ln1.weight"], "bias": sd[t + "ln1.bias"]},
+            "ln2": {"scale": sd[t + "ln2.weight"], "bias": sd[t + "ln2.bias"]},
+            "attn": {n: lin("attn." + n) for n in ("key", "query", "value", "proj")},
+            "mlp_fc": lin("mlp.0"), "mlp_proj": lin("mlp.2"),
+        }
+    return p
+
+
+def flax_grad_to_torch_names(grads: dict, n_layer: int) -> dict:
+    out = {"tok_emb.weight": grads["tok_emb"]["embedding"], "pos_emb": grads["pos_emb"],
+           "ln_f.weight": grads["ln_f"]["scale"], "ln_f.bias": grads["ln_f"]["bias"],
+           "head.weight": grads["head"]["kernel"].T}
+    for i in range(n_layer):
+        g, t = grads["blocks"][i], f"blocks.{i}."
+        for ln in ("ln1", "ln2"):
+            out[t + ln + ".weight"], out[t + ln + ".bias"] = g[ln]["scale"], g[ln]["bias"]
+        for ours, theirs in [(("attn", n), "attn." + n) for n in ("key", "query", "value", "proj")] + [
+                (("mlp_fc",), "mlp.0"), (("mlp_proj",), "mlp.2")]:
+            node = g
+            for part in ours:
+                node = node[part]
+            out[t + theirs + ".weight"], out[t + theirs + ".bias"] = node["kernel"].T, node["bias"]
+    return out
+
+
+@pytest.mark.parametrize("n_layer,n_head,n_embd,T", [(2, 4, 32, 17), (1, 3, 21, 9)])
+def test_gpt_matches_pytorch_forward_and_backward(n_layer, n_head, n_embd, T):
+    torch.manual_seed(0)
+    vocab, block = 23, 24
+    ref = TorchGPT(vocab, block, n_layer, n_head, n_embd).double()
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, vocab, size=(3, T))
+    targets = rng.integers(0, vocab, size=(3, T))
+    targets[:, : T // 3] = 0  # PAD targets are ignored by both losses
+
+    logits_ref, loss_ref = ref(torch.tensor(idx), torch.tensor(targets))
+    loss_ref.backward()
+    grads_ref = {k: v.grad.numpy() for k, v in ref.named_parameters()}
+
+    with jax.enable_x64(True):
+        model = GPT(vocab, block, n_layer, n_head, n_embd, 0.0, 0.0, 0.0, rngs=nnx.Rngs(0))
+        nnx.replace_by_pure_dict(state := nnx.state(model, nnx.Param), torch_to_flax_params(ref))
+        nnx.update(model, state)
+        model.eval()
+
+        logits = model(jnp.asarray(idx))
+        np.testing.assert_allclose(np.asarray(logits), logits_ref.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+        def loss_fn(m):
+            return masked_cross_entropy(m(jnp.asarray(idx)), jnp.asarray(targets))[0]
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        np.testing.assert_allclose(float(loss), loss_ref.item(), rtol=1e-12)
+        grads = flax_grad_to_torch_names(nnx.to_pure_dict(grads), n_layer)
+        assert set(grads) == set(grads_ref)
+        for name, g in grads.items():
+            np.testing.assert_allclose(np.asarray(g), grads_ref[name], rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_masked_cross_entropy_matches_ignore_index():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(4, 7, 11)).astype(np.float32)
+    targets = rng.integers(0, 11, size=(4, 7))
+    ref = F.cross_entropy(torch.tensor(logits).view(-1, 11), torch.tensor(targets).view(-1), ignore_index=0)
+    loss, metrics = masked_cross_entropy(jnp.asarray(logits), jnp.asarray(targets))
+    np.testing.assert_allclose(float(loss), ref.item(), rtol=1e-6)
+    assert int(metrics["scored_tokens"]) == int((targets != 0).sum())
+    # A batch with nothing to score has loss 0, not NaN.
+    assert float(masked_cross_entropy(jnp.asarray(logits), jnp.zeros((4, 7), jnp.int32))[0]) == 0.0
+
+
+def test_gpt_causality_and_bad_input():
+    model = GPT(10, 16, 1, 2, 8, rngs=nnx.Rngs(0))
+    model.eval()
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 10, size=(2, 12)))
+    y = x.at[:, 6:].set((x[:, 6:] + 1) % 10)  # change the future only
+    np.testing.assert_array_equal(np.asarray(model(x)[:, :6]), np.asarray(model(y)[:, :6]))
+    with pytest.raises(ValueError, match="exceeds block_size 16"):
+        model(jnp.zeros((1, 17), jnp.int32))
+    with pytest.raises(ValueError, match="not divisible"):
+        GPT(10, 16, 1, 3, 8, rngs=nnx.Rngs(0))

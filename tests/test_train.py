@@ -1,0 +1,135 @@
+"""End-to-end tests of the engine on a shrunken config and tiny synthetic data."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import birth_demo
+from data import birth_places, synthetic_bios
+from train import evaluate, tasks, train
+from train.checkpoint import Checkpointer, CheckpointError
+from train.metrics import read_metrics
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(data_dir, stage="pretrain", **overrides):
+    config = birth_demo.get_config(stage)
+    config.data_dir = str(data_dir)
+    config.model.update(block_size=48, n_layer=1, n_head=2, n_embd=16)
+    config.update(batch_size=8, max_steps=12, log_every_steps=3, checkpoint_every_steps=4, init_from="")
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return synthetic_bios.write(tmp_path_factory.mktemp("data"), num_people=40, seed=1)
+
+
+def final_params(workdir, config):
+    task = tasks.build(config)
+    _, params, _ = nnx.split(task.make_model(nnx.Rngs(0)), nnx.Param, ...)
+    params, step = train.restore_params(workdir, params, task.meta)
+    return jax.tree.leaves(params), step
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path, data_dir):
+    config = tiny_config(data_dir)
+    train.train_and_evaluate(config, tmp_path / "straight")
+    # Killed after step 6: steps 5-6 are lost, the step-4 checkpoint survives.
+    assert train.train_and_evaluate(config, tmp_path / "killed", stop_after=6) == {"stopped_at": 6}
+    assert Checkpointer(tmp_path / "killed" / "checkpoints").latest_step() == 4
+    train.train_and_evaluate(config, tmp_path / "killed")
+
+    straight, step_a = final_params(tmp_path / "straight", config)
+    resumed, step_b = final_params(tmp_path / "killed", config)
+    assert step_a == step_b == 12
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+    # The resumed run's metrics have each step once, and TensorBoard events exist.
+    train_steps = [r["step"] for r in read_metrics(tmp_path / "killed") if r["split"] == "train"]
+    assert train_steps == sorted(set(train_steps)) == [3, 6, 9, 12]
+    assert list((tmp_path / "killed" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_finetune_from_pretrained_and_evaluate_after_restore(tmp_path, data_dir):
+    train.train_and_evaluate(tiny_config(data_dir), tmp_path / "pre")
+    config = tiny_config(data_dir, "finetune", init_from=str(tmp_path / "pre"), max_steps=8)
+    results = train.train_and_evaluate(config, tmp_path / "ft")
+    assert results["examples"] == 4 and 0.0 <= results["accuracy"] <= 1.0
+    restored = evaluate.evaluate_run(tmp_path / "ft", outputs_path=tmp_path / "preds.txt")
+    assert restored["accuracy"] == results["accuracy"]
+    assert (tmp_path / "preds.txt").read_text() == (tmp_path / "ft" / "predictions.txt").read_text()
+    eval_records = [r for r in read_metrics(tmp_path / "ft") if r["split"] == "eval"]
+    assert eval_records[-1]["accuracy"] == results["accuracy"]
+
+
+def test_init_from_must_fit(tmp_path, data_dir):
+    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+        train.train_and_evaluate(tiny_config(data_dir, init_from=str(tmp_path / "nowhere")), tmp_path / "a")
+    train.train_and_evaluate(tiny_config(data_dir, max_steps=4), tmp_path / "small")
+    wide = tiny_config(data_dir, "finetune", init_from=str(tmp_path / "small"))
+    wide.model.n_embd = 32
+    with pytest.raises(CheckpointError, match=r"wrong shape \(\d+\): .*checkpoint \(1, 48, 16\) vs model \(1, 48, 32\)"):
+        train.train_and_evaluate(wide, tmp_path / "wide")
+
+
+def test_workdir_of_another_experiment_is_refused(tmp_path, data_dir):
+    train.train_and_evaluate(tiny_config(data_dir, max_steps=4), tmp_path / "run")
+    before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "run" / "checkpoints").rglob("*"))
+    with pytest.raises(CheckpointError, match="another experiment.*task"):
+        train.train_and_evaluate(tiny_config(data_dir, "finetune"), tmp_path / "run")
+    after = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "run" / "checkpoints").rglob("*"))
+    assert before == after
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
+    config = tiny_config(data_dir, learning_rate=1e30, lr_decay=False, checkpoint_every_steps=1, log_every_steps=100)
+    with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+).*last good checkpoint is step") as err:
+        train.train_and_evaluate(config, tmp_path / "nan")
+    bad_step = int(err.value.args[0].split("at step ")[1].split(":")[0])
+    ckpt = Checkpointer(tmp_path / "nan" / "checkpoints")
+    assert ckpt.latest_step() == bad_step - 1
+    params, _ = final_params(tmp_path / "nan", config)
+    assert all(np.isfinite(p).all() for p in params)
+
+
+def test_missing_data_dir_is_named(tmp_path):
+    config = tiny_config(tmp_path / "no_such_dir")
+    with pytest.raises(birth_places.DataError, match="no_such_dir.*does not exist"):
+        train.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_one_device_and_eight_simulated_devices_agree(tmp_path, data_dir):
+    config = tiny_config(data_dir)
+    train.train_and_evaluate(config, tmp_path / "one", devices=jax.devices()[:1])
+    script = (
+        "import sys, jax; from configs import birth_demo; from train import train;"
+        "from tests.test_train import tiny_config;"
+        "assert len(jax.devices()) == 8, jax.devices();"
+        f"train.train_and_evaluate(tiny_config({str(data_dir)!r}), {str(tmp_path / 'eight')!r})"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO, capture_output=True)
+    one, _ = final_params(tmp_path / "one", config)
+    eight, _ = final_params(tmp_path / "eight", config)
+    for a, b in zip(one, eight):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    assert json.loads((tmp_path / "eight" / "metrics.jsonl").read_text().splitlines()[0])["devices"] == 8
+
+
+def test_cli_rejects_unknown_config_key(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "train.main", "--config=configs/birth_demo.py", f"--workdir={tmp_path}",
+         "--config.no_such_key=1"],
+        cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode != 0
+    assert "no_such_key" in result.stderr

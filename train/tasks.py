@@ -1,0 +1,159 @@
+"""Tasks: what the engine trains. A task owns its data, model, loss and final evaluation.
+
+The engine (`train/train.py`) only needs, from a task:
+  * `train_data`: random access, `len(...)` and `.example(index, rng) -> (x, y)`;
+  * `tokens_per_example`: for the learning-rate schedule and throughput;
+  * `make_model(rngs)`, `loss(model, batch)`;
+  * `evaluate(model, path=None)` -> (metrics, prediction lines) or None;
+  * `meta`: JSON facts a checkpoint must agree with (e.g. the vocabulary).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from data import birth_places
+from models.gpt import GPT
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def resolve_path(path: str) -> pathlib.Path:
+    """A path as given, or else relative to the repository (where configs' defaults point)."""
+    given = pathlib.Path(path).expanduser()
+    if given.is_absolute() or given.exists():
+        return given
+    return REPO_ROOT / given
+
+
+def resolve_data_dir(data_dir: str) -> pathlib.Path:
+    path = resolve_path(data_dir)
+    if not path.is_dir():
+        raise birth_places.DataError(f"data directory {data_dir!r} does not exist (looked at {path.absolute()})")
+    return path
+
+
+def masked_cross_entropy(logits: jax.Array, targets: jax.Array, ignore_id: int = birth_places.PAD_ID):
+    """Mean token cross-entropy over targets != ignore_id (PyTorch's ignore_index)."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # bf16 -> f32, f64 stays
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    weights = (targets != ignore_id).astype(logits.dtype)
+    count = weights.sum()
+    loss = (nll * weights).sum() / jnp.maximum(count, 1.0)
+    return loss, {"loss": loss, "scored_tokens": count}
+
+
+def greedy_decode(model: GPT, prompts: list[np.ndarray], steps: int, chunk: int = 256) -> list[np.ndarray]:
+    """Appends `steps` argmax tokens to each prompt (minGPT `sample` with sample=False).
+
+    Prompts are right-padded into one (N, T) buffer; the model is causal, so the
+    padding never influences the positions that are read.
+    """
+    block_size = model.block_size
+    longest = max(len(p) for p in prompts)
+    if longest >= block_size:
+        raise ValueError(f"a prompt of {longest} tokens leaves no room in block_size {block_size}")
+    width = min(block_size, longest + steps)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state, tokens, lengths):
+        model = nnx.merge(graphdef, state)
+        rows = jnp.arange(tokens.shape[0])
+
+        def body(_, carry):
+            tokens, lengths = carry
+            logits = model(tokens)[rows, lengths - 1]
+            nxt = jnp.argmax(logits, axis=-1).astype(tokens.dtype)
+            room = lengths < width  # past the buffer: stop writing (the answer ended long before)
+            tokens = tokens.at[rows, jnp.minimum(lengths, width - 1)].set(
+                jnp.where(room, nxt, tokens[rows, jnp.minimum(lengths, width - 1)]))
+            return tokens, lengths + room
+
+        return jax.lax.fori_loop(0, steps, body, (tokens, lengths))
+
+    outputs = []
+    for start in range(0, len(prompts), chunk):
+        group = prompts[start:start + chunk]
+        n = len(group)
+        tokens = np.full((chunk, width), birth_places.PAD_ID, np.int32)  # fixed shape: one compilation
+        lengths = np.ones(chunk, np.int32)
+        for i, p in enumerate(group):
+            tokens[i, :len(p)] = p
+            lengths[i] = len(p)
+        out, out_len = jax.device_get(run(state, tokens, lengths))
+        outputs.extend(out[i, :out_len[i]] for i in range(n))
+    return outputs
+
+
+class _GPTTask:
+    """Shared by both CS224n tasks: the vocabulary comes from the pretraining corpus."""
+
+    def __init__(self, config):
+        self.config = config
+        self.data_dir = resolve_data_dir(config.data_dir)
+        corpus_path = self.data_dir / config.pretrain_corpus
+        self.pretrain_data = birth_places.CharCorruptionDataset(
+            birth_places.read_text(corpus_path), config.model.block_size, source=str(corpus_path))
+        self.vocab = self.pretrain_data.vocab
+        self.tokens_per_example = config.model.block_size - 1
+        self.meta = {"vocab": "".join(self.vocab.itos)}
+
+    def make_model(self, rngs: nnx.Rngs) -> GPT:
+        m = self.config.model
+        return GPT(self.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd,
+                   m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, rngs=rngs)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def loss(self, model: GPT, batch):
+        x, y = batch
+        return masked_cross_entropy(model(x), y)
+
+    def evaluate(self, model: GPT, path: str | pathlib.Path | None = None):
+        """Greedy-decodes `name⁇` for each line of the eval file; exact-match accuracy."""
+        path = pathlib.Path(path) if path else self.data_dir / self.config.eval_file
+        pairs = birth_places.read_name_place_tsv(path, require_answers=False)
+        prompts = [self.vocab.encode(p.question + birth_places.MASK_CHAR, f"{path}:{p.line}") for p in pairs]
+        completions = greedy_decode(model, prompts, self.config.decode_steps)
+        predictions = [birth_places.extract_prediction(self.vocab.decode(c)) for c in completions]
+        total, correct = birth_places.evaluate_places(predictions, [p.answer for p in pairs])
+        metrics = {"eval_file": str(path), "examples": len(pairs)}
+        if total:
+            metrics.update(correct=correct, accuracy=correct / total)
+        return metrics, predictions
+
+
+class SpanCorruptionTask(_GPTTask):
+    """Pretraining on the corpus by span corruption."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.train_data = self.pretrain_data
+
+
+class BirthPlacesTask(_GPTTask):
+    """Finetuning on `Where was X born?⁇place⁇`."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        path = self.data_dir / config.train_file
+        self.train_data = birth_places.NameDataset(
+            self.pretrain_data, birth_places.read_name_place_tsv(path), source=str(path))
+
+
+TASKS = {"span_corruption": SpanCorruptionTask, "birth_places": BirthPlacesTask}
+
+
+def build(config):
+    if config.task not in TASKS:
+        raise ValueError(f"config.task={config.task!r} is not one of {sorted(TASKS)}")
+    return TASKS[config.task](config)
