@@ -120,3 +120,11 @@ def test_synthetic_generator_is_deterministic():
         name = question.removeprefix("Where was ").removesuffix(" born?")
         line = next(l for l in wiki.splitlines() if l.startswith((name + ".", name + " (")))
         assert f"born in {place}" in line.replace("Born in", "born in") or f"born? In {place}" in line
+
+
+def test_london_baseline_counts_gold_answers(tmp_path):
+    from analysis.london_baseline import baseline_accuracy
+    directory = synthetic_bios.write(tmp_path, num_people=60, seed=5)
+    answers = [l.split("\t")[1] for l in (directory / "birth_dev.tsv").read_text().splitlines()]
+    for place in ("London", "Paris"):
+        assert baseline_accuracy(directory / "birth_dev.tsv", place) == (len(answers), answers.count(place))
