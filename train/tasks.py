@@ -110,6 +110,10 @@ class _GPTTask:
         return GPT(self.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd,
                    m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, rngs=rngs)
 
+    def decay_tokens(self) -> int:
+        """The course's `final_tokens = 200 * len(dataset) * block_size`."""
+        return self.config.decay_epochs * len(self.train_data) * self.config.model.block_size
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)

@@ -37,11 +37,28 @@ class NonFiniteLossError(FloatingPointError):
 # ----------------------------------------------------------------------------- optimizer
 
 
-def lr_schedule(config, tokens_per_step: int, decay_tokens: float) -> optax.Schedule:
-    """minGPT's token-based schedule: linear warmup, cosine decay floored at 10%, then flat."""
-    base, warmup = config.learning_rate, float(config.warmup_tokens)
-    if not config.lr_decay:
+def lr_schedule(config, tokens_per_step: int, decay_tokens: float, total_steps: int) -> optax.Schedule:
+    """The learning rate per step.
+
+    `mingpt` (default): minGPT's token-based linear warmup over `warmup_tokens`,
+    cosine decay to `min_lr_fraction` at `decay_tokens`, then flat.
+    `warmup_cosine` / `warmup_linear`: step-based, over `warmup_steps` and the run.
+    """
+    base = config.learning_rate
+    kind = config.get("schedule", "mingpt")
+    if kind == "constant" or not config.get("lr_decay", True):
         return optax.constant_schedule(base)
+    if kind == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, base, config.warmup_steps, max(total_steps, config.warmup_steps + 1), base * config.min_lr_fraction)
+    if kind == "warmup_linear":
+        return optax.join_schedules([
+            optax.linear_schedule(0.0, base, config.warmup_steps),
+            optax.linear_schedule(base, base * config.min_lr_fraction, max(1, total_steps - config.warmup_steps)),
+        ], [config.warmup_steps])
+    if kind != "mingpt":
+        raise ValueError(f"config.schedule={kind!r} is not one of mingpt, warmup_cosine, warmup_linear, constant")
+    warmup = float(config.warmup_tokens)
 
     def schedule(step):
         tokens = step * tokens_per_step
@@ -62,12 +79,18 @@ def weight_decay_mask(params, no_decay: tuple[str, ...]):
 
 
 def make_optimizer(config, params, schedule) -> optax.GradientTransformation:
-    return optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-                    weight_decay=config.weight_decay,
-                    mask=weight_decay_mask(params, tuple(config.no_decay))),
-    )
+    """Gradient clipping, then AdamW (default), SGD with momentum, or RMSprop."""
+    kind = config.get("optimizer", "adamw")
+    if kind == "adamw":
+        opt = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay,
+                          mask=weight_decay_mask(params, tuple(config.no_decay)))
+    elif kind == "sgd":
+        opt = optax.sgd(schedule, momentum=config.get("momentum", 0.9) or None)
+    elif kind == "rmsprop":
+        opt = optax.rmsprop(schedule, decay=config.get("rmsprop_decay", 0.99), eps=config.eps)
+    else:
+        raise ValueError(f"config.optimizer={kind!r} is not one of adamw, sgd, rmsprop")
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
 
 
 # ----------------------------------------------------------------------------- data
@@ -199,11 +222,12 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {mesh.size} devices of the mesh")
 
     model = task.make_model(nnx.Rngs(params=config.seed, dropout=config.seed + 1))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    # Only `params` are trained and checkpointed; frozen weights stay in `rest` (task.trainable).
+    graphdef, params, rest = nnx.split(model, getattr(task, "trainable", nnx.Param), ...)
     tokens_per_step = config.batch_size * task.tokens_per_example
     total_steps = num_train_steps(config, len(task.train_data))
-    decay_tokens = config.decay_epochs * len(task.train_data) * config.model.block_size
-    schedule = lr_schedule(config, tokens_per_step, decay_tokens)
+    decay_tokens = task.decay_tokens() if hasattr(task, "decay_tokens") else 0
+    schedule = lr_schedule(config, tokens_per_step, decay_tokens, total_steps)
     tx = make_optimizer(config, params, schedule)
     opt_state = tx.init(params)
 
@@ -251,6 +275,18 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         window.clear()
         return summary
 
+    validate_every = config.get("eval_every_steps", 0) if hasattr(task, "validate") else 0
+
+    def validate(step: int) -> dict:
+        """Task metrics on held-out data, with the model in eval mode (no dropout)."""
+        model = nnx.merge(graphdef, params, rest)
+        model.eval()
+        t = time.perf_counter()
+        metrics = task.validate(model)
+        metrics["seconds"] = time.perf_counter() - t
+        writer.write(step, "valid", metrics)
+        return metrics
+
     bar = tqdm(total=total_steps, initial=start_step, desc=config.name, unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     try:
@@ -267,6 +303,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                 drain()
                 ckpt.save(step, params, opt_state, task.meta)
                 last_saved = step
+            if validate_every and (step % validate_every == 0 or step == total_steps):
+                validation = validate(step)
+                bar.set_postfix(valid=", ".join(f"{k}={v:.4f}" for k, v in validation.items() if k != "seconds"))
             if stop_after is not None and step - start_step >= stop_after:
                 return {"stopped_at": step}  # as if killed: no final checkpoint
         bar.close()
