@@ -38,11 +38,13 @@ class CausalSelfAttention(nnx.Module):
         self.attn_drop = nnx.Dropout(attn_pdrop, rngs=rngs)
         self.resid_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        B, T, C = x.shape
+    def __call__(self, x: jax.Array, batch: int) -> jax.Array:
+        """x: (B*T, C) token rows of `batch` sequences."""
+        BT, C = x.shape
+        B, T = batch, BT // batch
         head_size = C // self.n_head
 
-        def heads(t):  # (B, T, C) -> (B, n_head, T, head_size)
+        def heads(t):  # (B*T, C) -> (B, n_head, T, head_size)
             return t.reshape(B, T, self.n_head, head_size).transpose(0, 2, 1, 3)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
@@ -50,7 +52,7 @@ class CausalSelfAttention(nnx.Module):
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))
         att = jnp.where(causal, att, -jnp.inf)  # the diagonal is always visible: no empty rows
         att = self.attn_drop(jax.nn.softmax(att, axis=-1))
-        y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+        y = (att @ v).transpose(0, 2, 1, 3).reshape(BT, C)
         return self.resid_drop(self.proj(y))
 
 
@@ -63,8 +65,8 @@ class Block(nnx.Module):
         self.mlp_proj = _linear(4 * n_embd, n_embd, rngs)
         self.mlp_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attn(self.ln1(x))
+    def __call__(self, x: jax.Array, batch: int) -> jax.Array:
+        x = x + self.attn(self.ln1(x), batch)
         h = jax.nn.gelu(self.mlp_fc(self.ln2(x)), approximate=False)  # nn.GELU() is the exact erf form
         return x + self.mlp_drop(self.mlp_proj(h))
 
@@ -101,6 +103,10 @@ class GPT(nnx.Module):
         if T > self.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}")
         x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :T, :])
+        # Blocks work on (B*T, C) rows: XLA:CPU runs the weight-gradient matmuls
+        # much faster on 2-D operands than on (B, T, C) ones.
+        B, _, C = x.shape
+        x = x.reshape(B * T, C)
         for block in self.blocks:
-            x = block(x)
-        return self.head(self.ln_f(x))
+            x = block(x, B)
+        return self.head(self.ln_f(x)).reshape(B, T, self.vocab_size)

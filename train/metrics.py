@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import resource
+
+import jax
 
 from tensorboardX import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def peak_memory_mb() -> float:
+    """Peak device memory on an accelerator; the process's peak RSS on the CPU."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        return (device.memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict]:

@@ -154,7 +154,120 @@ class BirthPlacesTask(_GPTTask):
             self.pretrain_data, birth_places.read_name_place_tsv(path), source=str(path))
 
 
-TASKS = {"span_corruption": SpanCorruptionTask, "birth_places": BirthPlacesTask}
+# ----------------------------------------------------------------------------- text classification
+
+
+def load_text_dataset(config, tokenizer) -> dict:
+    """{split: {input_ids, attention_mask, token_type_ids, label}} for config.dataset."""
+    from data import amazon_polarity, boolq, sst2
+    data_dir = resolve_data_dir(config.data_dir)
+    kwargs = dict(max_length=config.max_length, tfds_dir=config.tfds_dir or None)
+    if config.dataset == "sst2":
+        splits = sst2.load_sst2(data_dir, tokenizer, **kwargs)
+    elif config.dataset == "boolq":
+        splits = boolq.load_boolq(data_dir, tokenizer, **kwargs)
+    elif config.dataset == "amazon_polarity":
+        splits = amazon_polarity.load_amazon_polarity(data_dir, tokenizer, fields=config.text_fields, **kwargs)
+    else:
+        raise ValueError(f"config.dataset={config.dataset!r} is not one of sst2, boolq, amazon_polarity")
+    if config.get("train_limit", 0) > 0:  # a documented subset, for runs this machine can afford
+        splits["train"] = {k: v[:config.train_limit] for k, v in splits["train"].items()}
+    return splits
+
+
+def make_classifier(model_config, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
+    """The IFT6135 / fine-tuning models, all called as model(input_ids, attention_mask[, token_type_ids])."""
+    kind = model_config.kind
+    if kind == "gru":
+        from models.seq2seq import GRUSentimentClassifier
+        return GRUSentimentClassifier(
+            model_config.vocabulary_size, model_config.embedding_size, model_config.hidden_size,
+            model_config.num_layers, model_config.dropout, model_config.encoder_only, num_classes, rngs=rngs)
+    if kind == "transformer":
+        from models.transformer import TransformerClassifier
+        return TransformerClassifier(
+            num_classes, vocabulary_size=model_config.vocabulary_size, embed_dim=model_config.embed_dim,
+            hidden_dim=model_config.hidden_dim, num_heads=model_config.num_heads,
+            num_layers=model_config.num_layers, block=model_config.block, dropout=model_config.dropout,
+            max_length=model_config.max_length, rngs=rngs)
+    if kind == "bert":
+        from models import peft
+        return peft.load_classifier(
+            model_config.checkpoint or None, num_classes, mode=model_config.mode, rngs=rngs,
+            pooling=model_config.pooling or None, prefix_length=model_config.prefix_length,
+            lora_rank=model_config.lora_rank, lora_alpha=model_config.lora_alpha,
+            lora_targets=tuple(model_config.lora_targets))
+    raise ValueError(f"config.model.kind={kind!r} is not one of gru, transformer, bert")
+
+
+class TextClassificationTask:
+    """Sentence(-pair) classification: SST-2, BoolQ, Amazon Polarity; GRU, Transformer or BERT."""
+
+    def __init__(self, config):
+        from data import text
+        from models import peft
+        self.config = config
+        tokenizer = text.load_tokenizer(config.tokenizer or None)
+        self.splits = load_text_dataset(config, tokenizer)
+        self.train_data = text.ArrayExamples(self.splits["train"])
+        self.tokens_per_example = config.max_length
+        self.num_classes = int(max(int(s["label"].max()) for s in self.splits.values())) + 1
+        self.meta = {"dataset": config.dataset, "max_length": config.max_length}
+        self.uses_token_types = config.model.kind == "bert"
+        # BERT fine-tuning modes train only part of the model; the others train everything.
+        self.trainable = peft.trainable_filter(config.model.mode) if config.model.kind == "bert" else nnx.Param
+        self._forward = None
+
+    def make_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        return make_classifier(self.config.model, self.num_classes, rngs)
+
+    def logits(self, model, inputs):
+        if self.uses_token_types:
+            return model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+        return model(inputs["input_ids"], inputs["attention_mask"])
+
+    def loss(self, model, batch):
+        inputs, labels = batch
+        logits = self.logits(model, inputs).astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, {"loss": loss, "accuracy": (logits.argmax(-1) == labels).mean()}
+
+    def predict(self, model, split: dict) -> np.ndarray:
+        """Logits for a whole split, in fixed-size batches (one compilation)."""
+        graphdef, state = nnx.split(model)
+        if self._forward is None or self._forward[0] != graphdef:
+            self._forward = (graphdef, jax.jit(lambda st, inputs: self.logits(nnx.merge(graphdef, st), inputs)))
+        forward = self._forward[1]
+        size = self.config.eval_batch_size
+        n = len(split["label"])
+        out = []
+        for start in range(0, n, size):
+            inputs = {k: split[k][start:start + size] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            m = len(inputs["input_ids"])
+            if m < size:  # pad the last batch
+                inputs = {k: np.concatenate([v, np.zeros((size - m,) + v.shape[1:], v.dtype)]) for k, v in inputs.items()}
+            out.append(np.asarray(forward(state, inputs))[:m])
+        return np.concatenate(out)
+
+    def _metrics(self, model, split: dict) -> dict:
+        logits = self.predict(model, split)
+        labels = split["label"]
+        loss = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), jnp.asarray(labels)).mean()
+        return {"loss": float(loss), "accuracy": float((logits.argmax(-1) == labels).mean()), "examples": len(labels)}, logits
+
+    def validate(self, model) -> dict:
+        return self._metrics(model, self.splits["validation"])[0]
+
+    def evaluate(self, model, path=None):
+        """Test-split metrics and one predicted label per line."""
+        if path is not None:
+            raise ValueError("text classification evaluates its dataset's test split; eval_file is not used")
+        metrics, logits = self._metrics(model, self.splits["test"])
+        return metrics, [str(int(i)) for i in logits.argmax(-1)]
+
+
+TASKS = {"span_corruption": SpanCorruptionTask, "birth_places": BirthPlacesTask,
+         "text_classification": TextClassificationTask}
 
 
 def build(config):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from train import tasks as tasks_lib
 from train.checkpoint import Checkpointer, CheckpointError
-from train.metrics import MetricWriter
+from train.metrics import MetricWriter, peak_memory_mb
 
 # Config fields that define an experiment: a workdir never mixes runs that differ in these.
 IDENTITY_FIELDS = ("task", "model", "data_dir", "pretrain_corpus", "train_file")
@@ -115,14 +115,18 @@ def data_mesh(devices=None) -> Mesh:
 # ----------------------------------------------------------------------------- steps
 
 
-def make_train_step(graphdef, tx, loss_fn, mesh: Mesh):
-    """A jit'ed (params, rest, opt_state, batch, key) -> (params, opt_state, metrics)."""
+def make_train_step(graphdef, tx, loss_fn, mesh: Mesh, trainable=nnx.Param):
+    """A jit'ed (params, rest, opt_state, batch, key) -> (params, opt_state, metrics).
+
+    Gradients are taken only for the `trainable` variables (`params`); frozen ones live in `rest`.
+    """
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
     def step(params, rest, opt_state, batch, key):
         model = nnx.merge(graphdef, params, rest)
         nnx.reseed(model, dropout=key)
-        (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
+        grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable), has_aux=True)
+        (_, metrics), grads = grad_fn(model, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -223,7 +227,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
 
     model = task.make_model(nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     # Only `params` are trained and checkpointed; frozen weights stay in `rest` (task.trainable).
-    graphdef, params, rest = nnx.split(model, getattr(task, "trainable", nnx.Param), ...)
+    trainable = getattr(task, "trainable", nnx.Param)
+    graphdef, params, rest = nnx.split(model, trainable, ...)
     tokens_per_step = config.batch_size * task.tokens_per_example
     total_steps = num_train_steps(config, len(task.train_data))
     decay_tokens = task.decay_tokens() if hasattr(task, "decay_tokens") else 0
@@ -244,12 +249,15 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
 
     replicated = NamedSharding(mesh, P())
     params, rest, opt_state = jax.device_put((params, rest, opt_state), replicated)
-    train_step = make_train_step(graphdef, tx, task.loss, mesh)
+    train_step = make_train_step(graphdef, tx, task.loss, mesh, trainable)
     pipeline = batch_pipeline(task.train_data, config.batch_size, config.num_epochs, config.seed)
     dropout_key = jax.random.key(config.seed + 2)
     writer = MetricWriter(workdir, resume_step=start_step)
-    n_params = sum(x.size for x in jax.tree.leaves(params))
-    writer.write(start_step, "info", {"parameters": n_params, "total_steps": total_steps, "devices": mesh.size})
+    n_trainable = sum(x.size for x in jax.tree.leaves(params))
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    tqdm.write(f"{config.name}: {n_params:,} parameters, {n_trainable:,} trained, {total_steps} steps")
+    writer.write(start_step, "info", {"parameters": n_params, "trainable_parameters": n_trainable,
+                                      "total_steps": total_steps, "devices": mesh.size})
 
     pending: list[tuple[int, dict]] = []  # device metrics not yet checked
     window: list[dict] = []  # checked host metrics since the last log line
@@ -271,6 +279,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
         summary["learning_rate"] = float(schedule(step - 1))  # the rate the last step used
         summary["tokens_per_sec"] = tokens_per_step * len(window) / max(seconds, 1e-9)
+        summary["peak_memory_mb"] = peak_memory_mb()
         writer.write(step, "train", summary)
         window.clear()
         return summary
