@@ -38,7 +38,7 @@ def _word(rng: np.random.Generator, syllables: int) -> str:
     return "".join(rng.choice(_SYLLABLES, size=syllables)).capitalize()
 
 
-def generate(num_people: int = 400, seed: int = 0) -> dict[str, str]:
+def generate(num_people: int = 300, seed: int = 0) -> dict[str, str]:
     """Returns {file name: contents}; the same arguments always give the same files."""
     rng = np.random.default_rng(seed)
     # Zipf-like popularity: the first place is the majority answer.
@@ -61,8 +61,8 @@ def generate(num_people: int = 400, seed: int = 0) -> dict[str, str]:
         wiki.append(template.format(
             name=name, first=name.split()[0], place=place, job=job, year=year))
 
-    # 80% of people to finetune on, 10% dev, 10% test; all of them are in wiki.txt.
-    n_train, n_dev = int(0.8 * num_people), int(0.1 * num_people)
+    # 70% of people to finetune on, 20% dev, 10% test; all of them are in wiki.txt.
+    n_train, n_dev = int(0.7 * num_people), int(0.2 * num_people)
     qa = [f"Where was {name} born?\t{place}" for name, place in people]
     return {
         "wiki.txt": "\n".join(wiki) + "\n",
@@ -72,7 +72,7 @@ def generate(num_people: int = 400, seed: int = 0) -> dict[str, str]:
     }
 
 
-def write(directory: str | pathlib.Path, num_people: int = 400, seed: int = 0) -> pathlib.Path:
+def write(directory: str | pathlib.Path, num_people: int = 300, seed: int = 0) -> pathlib.Path:
     """Writes the four files into `directory` (created if needed) and returns it."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

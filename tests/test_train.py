@@ -64,7 +64,8 @@ def test_finetune_from_pretrained_and_evaluate_after_restore(tmp_path, data_dir)
     train.train_and_evaluate(tiny_config(data_dir), tmp_path / "pre")
     config = tiny_config(data_dir, "finetune", init_from=str(tmp_path / "pre"), max_steps=8)
     results = train.train_and_evaluate(config, tmp_path / "ft")
-    assert results["examples"] == 4 and 0.0 <= results["accuracy"] <= 1.0
+    dev_lines = (data_dir / "birth_dev.tsv").read_text().splitlines()
+    assert results["examples"] == len(dev_lines) and 0.0 <= results["accuracy"] <= 1.0
     restored = evaluate.evaluate_run(tmp_path / "ft", outputs_path=tmp_path / "preds.txt")
     assert restored["accuracy"] == results["accuracy"]
     assert (tmp_path / "preds.txt").read_text() == (tmp_path / "ft" / "predictions.txt").read_text()
