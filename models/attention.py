@@ -1,0 +1,289 @@
+"""Multi-head self-attention and the course's ablations, in one configurable module.
+
+`SelfAttention` is the engine; `MultiHeadedAttention` is the IFT6135 A2 interface
+(head_size, num_heads, sequence_length) on top of it. With default options the
+output is exactly proj(concat_h softmax(Q_h K_h^T / sqrt(d)) V_h), so minGPT's
+CausalSelfAttention (key, query, value, proj, attn/resid dropout) is
+`SelfAttention(..., dropout=p, resid_dropout=p)` called with `causal=True`.
+
+Options (seeds 002 and 000 of the course material):
+  scoring  'dot'      scaled dot product q.k / sqrt(d)                (default)
+           'additive' per head w2 . tanh(W1 [q; k] + b1)  (Bahdanau)
+  sharing  'separate' Q, K, V have their own projections           (default)
+           'qk'       K uses the query projection (Q = K)
+           'qkv'      K and V use the query projection (Q = K = V)
+  masking  'neg_inf'  masked scores -> large negative before softmax  (default)
+           'zero_after' softmax over *all* keys, then masked weights set to 0.
+                      WRONG on purpose: the softmax denominator still contains the
+                      masked (future or padded) scores, so they leak into the output.
+                      Kept only to reproduce seed 002's "too good" 0-masking result.
+  fused    route through jax.nn.dot_product_attention (dot + neg_inf only).
+
+Masks: `mask` is the (B, S) padding mask (1 = token, 0 = pad) and removes padded
+*keys*; `causal=True` hides future keys. Masked scores get the finite value
+-0.7 * float32 max (the same constant jax.nn.dot_product_attention uses) rather
+than -inf, so nothing is NaN; exp() still underflows to exactly 0. A query row
+with no visible key at all (fully padded sequence) gets all-zero weights, hence
+a zero attended value, in every path (explicit and fused), again with no NaN.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from models.layers import torch_linear
+
+SCORINGS = ("dot", "additive")
+SHARINGS = ("separate", "qk", "qkv")
+MASKINGS = ("neg_inf", "zero_after")
+
+# Finite "-inf": what jax.nn.dot_product_attention's XLA path uses, so both paths agree.
+_LARGE_NEGATIVE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+class AdditiveScore(nnx.Module):
+    """Per-head additive score s(q, k) = w2 . tanh(W1 [q; k] + b1).
+
+    W1 [q; k] = W1_q q + W1_k k, so the two halves are applied separately and only
+    the tanh is evaluated on all (query, key) pairs: O(B H S^2 hidden) memory.
+    W2 has no bias: a constant added to every score of a row cancels in the softmax.
+    """
+
+    def __init__(self, head_size, num_heads, hidden_size, *, rngs: nnx.Rngs):
+        # PyTorch nn.Linear(2 d, hidden) / nn.Linear(hidden, 1) default ranges, per head.
+        b1 = 1.0 / math.sqrt(2 * head_size)
+        b2 = 1.0 / math.sqrt(hidden_size)
+        uniform = lambda shape, bound: jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+        self.w1_query = nnx.Param(uniform((num_heads, head_size, hidden_size), b1))
+        self.w1_key = nnx.Param(uniform((num_heads, head_size, hidden_size), b1))
+        self.b1 = nnx.Param(uniform((num_heads, hidden_size), b1))
+        self.w2 = nnx.Param(uniform((num_heads, hidden_size), b2))
+
+    def __call__(self, queries, keys):
+        """(B, H, Sq, d), (B, H, Sk, d) -> scores (B, H, Sq, Sk)."""
+        dtype = queries.dtype
+        uq = jnp.einsum("bhqd,hda->bhqa", queries, self.w1_query[...].astype(dtype))
+        uq = uq + self.b1[...].astype(dtype)[None, :, None, :]
+        uk = jnp.einsum("bhkd,hda->bhka", keys, self.w1_key[...].astype(dtype))
+        hidden = jnp.tanh(uq[:, :, :, None, :] + uk[:, :, None, :, :])
+        return jnp.einsum("bhqka,ha->bhqk", hidden, self.w2[...].astype(dtype))
+
+
+def _fused_implementation(dtype):
+    """cuDNN flash attention on GPU for 16-bit inputs; XLA everywhere else.
+
+    jax.nn.dot_product_attention(implementation=None) always picks XLA in this JAX
+    version, so the cuDNN choice is made here (and undone if cuDNN refuses the shapes).
+    """
+    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return None
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with configurable scoring, sharing, masking and a fused path.
+
+    Args:
+      embed_dim: model width D = num_heads * head_size.
+      num_heads: number of heads H (must divide embed_dim).
+      scoring, sharing, masking, fused: see the module docstring.
+      dropout: dropout on the attention weights (explicit path only).
+      resid_dropout: dropout on the output projection (minGPT's resid_drop).
+      additive_hidden: hidden width of the additive scorer (default head_size).
+      dtype: computation dtype of the projections (None: promote inputs and params).
+      kernel_init, bias_init: projection initialisers (default: PyTorch nn.Linear's).
+    Submodules: query, key, value, proj (nnx.Linear D -> D with bias); key is None
+    for sharing 'qk' and 'qkv', value is None for 'qkv'; score for additive scoring.
+    """
+
+    def __init__(self, embed_dim, num_heads, *, scoring="dot", sharing="separate",
+                 masking="neg_inf", fused=False, dropout=0.0, resid_dropout=0.0,
+                 additive_hidden=None, dtype=None, kernel_init=None, bias_init=None,
+                 rngs: nnx.Rngs):
+        if num_heads < 1 or embed_dim % num_heads != 0:
+            raise ValueError(
+                f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        _check_choice("scoring", scoring, SCORINGS)
+        _check_choice("sharing", sharing, SHARINGS)
+        _check_choice("masking", masking, MASKINGS)
+        if fused and (scoring != "dot" or masking != "neg_inf"):
+            raise ValueError(
+                "fused attention is jax.nn.dot_product_attention: it needs scoring='dot' "
+                f"and masking='neg_inf', got scoring={scoring!r}, masking={masking!r}")
+        if fused and dropout > 0:
+            raise ValueError(
+                f"fused attention has no dropout on the attention weights (dropout={dropout}); "
+                "use fused=False for attention dropout")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_size = embed_dim // num_heads
+        self.scale = 1.0 / math.sqrt(self.head_size)
+        self.scoring, self.sharing, self.masking, self.fused = scoring, sharing, masking, fused
+
+        def linear():
+            return torch_linear(embed_dim, embed_dim, dtype=dtype, kernel_init=kernel_init,
+                                bias_init=bias_init, rngs=rngs)
+
+        self.query = linear()
+        self.key = linear() if sharing == "separate" else None
+        self.value = linear() if sharing != "qkv" else None
+        self.proj = linear()
+        self.score = (AdditiveScore(self.head_size, num_heads, additive_hidden or self.head_size, rngs=rngs)
+                      if scoring == "additive" else None)
+        self.attn_dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.resid_dropout = nnx.Dropout(resid_dropout, rngs=rngs)
+
+    # -- the course's helpers ------------------------------------------------
+
+    def split_heads(self, tensor):
+        """(B, S, H * dim) -> (B, H, S, dim); the exact inverse of merge_heads."""
+        if tensor.ndim != 3 or tensor.shape[-1] % self.num_heads != 0:
+            raise ValueError(
+                f"split_heads expects (batch, seq, num_heads * dim) with num_heads={self.num_heads}, "
+                f"got shape {tensor.shape}")
+        batch, seq, width = tensor.shape
+        return tensor.reshape(batch, seq, self.num_heads, width // self.num_heads).transpose(0, 2, 1, 3)
+
+    def merge_heads(self, tensor):
+        """(B, H, S, dim) -> (B, S, H * dim); the exact inverse of split_heads."""
+        if tensor.ndim != 4 or tensor.shape[1] != self.num_heads:
+            raise ValueError(
+                f"merge_heads expects (batch, num_heads={self.num_heads}, seq, dim), "
+                f"got shape {tensor.shape}")
+        batch, heads, seq, dim = tensor.shape
+        return tensor.transpose(0, 2, 1, 3).reshape(batch, seq, heads * dim)
+
+    def get_attention_weights(self, queries, keys, mask=None, *, causal=False, query_slice=None):
+        """Attention weights (B, H, Sq, Sk) = softmax(Q K^T / sqrt(head_size)) over keys.
+
+        queries, keys: (B, H, S, head_size). mask: (B, Sk) padding mask, 1 = token, 0 = pad.
+        Padded (and, if causal, future) keys get weight 0; see the module docstring
+        for the 'zero_after' variant and fully masked rows. query_slice: which sequence
+        positions the queries are (for the causal mask), default all of them.
+        """
+        if self.scoring == "dot":
+            scores = jnp.einsum("bhqd,bhkd->bhqk", queries, keys) * self.scale
+        else:
+            scores = self.score(queries, keys)
+        # Softmax in at least float32 (bf16 exponentials are too coarse).
+        scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
+        visible = self._visible(mask, queries.shape[0], keys.shape[2], causal, query_slice)
+        if visible is None:
+            weights = jax.nn.softmax(scores, axis=-1)
+        elif self.masking == "neg_inf":
+            weights = jax.nn.softmax(jnp.where(visible, scores, _LARGE_NEGATIVE), axis=-1)
+            if mask is not None:  # causal alone always leaves the diagonal visible
+                weights = jnp.where(jnp.any(visible, axis=-1, keepdims=True), weights, 0.0)
+        else:  # 'zero_after': deliberately leaky, see the module docstring
+            weights = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0.0)
+        return weights.astype(queries.dtype)
+
+    def apply_attention(self, queries, keys, values, mask=None, *, causal=False, query_slice=None):
+        """Attended values of all heads, merged: (B, H, S, d) x3 -> (B, Sq, H * d)."""
+        if self.fused:
+            to_bsnh = lambda t: t.transpose(0, 2, 1, 3)
+            out = self._fused_attention(to_bsnh(queries), to_bsnh(keys), to_bsnh(values), mask, causal,
+                                        query_slice)
+            return out.reshape(out.shape[0], out.shape[1], -1)
+        weights = self.get_attention_weights(queries, keys, mask, causal=causal, query_slice=query_slice)
+        weights = self.attn_dropout(weights)
+        return self.merge_heads(jnp.einsum("bhqk,bhkd->bhqd", weights, values))
+
+    def __call__(self, hidden_states, mask=None, *, causal=False, query_slice=None):
+        """(B, S, D) -> (B, S, D). mask: (B, S) padding mask or None; causal: hide future keys.
+
+        query_slice (a slice of positions, e.g. slice(0, 1) for a CLS token): compute the
+        output only at those positions, (B, Sq, D); keys and values still cover all S.
+        """
+        if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"expected hidden_states of shape (batch, seq, embed_dim={self.embed_dim}), "
+                f"got {hidden_states.shape}")
+        if query_slice is not None and not isinstance(query_slice, slice):
+            raise ValueError(f"query_slice must be a slice or None, got {query_slice!r}")
+        rows = slice(None) if query_slice is None else query_slice
+        # Shared projections are computed once for every position, then sliced for the queries.
+        shared = self.query(hidden_states) if self.key is None else None
+        k = shared if self.key is None else self.key(hidden_states)
+        v = shared if self.value is None else self.value(hidden_states)
+        q = shared[:, rows] if shared is not None else self.query(hidden_states[:, rows])
+        if self.fused:
+            # jax.nn.dot_product_attention wants (B, S, H, d): a reshape, no transpose.
+            to_bsnh = lambda t: t.reshape(t.shape[0], t.shape[1], self.num_heads, self.head_size)
+            out = self._fused_attention(to_bsnh(q), to_bsnh(k), to_bsnh(v), mask, causal, query_slice)
+            out = out.reshape(out.shape[0], out.shape[1], self.embed_dim)
+        else:
+            out = self.apply_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v),
+                                       mask, causal=causal, query_slice=query_slice)
+        return self.resid_dropout(self.proj(out))
+
+    # -- internals -------------------------------------------------------------
+
+    def _padding(self, mask, batch, seq):
+        """Validate the (B, S) padding mask and return it as booleans."""
+        mask = jnp.asarray(mask)
+        if mask.shape != (batch, seq):
+            raise ValueError(
+                f"padding mask must have shape (batch, seq) = ({batch}, {seq}), got {mask.shape}")
+        return mask != 0
+
+    def _visible(self, mask, batch, k_len, causal, query_slice=None):
+        """Boolean (B or 1, 1, Sq, Sk) 'may attend' array, or None when nothing is masked."""
+        visible = None
+        if mask is not None:
+            visible = self._padding(mask, batch, k_len)[:, None, None, :]
+        if causal:
+            keys = np.arange(k_len)
+            queries = keys if query_slice is None else keys[query_slice]
+            past = jnp.asarray(queries[:, None] >= keys[None, :])[None, None]  # a compile-time constant
+            visible = past if visible is None else visible & past
+        return visible
+
+    def _fused_attention(self, q, k, v, mask, causal, query_slice=None):
+        """jax.nn.dot_product_attention on (B, S, H, d); returns (B, Sq, H, d)."""
+        batch, k_len = k.shape[0], k.shape[1]
+        # The kernel's own causal mask assumes queries start at position 0; otherwise pass it in.
+        is_causal = causal and query_slice is None
+        given = self._visible(mask, batch, k_len, causal and not is_causal, query_slice)
+        kwargs = dict(mask=given, is_causal=is_causal, scale=self.scale)
+        implementation = _fused_implementation(q.dtype)
+        try:
+            out = jax.nn.dot_product_attention(q, k, v, implementation=implementation, **kwargs)
+        except (ValueError, NotImplementedError, RuntimeError):
+            if implementation is None:
+                raise
+            # cuDNN refused these shapes or this GPU: the XLA implementation always works.
+            out = jax.nn.dot_product_attention(q, k, v, implementation=None, **kwargs)
+        if mask is not None:
+            # Rows with no visible key: XLA would average all values; zero them as the explicit path does.
+            has_key = jnp.any(self._visible(mask, batch, k_len, causal, query_slice), axis=-1)  # (B, 1, Sq)
+            out = jnp.where(has_key.transpose(0, 2, 1)[..., None], out, 0)
+        return out
+
+
+class MultiHeadedAttention(SelfAttention):
+    """The course's MultiHeadedAttention(head_size, num_heads, sequence_length).
+
+    4 (D^2 + D) parameters for D = num_heads * head_size. Keyword options are those
+    of SelfAttention (defaults: the course's scaled dot-product attention).
+    """
+
+    def __init__(self, head_size, num_heads, sequence_length, *, rngs: nnx.Rngs, **options):
+        if head_size < 1 or num_heads < 1:
+            raise ValueError(f"head_size and num_heads must be positive, got {head_size} and {num_heads}")
+        super().__init__(head_size * num_heads, num_heads, rngs=rngs, **options)
+        self.sequence_length = sequence_length
+
+    def __call__(self, hidden_states, mask=None, *, causal=False, query_slice=None):
+        if hidden_states.ndim == 3 and hidden_states.shape[1] > self.sequence_length:
+            raise ValueError(
+                f"sequence of length {hidden_states.shape[1]} is longer than "
+                f"sequence_length={self.sequence_length}")
+        return super().__call__(hidden_states, mask, causal=causal, query_slice=query_slice)

@@ -1,0 +1,82 @@
+"""Small building blocks shared by the Transformer family: LayerNorm, MLP, positions.
+
+The initialisers follow PyTorch's defaults (nn.Linear, nn.Embedding) so that a
+model trained here starts from the same distribution as the course's PyTorch code.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def torch_linear(in_features, out_features, *, use_bias=True, dtype=None,
+                 kernel_init=None, bias_init=None, rngs: nnx.Rngs):
+    """nnx.Linear with PyTorch's default init: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(in_features)
+    if kernel_init is None:
+        # variance_scaling(1/3, fan_in, uniform) has limit sqrt(3 * (1/3) / fan_in) = 1/sqrt(fan_in).
+        kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    if bias_init is None:
+        def bias_init(key, shape, dtype=jnp.float32):
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype,
+                      kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
+
+
+class LayerNorm(nnx.Module):
+    """Layer normalisation over the last axis (Ba et al. 2016), written out by hand.
+
+    y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias, with the *biased* variance
+    (divide by n, not n - 1) and eps inside the square root, as torch.nn.LayerNorm.
+    """
+
+    def __init__(self, hidden_size, eps=1e-5, *, rngs: nnx.Rngs | None = None):
+        del rngs  # deterministic init (ones, zeros); accepted for a uniform signature
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.weight = nnx.Param(jnp.ones((hidden_size,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((hidden_size,), jnp.float32))
+
+    def __call__(self, inputs):
+        if inputs.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"LayerNorm expects a last axis of size hidden_size={self.hidden_size}, "
+                f"got input of shape {inputs.shape}")
+        # Statistics in at least float32: bf16 means/variances are too coarse.
+        dtype = jnp.promote_types(inputs.dtype, jnp.float32)
+        x = inputs.astype(dtype)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)  # biased
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * self.weight[...].astype(dtype) + self.bias[...].astype(dtype)
+        return y.astype(inputs.dtype)
+
+
+class MLP(nnx.Module):
+    """Position-wise feed-forward net of the course: Linear -> GELU -> Dropout -> Linear -> Dropout.
+
+    GELU is the exact (erf) form, as torch.nn.GELU's default.
+    """
+
+    def __init__(self, embed_dim, hidden_dim, dropout=0.0, *, dtype=None, rngs: nnx.Rngs):
+        self.fc1 = torch_linear(embed_dim, hidden_dim, dtype=dtype, rngs=rngs)
+        self.fc2 = torch_linear(hidden_dim, embed_dim, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.dropout(jax.nn.gelu(self.fc1(x), approximate=False))
+        return self.dropout(self.fc2(x))
+
+
+def sinusoidal_positions(length, dim, dtype=jnp.float32):
+    """Fixed encodings of Vaswani et al. (2017): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(.).
+
+    Returns (length, dim); an odd dim keeps the sine of its last pair.
+    """
+    position = jnp.arange(length, dtype=jnp.float32)[:, None]
+    inv_freq = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-math.log(10000.0) / dim))
+    angles = position * inv_freq  # (length, ceil(dim / 2))
+    # Interleave sin and cos so column 2i is the sine and 2i + 1 the cosine.
+    pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(length, -1)
+    return pe[:, :dim].astype(dtype)
