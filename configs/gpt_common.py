@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(dict(
         block_size=128, n_layer=4, n_head=8, n_embd=256,
         embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1,
+        # module "mingpt": minGPT's own attention (the course). "variants": models.attention.SelfAttention
+        # with these options (seed 002's ablations), e.g. --config.model.attention.module=variants
+        # --config.model.attention.scoring=additive
+        attention=ml_collections.ConfigDict(dict(
+            module="mingpt", scoring="dot", sharing="separate", masking="neg_inf", fused=False)),
     ))
 
     # Optimisation (TrainerConfig of the course): AdamW, clip 1.0, token-based

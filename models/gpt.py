@@ -4,6 +4,11 @@ Same layout, names and initialisation as Karpathy's minGPT (as forked by the
 course): token embedding + learned positions, pre-LayerNorm blocks of causal
 self-attention and a 4x GELU MLP, a final LayerNorm and an untied, bias-free
 head. Linear and embedding weights are N(0, 0.02), biases zero, positions zero.
+
+`attention=None` uses the minGPT attention below; a dict of
+`models.attention.SelfAttention` options (e.g. `{"scoring": "additive"}`,
+`{"sharing": "qk"}`, `{"fused": True}`) swaps in the course's attention
+variants with the same parameter names, so checkpoints and tests carry over.
 """
 
 from __future__ import annotations
@@ -57,16 +62,30 @@ class CausalSelfAttention(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float, *, rngs: nnx.Rngs):
+    def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float,
+                 attention: dict | None = None, *, rngs: nnx.Rngs):
         self.ln1 = _layer_norm(n_embd, rngs)
         self.ln2 = _layer_norm(n_embd, rngs)
-        self.attn = CausalSelfAttention(n_embd, n_head, attn_pdrop, resid_pdrop, rngs=rngs)
+        self.variant = attention is not None
+        if self.variant:
+            from models.attention import SelfAttention
+            self.attn = SelfAttention(n_embd, n_head, dropout=attn_pdrop, resid_dropout=resid_pdrop,
+                                      kernel_init=_normal, bias_init=nnx.initializers.zeros, rngs=rngs,
+                                      **dict(attention))
+        else:
+            self.attn = CausalSelfAttention(n_embd, n_head, attn_pdrop, resid_pdrop, rngs=rngs)
         self.mlp_fc = _linear(n_embd, 4 * n_embd, rngs)
         self.mlp_proj = _linear(4 * n_embd, n_embd, rngs)
         self.mlp_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
 
+    def attend(self, x: jax.Array, batch: int) -> jax.Array:
+        if not self.variant:
+            return self.attn(x, batch)
+        BT, C = x.shape  # SelfAttention takes (B, T, C)
+        return self.attn(x.reshape(batch, BT // batch, C), causal=True).reshape(BT, C)
+
     def __call__(self, x: jax.Array, batch: int) -> jax.Array:
-        x = x + self.attn(self.ln1(x), batch)
+        x = x + self.attend(self.ln1(x), batch)
         h = jax.nn.gelu(self.mlp_fc(self.ln2(x)), approximate=False)  # nn.GELU() is the exact erf form
         return x + self.mlp_drop(self.mlp_proj(h))
 
@@ -84,6 +103,7 @@ class GPT(nnx.Module):
         embd_pdrop: float = 0.1,
         resid_pdrop: float = 0.1,
         attn_pdrop: float = 0.1,
+        attention: dict | None = None,
         *,
         rngs: nnx.Rngs,
     ):
@@ -92,7 +112,8 @@ class GPT(nnx.Module):
         self.tok_emb = nnx.Embed(vocab_size, n_embd, embedding_init=_normal, rngs=rngs)
         self.pos_emb = nnx.Param(jnp.zeros((1, block_size, n_embd)))
         self.drop = nnx.Dropout(embd_pdrop, rngs=rngs)
-        self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, rngs=rngs) for _ in range(n_layer)])
+        self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, attention, rngs=rngs)
+                                for _ in range(n_layer)])
         self.ln_f = _layer_norm(n_embd, rngs)
         self.head = _linear(n_embd, vocab_size, rngs, use_bias=False)
 

@@ -105,3 +105,24 @@ def test_gpt_causality_and_bad_input():
         model(jnp.zeros((1, 17), jnp.int32))
     with pytest.raises(ValueError, match="not divisible"):
         GPT(10, 16, 1, 3, 8, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("options", [{}, {"fused": True}])
+def test_attention_variant_module_equals_mingpt_attention(options):
+    """The SelfAttention path with default options is minGPT's attention, parameter for parameter."""
+    base = GPT(13, 16, 2, 2, 8, 0.0, 0.0, 0.0, rngs=nnx.Rngs(0))
+    variant = GPT(13, 16, 2, 2, 8, 0.0, 0.0, 0.0, attention=options, rngs=nnx.Rngs(1))
+    base_state = nnx.state(base, nnx.Param)
+    assert jax.tree.structure(base_state) == jax.tree.structure(nnx.state(variant, nnx.Param))
+    nnx.update(variant, base_state)
+    base.eval(), variant.eval()
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 13, size=(3, 11)))
+    np.testing.assert_allclose(np.asarray(variant(x)), np.asarray(base(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_additive_attention_variant_is_causal():
+    model = GPT(13, 16, 1, 2, 8, 0.0, 0.0, 0.0, attention={"scoring": "additive"}, rngs=nnx.Rngs(0))
+    model.eval()
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 13, size=(2, 10)))
+    y = x.at[:, 5:].set((x[:, 5:] + 1) % 13)
+    np.testing.assert_array_equal(np.asarray(model(x)[:, :5]), np.asarray(model(y)[:, :5]))

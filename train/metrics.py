@@ -42,10 +42,11 @@ class MetricWriter:
 
     def __init__(self, workdir: str | pathlib.Path, resume_step: int = 0):
         self.path = pathlib.Path(workdir) / METRICS_FILE
+        self.kept: list[dict] = []
         if self.path.is_file():
             # Records written after the last checkpoint are re-made by the resumed run.
-            kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.kept))
         self._file = self.path.open("a")
         self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 

@@ -107,8 +107,13 @@ class _GPTTask:
 
     def make_model(self, rngs: nnx.Rngs) -> GPT:
         m = self.config.model
+        attention = None
+        if m.get("attention") and m.attention.module != "mingpt":
+            if m.attention.module != "variants":
+                raise ValueError(f"config.model.attention.module={m.attention.module!r}: use mingpt or variants")
+            attention = {k: v for k, v in m.attention.items() if k != "module"}
         return GPT(self.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd,
-                   m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, rngs=rngs)
+                   m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, attention, rngs=rngs)
 
     def decay_tokens(self) -> int:
         """The course's `final_tokens = 200 * len(dataset) * block_size`."""

@@ -259,6 +259,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     writer.write(start_step, "info", {"parameters": n_params, "trainable_parameters": n_trainable,
                                       "total_steps": total_steps, "devices": mesh.size})
 
+    # Training wall-clock time, excluding validation, carried across resumes.
+    train_seconds = max([r.get("train_seconds", 0.0) for r in writer.kept if r["split"] == "train"], default=0.0)
     pending: list[tuple[int, dict]] = []  # device metrics not yet checked
     window: list[dict] = []  # checked host metrics since the last log line
     last_saved = start_step
@@ -274,12 +276,15 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         pending.clear()
 
     def log(step: int, since: float) -> dict:
+        nonlocal train_seconds
         drain()  # waits for the device, so the clock below covers the work
         seconds = time.perf_counter() - since
+        train_seconds += seconds
         summary = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
         summary["learning_rate"] = float(schedule(step - 1))  # the rate the last step used
         summary["tokens_per_sec"] = tokens_per_step * len(window) / max(seconds, 1e-9)
         summary["peak_memory_mb"] = peak_memory_mb()
+        summary["train_seconds"] = train_seconds
         writer.write(step, "train", summary)
         window.clear()
         return summary
@@ -314,6 +319,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                 last_saved = step
             if validate_every and (step % validate_every == 0 or step == total_steps):
                 validation = validate(step)
+                t0 += validation["seconds"]  # validation is not training time
                 bar.set_postfix(valid=", ".join(f"{k}={v:.4f}" for k, v in validation.items() if k != "seconds"))
             if stop_after is not None and step - start_step >= stop_after:
                 return {"stopped_at": step}  # as if killed: no final checkpoint
