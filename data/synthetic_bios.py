@@ -38,8 +38,15 @@ def _word(rng: np.random.Generator, syllables: int) -> str:
     return "".join(rng.choice(_SYLLABLES, size=syllables)).capitalize()
 
 
-def generate(num_people: int = 300, seed: int = 0) -> dict[str, str]:
-    """Returns {file name: contents}; the same arguments always give the same files."""
+def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3) -> dict[str, str]:
+    """Returns {file name: contents}; the same arguments always give the same files.
+
+    Each person gets `docs_per_person` paragraphs in different phrasings, in
+    shuffled order: a small model only learns to *extract* a fact at finetuning
+    time when pretraining saw it stated several ways (Allen-Zhu & Li 2023,
+    "Physics of Language Models 3.1"); with one paragraph each it memorises the
+    paragraph but answers the question no better than chance.
+    """
     rng = np.random.default_rng(seed)
     # Zipf-like popularity: the first place is the majority answer.
     weights = 1.0 / np.arange(1, len(PLACES) + 1) ** 0.8
@@ -53,13 +60,17 @@ def generate(num_people: int = 300, seed: int = 0) -> dict[str, str]:
         people.append((name, str(rng.choice(PLACES, p=weights))))
 
     wiki = []
-    for i, (name, place) in enumerate(people):
-        template = _TEMPLATES[-1 if i == 0 else int(rng.integers(len(_TEMPLATES)))]
+    for name, place in people:
         year = int(rng.integers(1800, 1950))
         job = str(rng.choice(_JOBS))
         job = ("an " if job[0] in "aeiou" else "a ") + job
-        wiki.append(template.format(
-            name=name, first=name.split()[0], place=place, job=job, year=year))
+        for template in rng.choice(_TEMPLATES, size=docs_per_person, replace=False):
+            wiki.append(template.format(name=name, first=name.split()[0], place=place, job=job, year=year))
+    wiki = [wiki[i] for i in rng.permutation(len(wiki))]
+    # The question's characters must be in the vocabulary, which comes from wiki.txt.
+    if not any(doc.split(". ", 1)[-1].startswith("Where was") for doc in wiki):
+        name, place = people[0]
+        wiki.append(_TEMPLATES[-1].format(name=name, first=name.split()[0], place=place))
 
     # 70% of people to finetune on, 20% dev, 10% test; all of them are in wiki.txt.
     n_train, n_dev = int(0.7 * num_people), int(0.2 * num_people)
@@ -72,10 +83,10 @@ def generate(num_people: int = 300, seed: int = 0) -> dict[str, str]:
     }
 
 
-def write(directory: str | pathlib.Path, num_people: int = 300, seed: int = 0) -> pathlib.Path:
+def write(directory: str | pathlib.Path, num_people: int = 150, seed: int = 0, docs_per_person: int = 3) -> pathlib.Path:
     """Writes the four files into `directory` (created if needed) and returns it."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in generate(num_people, seed).items():
+    for name, text in generate(num_people, seed, docs_per_person).items():
         (directory / name).write_text(text, encoding="utf-8")
     return directory

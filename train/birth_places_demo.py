@@ -36,6 +36,8 @@ def stage_configs(data_dir: str, workdir: pathlib.Path, course: bool):
         configs = {stage: birth_demo.get_config(stage) for stage in ("pretrain", "finetune", "scratch")}
     for config in configs.values():
         config.data_dir = data_dir
+        if not course and FLAGS.data_dir:
+            config.model.block_size = 128  # the course's: real questions run to 70 characters
         if FLAGS.max_steps > 0:
             config.max_steps = FLAGS.max_steps
     configs["finetune"].init_from = str(workdir / "pretrain")
