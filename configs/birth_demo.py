@@ -6,9 +6,10 @@ restore, evaluate, compare with the majority baseline):
 One stage by hand (`:pretrain`, `:finetune` or `:scratch`):
   python -m train.main --config=configs/birth_demo.py:pretrain --workdir=runs/demo/pretrain \
       --config.data_dir=runs/demo/data
-Expected runtime: see BUILD_NOTES.md (target: under 10 minutes on 2 CPU cores).
-Expected result: pretrained+finetuned beats both the scratch finetune and the
-majority-place baseline on the synthetic dev set (numbers in BUILD_NOTES.md).
+Expected runtime: 13.4 CPU-minutes in all (2,390 pretraining steps); measured 13m37s
+  wall on 2 cores shared with other jobs, about 7 minutes when the 2 cores are free.
+Expected result (30 dev people): pretrain + finetune 30.0%, finetune without
+  pretraining 20.0%, always-London 23.3% (BUILD_NOTES.md).
 """
 
 from configs import gpt_common
@@ -24,7 +25,7 @@ def get_config(stage: str = "pretrain"):
     if stage == "pretrain":
         config.task = "span_corruption"
         config.eval_file = ""
-        config.num_epochs = 170
+        config.num_epochs = 340
         config.batch_size = 64
         config.learning_rate = 3e-3
     elif stage in ("finetune", "scratch"):
