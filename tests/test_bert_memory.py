@@ -1,0 +1,40 @@
+"""analysis/bert_memory.py on a tiny random BERT: the compiled sizes follow the parameter counts."""
+import pytest
+import torch
+import transformers
+
+from analysis import bert_memory
+
+TINY = dict(vocab_size=1100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37, max_position_embeddings=40, type_vocab_size=2)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(**TINY))
+    model.save_pretrained(d, safe_serialization=True)
+    return d, sum(p.numel() for p in model.parameters())
+
+
+def test_memory_follows_what_trains(checkpoint):
+    ckpt, n_params = checkpoint
+    rows = {m: bert_memory.measure_mode(m, 4, 16, str(ckpt)) for m in ("full", "head")}
+    mib = 4 / bert_memory.MIB  # float32 bytes per parameter, in MiB
+    head = 2 * TINY["hidden_size"] + 2
+    full = rows["full"]
+    assert full["trainable_parameters"] == n_params + head
+    # AdamW keeps two moments per trained parameter (plus a step counter)
+    assert full["optimizer_state_mib"] == pytest.approx(2 * (n_params + head) * mib, rel=1e-3)
+    assert rows["head"]["optimizer_state_mib"] == pytest.approx(2 * head * mib, rel=0.05)
+    # every mode's forward holds the weights (jit drops the unused pooler: mean pooling);
+    # the full step also holds the optimizer state
+    d = TINY["hidden_size"]
+    for r in rows.values():
+        assert r["forward"]["argument_mib"] >= (n_params - d * d - d) * mib
+    assert full["train_step"]["argument_mib"] >= 3 * n_params * mib
+    # backward through the encoder keeps activations: more temporaries than a frozen-encoder step
+    assert full["train_step"]["temp_mib"] > rows["head"]["train_step"]["temp_mib"]
+    text = bert_memory.markdown(list(rows.values()), "cpu")
+    assert text.count("\n| ") == 1 + len(rows)
