@@ -19,8 +19,8 @@ def _check_heads(embed_dim, num_heads):
         raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
 
 
-class PostNormAttentionBlock(nnx.Module):
-    """Original Transformer layer: h = LN1(x + attn(x)); out = LN2(mlp(h) + h).
+class _AttentionBlock(nnx.Module):
+    """The parts both block orders share (course names: layer_norm_1/2, attn, linear).
 
     `attention` is a dict of SelfAttention options (scoring, sharing, masking, fused, ...).
     """
@@ -34,6 +34,10 @@ class PostNormAttentionBlock(nnx.Module):
         self.layer_norm_2 = LayerNorm(embed_dim)
         self.linear = MLP(embed_dim, hidden_dim, dropout, rngs=rngs)
 
+
+class PostNormAttentionBlock(_AttentionBlock):
+    """Original Transformer layer: h = LN1(x + attn(x)); out = LN2(mlp(h) + h)."""
+
     def __call__(self, x, mask=None, *, causal=False, query_slice=None):
         """(B, S, D) -> (B, S, D), or (B, Sq, D) for the positions in query_slice only."""
         rows = slice(None) if query_slice is None else query_slice
@@ -41,17 +45,8 @@ class PostNormAttentionBlock(nnx.Module):
         return self.layer_norm_2(self.linear(h) + h)
 
 
-class PreNormAttentionBlock(nnx.Module):
+class PreNormAttentionBlock(_AttentionBlock):
     """Pre-LN layer (Xiong et al. 2020): x = x + attn(LN1 x); x = x + mlp(LN2 x)."""
-
-    def __init__(self, embed_dim, hidden_dim, num_heads, sequence_length, dropout=0.0, *,
-                 attention=None, rngs: nnx.Rngs):
-        _check_heads(embed_dim, num_heads)
-        self.layer_norm_1 = LayerNorm(embed_dim)
-        self.attn = MultiHeadedAttention(embed_dim // num_heads, num_heads, sequence_length,
-                                         rngs=rngs, **(attention or {}))
-        self.layer_norm_2 = LayerNorm(embed_dim)
-        self.linear = MLP(embed_dim, hidden_dim, dropout, rngs=rngs)
 
     def __call__(self, x, mask=None, *, causal=False, query_slice=None):
         """(B, S, D) -> (B, S, D), or (B, Sq, D) for the positions in query_slice only."""
