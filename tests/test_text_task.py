@@ -9,7 +9,7 @@ from flax import nnx
 
 from configs import bert_finetune
 from models import bert
-from train import tasks, train
+from train import evaluate, tasks, train
 from train.metrics import read_metrics
 
 WORDS = "the a movie film is was good bad great awful not very fun boring plot actors".split()
@@ -122,3 +122,8 @@ def test_bert_task_trains_only_its_parameters(mode, checkpoint, sst2_dir, tmp_pa
     assert info["trainable_parameters"] == expected
     # every parameter: the PyTorch model's count plus the head and any adapters
     assert info["parameters"] == hf_params + expected
+
+    # (d) restoring the run for evaluation (frozen encoder rebuilt) reproduces the in-training test metric
+    restored = evaluate.evaluate_run(tmp_path / "run", outputs_path=tmp_path / "preds.txt")
+    assert restored["accuracy"] == results["accuracy"]
+    assert (tmp_path / "preds.txt").read_text() == (tmp_path / "run" / "predictions.txt").read_text()

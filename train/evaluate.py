@@ -9,7 +9,6 @@ and the metrics as JSON next to it; prints the accuracy.
 import json
 import pathlib
 
-import jax
 from absl import app, flags
 from flax import nnx
 
@@ -33,15 +32,15 @@ def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None) -> d
     if data_dir:
         config.data_dir = data_dir
     task = tasks_lib.build(config)
-    model = task.make_model(nnx.Rngs(0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    model = task.make_model(nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    # Checkpoints hold the trained variables only; the rest (e.g. a frozen encoder) is rebuilt by the task.
+    graphdef, params, rest = nnx.split(model, getattr(task, "trainable", nnx.Param), ...)
     params, step = train.restore_params(workdir, params, task.meta)
     model = nnx.merge(graphdef, params, rest)
     model.eval()
-    path = eval_file or (task.data_dir / config.eval_file if config.eval_file else None)
-    if path is None:
+    if not eval_file and not config.eval_file:
         raise ValueError(f"{workdir}: the run has no eval_file; pass --eval_file")
-    metrics, predictions = task.evaluate(model, path)
+    metrics, predictions = task.evaluate(model, eval_file)
     metrics["checkpoint_step"] = step
     outputs_path = pathlib.Path(outputs_path or workdir / "eval_predictions.txt")
     outputs_path.write_text("".join(p + "\n" for p in predictions))
@@ -52,10 +51,12 @@ def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None) -> d
 def main(argv):
     del argv
     metrics = evaluate_run(FLAGS.workdir, FLAGS.eval_file, FLAGS.outputs_path, FLAGS.data_dir)
-    if "accuracy" in metrics:
+    if "accuracy" not in metrics:
+        print(f"No gold answers in {metrics['eval_file']}; predictions written.")
+    elif "correct" in metrics:
         print(f"Correct: {metrics['correct']} out of {metrics['examples']}: {100 * metrics['accuracy']:.2f}%")
     else:
-        print(f"No gold birth places in {metrics['eval_file']}; predictions written.")
+        print(f"Accuracy on {metrics['examples']} test examples: {100 * metrics['accuracy']:.2f}%")
 
 
 if __name__ == "__main__":
