@@ -21,7 +21,7 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 	touch $@
 
 demo: $(VENV)/.runtime
-	$(PY) -m train.birth_places_demo
+	$(PY) -m experiments.birth_places_demo
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests

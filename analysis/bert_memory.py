@@ -1,8 +1,9 @@
 """Memory of the forward pass and of a training step per fine-tuning mode (issue 5).
 
-For each mode the engine's own jitted train step (`train.train.make_train_step`: gradients
-of the mode's trainable parameters only, clipping, AdamW, donated params/optimizer state)
-and an eval-mode forward pass are compiled for MiniLM at a fixed batch and length, and
+For each mode the model of configs/bert_finetune.py (built by models.build), the engine's
+own jitted train step (`train.steps.make_train_step`: gradients of the mode's trainable
+parameters only, clipping, AdamW, donated params/optimizer state) and an eval-mode
+forward pass are compiled for MiniLM at a fixed batch and length, and
 XLA's compiled memory statistics are read (`jit(f).lower(...).compile().memory_analysis()`):
 arguments (weights, optimizer state, batch), outputs, temporaries (activations kept for the
 backward pass, gradients, workspace). On an accelerator, the steps are also run and the
@@ -17,14 +18,15 @@ import json
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags
 from flax import nnx
 
 from configs import bert_finetune
-from models import peft
+from models.build import build_model, trainable_filter
+from train.optim import lr_schedule, make_optimizer
+from train.steps import data_mesh, make_train_step
+from train.tasks.text_classification import classification_loss
 
 FLAGS = flags.FLAGS
 
@@ -42,12 +44,10 @@ def define_flags():
 MIB = 2 ** 20
 
 
-def classification_loss(model, batch):
-    """The text task's loss (train/tasks.py TextClassificationTask.loss)."""
+def loss_fn(model, batch):
+    """The text task's loss on a (BERT inputs, labels) batch."""
     inputs, labels = batch
-    logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]).astype(jnp.float32)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, {"loss": loss, "accuracy": (logits.argmax(-1) == labels).mean()}
+    return classification_loss(model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]), labels)
 
 
 def fake_batch(batch: int, length: int, vocab: int, seed: int = 0):
@@ -69,21 +69,18 @@ def stats(compiled) -> dict:
 
 
 def measure_mode(mode: str, batch: int, length: int, checkpoint: str = "") -> dict:
-    from train import train
     config = bert_finetune.get_config(f"sst2,{mode}")
     config.model.checkpoint = checkpoint
     config.batch_size = batch
-    model = peft.load_classifier(checkpoint or None, 2, mode=mode, rngs=nnx.Rngs(params=0, dropout=1),
-                                 prefix_length=config.model.prefix_length, lora_rank=config.model.lora_rank,
-                                 lora_alpha=config.model.lora_alpha, lora_targets=tuple(config.model.lora_targets))
-    trainable = peft.trainable_filter(mode)
+    model = build_model(config.model, num_classes=2, rngs=nnx.Rngs(params=0, dropout=1))
+    trainable = trainable_filter(config.model)
     graphdef, params, rest = nnx.split(model, trainable, ...)
-    mesh = train.data_mesh(jax.devices()[:1])
-    tx = train.make_optimizer(config, params, train.lr_schedule(config, batch * length, 0, 100))
+    mesh = data_mesh(jax.devices()[:1])
+    tx = make_optimizer(config, params, lr_schedule(config, batch * length, 0, 100))
     opt_state = tx.init(params)
     data = fake_batch(batch, length, model.bert.config.vocab_size)
     key = jax.random.key(0)
-    step = train.make_train_step(graphdef, tx, classification_loss, mesh, trainable)
+    step = make_train_step(graphdef, tx, loss_fn, mesh, trainable)
     step_compiled = step.lower(params, rest, opt_state, data, key).compile()
 
     eval_graphdef, eval_state = nnx.split(model)

@@ -60,7 +60,7 @@ def run_summary(workdir: pathlib.Path) -> dict | None:
 def split_labels(dataset: str, data_dir: str, tfds_dir: str = "") -> dict[str, np.ndarray]:
     """Labels of each split, read from the prepared dataset (no tokenisation needed)."""
     from data import boolq, sst2
-    from train.tasks import resolve_data_dir
+    from data.paths import resolve_data_dir
     d = resolve_data_dir(data_dir)
     sources = (sst2.sst2_source if dataset == "sst2" else boolq.boolq_source)(d, tfds_dir or None)
     return {split: np.asarray([src[i]["label"] for i in range(len(src))]) for split, src in sources.items()}

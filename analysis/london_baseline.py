@@ -6,7 +6,7 @@
 from absl import app, flags
 
 from data import birth_places
-from train.tasks import resolve_path
+from data.paths import resolve_path
 
 flags.DEFINE_string("eval_file", "../shared/data/cs224n_birth_places/birth_dev.tsv", "TSV with gold places.")
 flags.DEFINE_string("place", "London", "The one answer.")

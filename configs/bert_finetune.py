@@ -20,13 +20,12 @@ def get_config(arg: str = "sst2,full"):
     mode = mode or "full"
     if dataset not in DATA_DIRS:
         raise ValueError(f"dataset must be one of {sorted(DATA_DIRS)}, got {dataset!r}")
-    config = text_common.get_config()
+    if mode not in LEARNING_RATES:
+        raise ValueError(f"mode must be one of {sorted(LEARNING_RATES)}, got {mode!r}")
+    config = text_common.get_config("bert", mode=mode, prefix_length=10 if mode == "prefix" else 0)
     config.name = f"bert_{dataset}_{mode}"
     config.dataset = dataset
     config.data_dir = DATA_DIRS[dataset]
     config.max_length = 64 if dataset == "sst2" else 256
-    config.model.kind = "bert"
-    config.model.mode = mode
-    config.model.prefix_length = 10 if mode == "prefix" else 0
     config.learning_rate = LEARNING_RATES[mode]
     return config

@@ -11,11 +11,7 @@ from configs import gpt_common
 
 
 def get_config():
-    config = gpt_common.get_config()
-    config.name = "birth_finetune_pretrained"
-    config.task = "birth_places"
-    config.num_epochs = 10
-    config.batch_size = 256
-    config.learning_rate = 6e-4
-    config.init_from = "runs/birth_pretrain"
+    config = gpt_common.get_config("birth_places")
+    config.update(name="birth_finetune_pretrained", num_epochs=10, batch_size=256, learning_rate=6e-4,
+                  init_from="runs/birth_pretrain")
     return config

@@ -10,10 +10,7 @@ from configs import gpt_common
 
 
 def get_config():
-    config = gpt_common.get_config()
+    config = gpt_common.get_config("birth_places")
+    # the course's defaults (configs/gpt_common.py): 75 epochs of batch 256 at 6e-4
     config.name = "birth_finetune_scratch"
-    config.task = "birth_places"
-    config.num_epochs = 75
-    config.batch_size = 256
-    config.learning_rate = 6e-4
     return config

@@ -11,12 +11,7 @@ from configs import gpt_common
 
 
 def get_config():
-    config = gpt_common.get_config()
-    config.name = "birth_pretrain"
-    config.task = "span_corruption"
-    config.num_epochs = 650
-    config.batch_size = 128
-    config.learning_rate = 6e-3
-    config.eval_file = ""
-    config.checkpoint_every_steps = 500
+    config = gpt_common.get_config("span_corruption")
+    config.update(name="birth_pretrain", num_epochs=650, batch_size=128, learning_rate=6e-3,
+                  checkpoint_every_steps=500)
     return config

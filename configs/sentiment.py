@@ -33,11 +33,11 @@ models trained from scratch, 0.762 for the frozen MiniLM linear probe (experimen
 from configs import text_common
 
 EXPERIMENTS = {
-    1: ("gru_encoder", dict(kind="gru", encoder_only=True)),
-    2: ("gru_attention", dict(kind="gru", encoder_only=False)),
-    3: ("prenorm_2l", dict(kind="transformer", block="prenorm", num_layers=2)),
-    4: ("prenorm_4l", dict(kind="transformer", block="prenorm", num_layers=4)),
-    5: ("postnorm_2l", dict(kind="transformer", block="postnorm", num_layers=2)),
+    1: ("gru_encoder", dict(kind="gru", encoder_only=True, num_layers=1)),
+    2: ("gru_attention", dict(kind="gru", encoder_only=False, num_layers=1)),
+    3: ("prenorm_2l", dict(kind="transformer", block="prenorm", num_layers=2, num_heads=4)),
+    4: ("prenorm_4l", dict(kind="transformer", block="prenorm", num_layers=4, num_heads=4)),
+    5: ("postnorm_2l", dict(kind="transformer", block="postnorm", num_layers=2, num_heads=4)),
     6: ("bert_linear_probe", dict(kind="bert", mode="linear_probe")),
 }
 
@@ -50,18 +50,15 @@ def get_config(arg: str = "1"):
     if number not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, got {arg!r}")
     name, model = EXPERIMENTS[number]
-    config = text_common.get_config()
+    kind = model["kind"]
+    config = text_common.get_config(kind, **{k: v for k, v in model.items() if k != "kind"})
+    if kind != "bert":
+        config.model.dropout = 0.3
     config.name = f"sentiment_{number}_{name}"
-    config.experiment = number
     config.dataset = "amazon_polarity"
     config.data_dir = "../shared/data/amazon_polarity"
     config.text_fields = "title"  # the course notebook; "title_content" for the review body too
-    config.max_length = 256
-    config.model.max_length = 256  # Transformer position table; >= max_length
-    config.model.dropout = 0.3
-    config.model.num_heads = 4
-    config.model.num_layers = 1  # GRU layers; the Transformers set their own below
-    config.model.update(model)
+    config.max_length = 256  # also the Transformers' position table
 
     config.optimizer = "adamw"
     config.learning_rate = 1e-5
@@ -69,7 +66,6 @@ def get_config(arg: str = "1"):
     config.warmup_steps = 0
     config.batch_size = 512
     config.num_epochs = 1
-    config.max_steps = -1
     config.log_every_steps = 1  # k: train loss/accuracy
     config.eval_every_steps = 2  # m: validation loss/accuracy
     config.eval_batch_size = 128

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import text
+from data.paths import DataError
 
 SAMPLE_FILE = "amazon_polarity.sample5000.ft.txt"
 FULL_FILES = {"train": "train.ft.txt", "test": "test.ft.txt"}
@@ -34,10 +35,10 @@ def parse_line(line: str, path, lineno: int) -> dict:
     line = line.rstrip("\n")
     head, _, rest = line.partition(" ")
     if not head.startswith("__label__"):
-        raise ValueError(f"{path}:{lineno}: expected a '__label__1' or '__label__2' prefix, got {line[:60]!r}")
+        raise DataError(f"{path}:{lineno}: expected a '__label__1' or '__label__2' prefix, got {line[:60]!r}")
     label = head.removeprefix("__label__")
     if label not in ("1", "2"):
-        raise ValueError(f"{path}:{lineno}: unknown label {head!r} (expected __label__1 or __label__2)")
+        raise DataError(f"{path}:{lineno}: unknown label {head!r} (expected __label__1 or __label__2)")
     title, sep, content = rest.partition(": ")
     if not sep:  # no title separator: the whole text is the content, as in the HF conversion
         title, content = "", rest
@@ -51,7 +52,7 @@ def read_file(path) -> list[dict]:
     rows = [parse_line(line, path, i) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
             if line.strip()]
     if not rows:
-        raise ValueError(f"{path}: no reviews (empty file)")
+        raise DataError(f"{path}: no reviews (empty file)")
     return rows
 
 
@@ -90,18 +91,8 @@ class AmazonPolarity(text.LocalFilesBuilder):
         return list(source_layout(self._source_dir).values()) if self._source_dir else []
 
     def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Amazon review polarity (Zhang et al. 2015): title, content, label.",
-            features=tfds.features.FeaturesDict({
-                "title": tfds.features.Text(),
-                "content": tfds.features.Text(),
-                "label": tfds.features.ClassLabel(names=["negative", "positive"]),
-            }),
-            disable_shuffling=True,
-            homepage=ARCHIVE_URL,
-            metadata=tfds.core.MetadataDict(source_fingerprint=self.source_fingerprint),
-        )
+        return self.text_info("Amazon review polarity (Zhang et al. 2015): title, content, label.",
+                              ("title", "content"), ("negative", "positive"), homepage=ARCHIVE_URL)
 
     def _split_generators(self, dl_manager):
         d = pathlib.Path(dl_manager.manual_dir)

@@ -23,14 +23,12 @@ import pathlib
 
 import numpy as np
 
+from data.paths import DataError  # noqa: F401  (raised here; imported by callers)
+
 PAD_CHAR = "\u25a1"  # □
 MASK_CHAR = "\u2047"  # ⁇
 PAD_ID = 0
 MASK_ID = 1
-
-
-class DataError(ValueError):
-    """Malformed or missing data, with the file (and line) at fault."""
 
 
 def read_text(path: str | pathlib.Path) -> str:
@@ -142,8 +140,17 @@ class CharCorruptionDataset:
         return s + PAD_CHAR * (self.block_size - len(s))
 
     def example(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's access: a pure function of (index, rng)."""
         s = self.vocab.encode(self.corrupt(self.data[index], rng))
         return s[:-1], s[1:]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The course's access: a fresh corruption on every call (its own unseeded generator)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} documents")
+        if not hasattr(self, "_fresh"):
+            self._fresh = np.random.default_rng()
+        return self.example(index % len(self), self._fresh)
 
 
 class NameDataset:
@@ -181,6 +188,10 @@ class NameDataset:
 
     def example(self, index: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         del rng  # deterministic
+        return self.examples[index]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The course's `dataset[i]` -> (x, y)."""
         return self.examples[index]
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import text
+from data.paths import DataError
 
 COURSE_TRAIN_SIZE = 8000  # seed 001: "8k instances for training and the rest for testing"
 FIELDS = ("question", "passage", "answer")
@@ -32,12 +33,12 @@ def parse_line(line: str, path, lineno: int) -> dict:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
     missing = [k for k in FIELDS if not isinstance(row, dict) or k not in row]
     if missing:
-        raise ValueError(f"{path}:{lineno}: BoolQ line lacks field(s) {missing}")
+        raise DataError(f"{path}:{lineno}: BoolQ line lacks field(s) {missing}")
     if not isinstance(row["answer"], bool):
-        raise ValueError(f"{path}:{lineno}: 'answer' must be true or false, got {row['answer']!r}")
+        raise DataError(f"{path}:{lineno}: 'answer' must be true or false, got {row['answer']!r}")
     return {"question": str(row["question"]), "passage": str(row["passage"]),
             "label": int(row["answer"])}
 
@@ -68,19 +69,10 @@ class BoolqJsonl(text.LocalFilesBuilder):
         return ["train.jsonl", "dev.jsonl"] if self.builder_config.name == "full" else ["dev.jsonl"]
 
     def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="BoolQ (Clark et al., 2019): yes/no questions about a passage.",
-            features=tfds.features.FeaturesDict({
-                "question": tfds.features.Text(),
-                "passage": tfds.features.Text(),
-                "label": tfds.features.ClassLabel(names=["no", "yes"]),
-            }),
-            disable_shuffling=True,
-            homepage="https://github.com/google-research-datasets/boolean-questions",
-            license="CC BY-SA 3.0",
-            metadata=tfds.core.MetadataDict(source_fingerprint=self.source_fingerprint),
-        )
+        return self.text_info("BoolQ (Clark et al., 2019): yes/no questions about a passage.",
+                              ("question", "passage"), ("no", "yes"),
+                              homepage="https://github.com/google-research-datasets/boolean-questions",
+                              license="CC BY-SA 3.0")
 
     def _split_generators(self, dl_manager):
         d = pathlib.Path(dl_manager.manual_dir)

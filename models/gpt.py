@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 _normal = nnx.initializers.normal(stddev=0.02)
@@ -131,3 +132,47 @@ class GPT(nnx.Module):
         for block in self.blocks:
             x = block(x, B)
         return self.head(self.ln_f(x)).reshape(B, T, self.vocab_size)
+
+
+def greedy_decode(model: GPT, prompts: list[np.ndarray], steps: int, *, pad_id: int = 0,
+                  chunk: int = 256) -> list[np.ndarray]:
+    """Appends `steps` argmax tokens to each prompt (minGPT `sample` with sample=False).
+
+    Prompts are right-padded into one (N, T) buffer; the model is causal, so the
+    padding never influences the positions that are read.
+    """
+    block_size = model.block_size
+    longest = max(len(p) for p in prompts)
+    if longest >= block_size:
+        raise ValueError(f"a prompt of {longest} tokens leaves no room in block_size {block_size}")
+    width = min(block_size, longest + steps)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state, tokens, lengths):
+        model = nnx.merge(graphdef, state)
+        rows = jnp.arange(tokens.shape[0])
+
+        def body(_, carry):
+            tokens, lengths = carry
+            logits = model(tokens)[rows, lengths - 1]
+            nxt = jnp.argmax(logits, axis=-1).astype(tokens.dtype)
+            room = lengths < width  # past the buffer: stop writing (the answer ended long before)
+            tokens = tokens.at[rows, jnp.minimum(lengths, width - 1)].set(
+                jnp.where(room, nxt, tokens[rows, jnp.minimum(lengths, width - 1)]))
+            return tokens, lengths + room
+
+        return jax.lax.fori_loop(0, steps, body, (tokens, lengths))
+
+    outputs = []
+    for start in range(0, len(prompts), chunk):
+        group = prompts[start:start + chunk]
+        n = len(group)
+        tokens = np.full((chunk, width), pad_id, np.int32)  # fixed shape: one compilation
+        lengths = np.ones(chunk, np.int32)
+        for i, p in enumerate(group):
+            tokens[i, :len(p)] = p
+            lengths[i] = len(p)
+        out, out_len = jax.device_get(run(state, tokens, lengths))
+        outputs.extend(out[i, :out_len[i]] for i in range(n))
+    return outputs

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def torch_linear(in_features, out_features, *, use_bias=True, dtype=None,
+def torch_linear(in_features, out_features, *, use_bias=True, dtype=None, param_dtype=jnp.float32,
                  kernel_init=None, bias_init=None, rngs: nnx.Rngs):
     """nnx.Linear with PyTorch's default init: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(in_features)
@@ -20,7 +20,7 @@ def torch_linear(in_features, out_features, *, use_bias=True, dtype=None,
     if bias_init is None:
         def bias_init(key, shape, dtype=jnp.float32):
             return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype,
+    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                       kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)
 
 

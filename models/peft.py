@@ -1,9 +1,9 @@
-"""Fine-tuning modes for BERT classifiers: full, head, prefix, LoRA, linear probe (issue 5).
+"""Parameter-efficient fine-tuning layers (LoRA, prefix) and which variables each mode trains (issue 5).
 
 Which parameters train is decided by variable type and path, so the training engine
 never needs to know the model's insides:
 
-    model = BertClassifier(load_pretrained(), num_classes=2, mode="lora", rngs=nnx.Rngs(0))
+    model = models.bert.BertClassifier(load_pretrained(), num_classes=2, mode="lora", rngs=nnx.Rngs(0))
     wrt = trainable_filter(model.mode)
     optimizer = nnx.Optimizer(model, tx, wrt=wrt)
     grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model, batch)
@@ -21,8 +21,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-from models.bert import POOLINGS, BertModel, ClassificationHead, load_pretrained, pool
 
 MODES = ("full", "head", "prefix", "lora", "linear_probe")
 # names of the BertLayer linear maps LoRA can adapt (Hugging Face names in brackets):
@@ -72,26 +70,26 @@ class LoRALinear(nnx.Module):
         return self.base
 
 
-def apply_lora(bert: BertModel, rank: int = 8, alpha: float = 16.0,
+def apply_lora(encoder: nnx.Module, rank: int = 8, alpha: float = 16.0,
                targets: Sequence[str] = ("query", "value"), *, dropout: float = 0.0,
-               rngs: nnx.Rngs) -> BertModel:
-    """Wraps the `targets` linear maps of every encoder layer in LoRALinear (in place)."""
+               rngs: nnx.Rngs) -> nnx.Module:
+    """Wraps the `targets` linear maps of every layer of `encoder.layers` (a BertModel) in LoRALinear, in place."""
     unknown = sorted(set(targets) - set(LORA_TARGETS))
     if unknown or not targets:
         raise ValueError(f"unknown LoRA targets {unknown or list(targets)}; choose from {LORA_TARGETS}")
-    for layer in bert.layers:
+    for layer in encoder.layers:
         for name in targets:
             lin = getattr(layer, name)
             if isinstance(lin, LoRALinear):
                 raise ValueError(f"{name} already carries a LoRA adapter")
             setattr(layer, name, LoRALinear(lin, rank, alpha, dropout=dropout, rngs=rngs))
-    return bert
+    return encoder
 
 
 def merge_lora(model: nnx.Module) -> nnx.Module:
     """Folds every LoRA adapter into its base kernel (in place) and returns the model."""
-    bert = model.bert if isinstance(model, BertClassifier) else model
-    for layer in bert.layers:
+    encoder = getattr(model, "bert", model)  # a BertClassifier or its BertModel
+    for layer in encoder.layers:
         for name in LORA_TARGETS:
             lin = getattr(layer, name)
             if isinstance(lin, LoRALinear):
@@ -123,78 +121,6 @@ class Prefix(nnx.Module):
         mask = jnp.concatenate([jnp.ones((b, n), attention_mask.dtype), attention_mask], axis=1)
         types = jnp.concatenate([jnp.zeros((b, n), token_type_ids.dtype), token_type_ids], axis=1)
         return embeds, mask, types
-
-
-# ------------------------------------------------------------------------- classifier
-
-class BertClassifier(nnx.Module):
-    """A BERT encoder, a pooling and a linear head, set up for one fine-tuning mode.
-
-    mode: full (everything trains), head (frozen encoder, head trains), prefix (frozen
-      encoder, prefix + head train), lora (frozen encoder, adapters + head train),
-      linear_probe (frozen encoder run without dropout, CLS -> linear).
-    pooling: cls, pooler, mean (masked) or mean_unmasked; default mean, as the course
-      does, and cls for linear_probe.
-    With a prefix, pooling sees only the original positions (the prefix outputs are
-    dropped), so CLS is still the [CLS] token and l = 0 is exactly the base model.
-    """
-
-    def __init__(self, bert: BertModel, num_classes: int = 2, *, mode: str = "full",
-                 pooling: str | None = None, prefix_length: int = 0, lora_rank: int = 8,
-                 lora_alpha: float = 16.0, lora_targets: Sequence[str] = ("query", "value"),
-                 lora_dropout: float = 0.0, classifier_dropout: float | None = None,
-                 rngs: nnx.Rngs):
-        if mode not in MODES:
-            raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {MODES}")
-        pooling = pooling or ("cls" if mode == "linear_probe" else "mean")
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
-        if pooling == "pooler" and bert.pooler is None:
-            raise ValueError("pooling='pooler' needs a checkpoint with a pooler; use cls or mean")
-        cfg = bert.config
-        self.mode = mode
-        self.pooling = pooling
-        self.bert = bert
-        if classifier_dropout is None:
-            # a linear probe reads fixed features; the others regularise like HF's classifier
-            classifier_dropout = 0.0 if mode == "linear_probe" else cfg.hidden_dropout_prob
-        # the head first: for one seed every mode starts from the same head weights
-        self.classifier = ClassificationHead(cfg.hidden_size, num_classes,
-                                             dropout=classifier_dropout,
-                                             initializer_range=cfg.initializer_range, rngs=rngs)
-        if mode == "lora":
-            apply_lora(bert, lora_rank, lora_alpha, lora_targets, dropout=lora_dropout, rngs=rngs)
-        self.prefix = Prefix(prefix_length, cfg.hidden_size, init_std=cfg.initializer_range,
-                             rngs=rngs) if mode == "prefix" else None
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                 deterministic: bool | None = None) -> jax.Array:
-        """[B, L] integer inputs -> [B, num_classes] logits."""
-        if attention_mask is None:
-            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros(input_ids.shape, jnp.int32)
-        # the frozen features of a linear probe never see dropout
-        enc_det = True if self.mode == "linear_probe" else deterministic
-        embeds = self.bert.embeddings.word_embeddings(input_ids)
-        n = 0
-        if self.prefix is not None:
-            n = self.prefix.length
-            embeds, mask, types = self.prefix(embeds, attention_mask, token_type_ids)
-        else:
-            mask, types = attention_mask, token_type_ids
-        out = self.bert(attention_mask=mask, token_type_ids=types, inputs_embeds=embeds,
-                        deterministic=enc_det)
-        hidden = out.last_hidden_state[:, n:]
-        pooled = pool(hidden, attention_mask, self.pooling, self.bert.pooler)
-        return self.classifier(pooled, deterministic=deterministic)
-
-
-def load_classifier(source=None, num_classes: int = 2, *, mode: str = "full",
-                    rngs: nnx.Rngs, **kwargs) -> BertClassifier:
-    """load_pretrained(source) wrapped in a BertClassifier (kwargs as BertClassifier's)."""
-    return BertClassifier(load_pretrained(source, rngs=rngs), num_classes, mode=mode,
-                          rngs=rngs, **kwargs)
 
 
 # ------------------------------------------------------------------ filters and counts

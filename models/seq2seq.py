@@ -11,7 +11,6 @@
 Shapes are batch-first. Masks are 1 for a token, 0 for padding. Linear and
 embedding layers are initialised as PyTorch initialises them.
 """
-import math
 
 import jax
 import jax.numpy as jnp
@@ -19,18 +18,7 @@ import numpy as np
 from flax import nnx
 
 from models.gru import StackedGRU
-
-
-def _torch_linear(in_features, out_features, *, dtype, param_dtype, rngs):
-    """nnx.Linear initialised like torch.nn.Linear: W and b ~ U(-1/sqrt(in), 1/sqrt(in))."""
-    bound = 1.0 / math.sqrt(in_features)
-    init = nnx.initializers.uniform(2 * bound)  # U(0, 2b); shifted below
-
-    def shifted(key, shape, dtype=jnp.float32):
-        return init(key, shape, dtype) - jnp.asarray(bound, dtype)
-
-    return nnx.Linear(in_features, out_features, kernel_init=shifted, bias_init=shifted,
-                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+from models.layers import torch_linear
 
 
 def _check_mask(mask, batch_shape, what):
@@ -137,8 +125,8 @@ class Attn(nnx.Module):
     def __init__(self, hidden_size=256, dropout=0.0, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.hidden_size = hidden_size
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.W = _torch_linear(2 * hidden_size, hidden_size, **kw)
-        self.V = _torch_linear(hidden_size, hidden_size, **kw)
+        self.W = torch_linear(2 * hidden_size, hidden_size, **kw)
+        self.V = torch_linear(hidden_size, hidden_size, **kw)
 
     def __call__(self, inputs, hidden_states, mask=None):
         """inputs (B, S, H), hidden_states (num_layers, B, H), mask (B, S) or None.
@@ -221,7 +209,7 @@ class GRUSentimentClassifier(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.encoder_decoder = EncoderDecoder(vocabulary_size, embedding_size, hidden_size, num_layers, dropout,
                                               encoder_only, pack_padded=pack_padded, **kw)
-        self.classifier = _torch_linear(hidden_size, num_classes, **kw)
+        self.classifier = torch_linear(hidden_size, num_classes, **kw)
 
     def __call__(self, input_ids, attention_mask=None):
         """input_ids (B, S) ints, attention_mask (B, S) 1 = token / 0 = pad -> logits (B, num_classes)."""

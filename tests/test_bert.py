@@ -13,8 +13,8 @@ import torch
 import transformers
 from flax import nnx
 
-from models import bert
-from models.peft import BertClassifier
+from models import bert, hf_checkpoint
+from models.bert import BertClassifier
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=37, max_position_embeddings=40, type_vocab_size=2)
@@ -262,7 +262,7 @@ def test_minilm_real_weights():
     enc = tok(sents, padding=True, return_tensors="np")
     out = model(jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"]),
                 jnp.asarray(enc["token_type_ids"]))
-    ref = transformers.BertModel.from_pretrained(str(bert.resolve_checkpoint_dir())).eval()
+    ref = transformers.BertModel.from_pretrained(str(hf_checkpoint.resolve_checkpoint_dir())).eval()
     with torch.no_grad():
         ref_h = ref(**{k: torch.tensor(v) for k, v in enc.items()}).last_hidden_state.numpy()
     np.testing.assert_allclose(out.last_hidden_state, ref_h, atol=1e-4)

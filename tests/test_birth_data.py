@@ -59,6 +59,24 @@ def test_corruption_is_a_function_of_the_rng():
     assert not np.array_equal(a[0], c[0])
 
 
+def test_getitem_has_the_course_semantics():
+    """dataset[i] -> (x, y) as the course's PyTorch datasets: fresh corruption per call, fixed QA examples."""
+    corpus = random_corpus(np.random.default_rng(1), n_docs=5, max_len=200)
+    ds = birth_places.CharCorruptionDataset(corpus, 64)
+    draws = [ds[2] for _ in range(20)]
+    for x, y in draws:
+        assert x.shape == y.shape == (63,)
+        np.testing.assert_array_equal(x[1:], y[:-1])
+    assert len({x.tobytes() for x, _ in draws}) > 1  # its own randomness, not a fixed example
+    assert ds[-1][0].shape == (63,)  # negative indices count from the end, as for a list
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    pairs = [f"{ds.data[i][:5]}\t{ds.data[i + 1][:4]}" for i in range(2)]
+    names = birth_places.NameDataset(ds, "\n".join(pairs))
+    np.testing.assert_array_equal(names[1][0], names.example(1)[0])
+    np.testing.assert_array_equal(names[1][1], names.example(1)[1])
+
+
 def test_name_dataset_scores_only_the_answer():
     rng = np.random.default_rng(1)
     corpus = random_corpus(rng) + "Where was born?\n"

@@ -9,8 +9,8 @@ from flax import nnx
 from torch.nn import functional as F
 
 from models.gpt import GPT
-from tests.reference_gpt import TorchGPT
-from train.tasks import masked_cross_entropy
+from reference.gpt import TorchGPT
+from train.tasks.char_gpt import masked_cross_entropy
 
 
 def torch_to_flax_params(torch_model) -> dict:

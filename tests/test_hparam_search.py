@@ -1,11 +1,11 @@
-"""analysis/hparam_search.py: grid expansion, random sampling, overrides, selection and resuming."""
+"""experiments/hparam_search.py: grid expansion, random sampling, overrides, selection and resuming."""
 import csv
 import json
 import math
 
 import pytest
 
-from analysis import hparam_search as hs
+from experiments import hparam_search as hs
 from configs import bert_finetune
 from train.metrics import MetricWriter
 

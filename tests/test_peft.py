@@ -24,7 +24,7 @@ def encoder(seed=0, pooler=True):
 
 def classifier(mode, seed=0, **kw):
     """Same encoder and head weights for every mode (the seeds are shared)."""
-    return peft.BertClassifier(encoder(seed), 2, mode=mode,
+    return bert.BertClassifier(encoder(seed), 2, mode=mode,
                                rngs=nnx.Rngs(params=seed + 1, dropout=seed + 1), **kw)
 
 
@@ -115,7 +115,7 @@ def test_prefix_matches_pytorch_inputs_embeds(tmp_path):
         for p in hf.parameters():
             p.copy_(0.3 * torch.randn(p.shape, generator=g))
     hf.save_pretrained(tmp_path)
-    m = peft.load_classifier(tmp_path, 2, mode="prefix", prefix_length=4, pooling="mean",
+    m = bert.load_classifier(tmp_path, 2, mode="prefix", prefix_length=4, pooling="mean",
                              rngs=nnx.Rngs(params=0, dropout=0))
     m.prefix.embedding.set_value(jax.random.normal(jax.random.key(1), (4, D)))  # a trained prefix
     m.eval()
@@ -212,4 +212,4 @@ def test_bad_mode_and_pooling():
     with pytest.raises(ValueError, match="unknown pooling"):
         classifier("full", pooling="max")
     with pytest.raises(ValueError, match="needs a checkpoint with a pooler"):
-        peft.BertClassifier(encoder(pooler=False), 2, pooling="pooler", rngs=nnx.Rngs(0))
+        bert.BertClassifier(encoder(pooler=False), 2, pooling="pooler", rngs=nnx.Rngs(0))

@@ -1,4 +1,4 @@
-"""models/seq2seq.py against PyTorch modules written from the course's formulas, same weights."""
+"""models/seq2seq.py against PyTorch modules written from the course's formulas (reference/seq2seq.py), same weights."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -6,87 +6,12 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from torch import nn
 
 from models.gru import torch_gru_state_dict
 from models.seq2seq import Attn, DecoderAttn, Encoder, EncoderDecoder, GRUSentimentClassifier
+from reference.seq2seq import TorchAttn, TorchClassifier, TorchDecoderAttn, TorchEncoder, TorchEncoderDecoder
 
 VOCAB, EMB, HID = 40, 6, 5
-
-
-# --- PyTorch references (the course's encoder_decoder code, batch-first) -------------------
-
-class TorchAttn(nn.Module):
-    def __init__(self, hidden_size):
-        super().__init__()
-        self.W = nn.Linear(2 * hidden_size, hidden_size)
-        self.V = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, inputs, hidden_states, mask=None):
-        hidden = hidden_states[-1].unsqueeze(1).repeat(1, inputs.shape[1], 1)
-        scores = self.V(torch.tanh(self.W(torch.cat([inputs, hidden], dim=2)))).sum(dim=2, keepdim=True)
-        if mask is not None:
-            scores = scores.masked_fill(mask.unsqueeze(2) == 0, float("-inf"))
-        weights = torch.softmax(scores, dim=1)
-        return weights * inputs, weights
-
-
-class TorchEncoder(nn.Module):
-    def __init__(self, vocab, emb, hid, num_layers, dropout=0.0, pack_padded=False):
-        super().__init__()
-        self.num_layers, self.hid, self.pack_padded = num_layers, hid, pack_padded
-        self.embedding = nn.Embedding(vocab, emb, padding_idx=0)
-        self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.GRU(emb, hid, num_layers, batch_first=True, bidirectional=True, dropout=dropout)
-
-    def forward(self, inputs, hidden_states=None, mask=None):
-        x = self.dropout(self.embedding(inputs))
-        lengths = mask.sum(-1) if self.pack_padded else None
-        if lengths is not None:
-            x = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        x, h = self.rnn(x, hidden_states)
-        if lengths is not None:
-            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=inputs.shape[1])
-        x = x[..., :self.hid] + x[..., self.hid:]
-        h = h.view(self.num_layers, 2, h.shape[1], self.hid).sum(dim=1)
-        return x, h
-
-
-class TorchDecoderAttn(nn.Module):
-    def __init__(self, hid, num_layers, dropout=0.0):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.mlp_attn = TorchAttn(hid)
-        self.rnn = nn.GRU(hid, hid, num_layers, batch_first=True, dropout=dropout)
-
-    def forward(self, inputs, hidden_states, mask=None):
-        x, _ = self.mlp_attn(self.dropout(inputs), hidden_states, mask)
-        return self.rnn(x, hidden_states)
-
-
-class TorchEncoderDecoder(nn.Module):
-    def __init__(self, num_layers, encoder_only, pack_padded=False):
-        super().__init__()
-        self.encoder_only = encoder_only
-        self.encoder = TorchEncoder(VOCAB, EMB, HID, num_layers, pack_padded=pack_padded)
-        if not encoder_only:
-            self.decoder = TorchDecoderAttn(HID, num_layers)
-
-    def forward(self, inputs, mask):
-        x, h = self.encoder(inputs, mask=mask)
-        if not self.encoder_only:
-            x, h = self.decoder(x, h, mask)
-        return x[:, 0], h
-
-
-class TorchClassifier(nn.Module):
-    def __init__(self, num_layers, encoder_only, num_classes):
-        super().__init__()
-        self.encoder_decoder = TorchEncoderDecoder(num_layers, encoder_only)
-        self.classifier = nn.Linear(HID, num_classes)
-
-    def forward(self, inputs, mask):
-        return self.classifier(self.encoder_decoder(inputs, mask)[0])
 
 
 # --- moving weights (and gradients) between the two ---------------------------------------
@@ -258,7 +183,8 @@ def test_encoder_decoder_matches_torch(encoder_only, num_layers, pack_padded):
     with jax.enable_x64(True):
         ours = EncoderDecoder(VOCAB, EMB, HID, num_layers, 0.0, encoder_only, pack_padded=pack_padded,
                               param_dtype=jnp.float64, rngs=nnx.Rngs(0))
-        theirs = copy_weights(ours, TorchEncoderDecoder(num_layers, encoder_only, pack_padded).double())
+        theirs = copy_weights(ours, TorchEncoderDecoder(VOCAB, EMB, HID, num_layers, encoder_only,
+                                                        pack_padded).double())
         ids, mask = batch(6)
         (x, h), _ = check_against_torch(ours, theirs, [jnp.asarray(ids), jnp.asarray(mask)],
                                         [torch.tensor(ids), torch.tensor(mask)])
@@ -267,7 +193,7 @@ def test_encoder_decoder_matches_torch(encoder_only, num_layers, pack_padded):
 
 def test_classifier_matches_torch_and_trains_under_jit():
     ours = GRUSentimentClassifier(VOCAB, EMB, HID, 1, 0.3, num_classes=3, rngs=nnx.Rngs(0))
-    theirs = copy_weights(ours, TorchClassifier(1, False, 3))
+    theirs = copy_weights(ours, TorchClassifier(VOCAB, EMB, HID, 1, False, 3))
     ids, mask = batch(7)
     ours.eval()
     theirs.eval()

@@ -8,7 +8,7 @@ import pytest
 import transformers
 
 from data import boolq, sst2, text
-from models.bert import CheckpointError
+from models.hf_checkpoint import CheckpointError
 
 WORDS = "the a movie film is was good bad great awful not very fun boring plot actors " \
         "does do it rain snow in winter summer sun yes no question passage".split()

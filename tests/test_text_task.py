@@ -9,7 +9,7 @@ from flax import nnx
 
 from configs import bert_finetune
 from models import bert
-from train import evaluate, tasks, train
+from train import evaluate, rundir, tasks, train
 from train.metrics import read_metrics
 
 WORDS = "the a movie film is was good bad great awful not very fun boring plot actors".split()
@@ -66,15 +66,15 @@ def params_by_path(module, filter=nnx.Param) -> dict[str, np.ndarray]:
 def trained_model(config, workdir):
     """The model as the engine leaves it: trained params from the checkpoint, the rest rebuilt."""
     task = tasks.build(config)
-    graphdef, params, rest = nnx.split(initial_model(config, task), task.trainable, ...)
-    params, _ = train.restore_params(workdir, params, task.meta)
+    graphdef, params, rest, _ = train.build_split_model(config, task)
+    params, _ = rundir.restore_params(workdir, params, task.meta)
     return nnx.merge(graphdef, params, rest)
 
 
-def initial_model(config, task=None):
+def initial_model(config):
     """The model before training, built as the engine builds it (same seeds)."""
-    task = task or tasks.build(config)
-    return task.make_model(nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    graphdef, params, rest, _ = train.build_split_model(config, tasks.build(config))
+    return nnx.merge(graphdef, params, rest)
 
 
 @pytest.mark.parametrize("mode", ["head", "lora"])

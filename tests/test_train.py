@@ -9,13 +9,12 @@ import sys
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from configs import birth_demo
 from data import birth_places, synthetic_bios
-from train import evaluate, tasks, train
+from train import evaluate, rundir, tasks, train
 from train.checkpoint import Checkpointer, CheckpointError
-from train.metrics import read_metrics
+from train.metrics import NonFiniteLossError, read_metrics
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,8 +35,8 @@ def data_dir(tmp_path_factory):
 
 def final_params(workdir, config):
     task = tasks.build(config)
-    _, params, _ = nnx.split(task.make_model(nnx.Rngs(0)), nnx.Param, ...)
-    params, step = train.restore_params(workdir, params, task.meta)
+    _, params, _, _ = train.build_split_model(config, task)
+    params, step = rundir.restore_params(workdir, params, task.meta)
     return jax.tree.leaves(params), step
 
 
@@ -73,6 +72,39 @@ def test_finetune_from_pretrained_and_evaluate_after_restore(tmp_path, data_dir)
     assert eval_records[-1]["accuracy"] == results["accuracy"]
 
 
+def truncate_largest_params_file(step_dir: pathlib.Path) -> pathlib.Path:
+    victim = max((f for f in (step_dir / "params").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    return victim
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_previous_step(tmp_path, data_dir, capsys):
+    config = tiny_config(data_dir)
+    train.train_and_evaluate(config, tmp_path / "straight")
+    train.train_and_evaluate(config, tmp_path / "run", stop_after=10)  # checkpoints 4 and 8
+    truncate_largest_params_file(tmp_path / "run" / "checkpoints" / "8")
+
+    # evaluation: one message naming the step, the item and the file, and the flag that gets past it
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "train.evaluate", f"--workdir={tmp_path / 'run'}",
+                             f"--eval_file={data_dir / 'birth_dev.tsv'}"],
+                            cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    assert "step 8" in result.stderr and "'params'" in result.stderr and "--step=4" in result.stderr
+    assert str(tmp_path / "run" / "checkpoints" / "8" / "params") in result.stderr
+    assert "Traceback" not in result.stderr and "INFO" not in result.stderr + result.stdout
+
+    # a resume falls back to step 4, says so, keeps the damaged step aside, and ends as an unbroken run
+    train.train_and_evaluate(config, tmp_path / "run")
+    assert "checkpoint step 8 is damaged" in capsys.readouterr().out
+    assert (tmp_path / "run" / "damaged_checkpoints" / "8").is_dir()
+    straight, _ = final_params(tmp_path / "straight", config)
+    resumed, step = final_params(tmp_path / "run", config)
+    assert step == 12
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_init_from_must_fit(tmp_path, data_dir):
     with pytest.raises(CheckpointError, match="no checkpoint directory"):
         train.train_and_evaluate(tiny_config(data_dir, init_from=str(tmp_path / "nowhere")), tmp_path / "a")
@@ -93,8 +125,8 @@ def test_workdir_of_another_experiment_is_refused(tmp_path, data_dir):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
-    config = tiny_config(data_dir, learning_rate=1e30, lr_decay=False, checkpoint_every_steps=1, log_every_steps=100)
-    with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+).*last good checkpoint is step") as err:
+    config = tiny_config(data_dir, learning_rate=1e30, schedule="constant", checkpoint_every_steps=1, log_every_steps=100)
+    with pytest.raises(NonFiniteLossError, match=r"at step (\d+).*last good checkpoint is step") as err:
         train.train_and_evaluate(config, tmp_path / "nan")
     bad_step = int(err.value.args[0].split("at step ")[1].split(":")[0])
     ckpt = Checkpointer(tmp_path / "nan" / "checkpoints")

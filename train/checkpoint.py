@@ -2,20 +2,23 @@
 
 Parameters and optimizer state are stored under readable '/'-joined names
 (`blocks/0/attn/key/kernel`), so a mismatch can be reported key by key:
-restoring never silently falls back to a fresh start.
+restoring never silently falls back to a fresh start. A step whose files cannot be
+read raises DamagedCheckpointError; `restore_latest` moves such steps aside (never
+deleting them) and falls back to the step before.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, partial, or does not fit the model."""
+from models.hf_checkpoint import CheckpointError  # the one checkpoint error type
 
 
 def flatten(tree) -> dict[str, jax.Array]:
@@ -41,6 +44,35 @@ def check_fits(expected: dict, found: dict, where: str) -> None:
         raise CheckpointError("\n".join(lines))
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A finished checkpoint step whose files cannot be read back (truncated, corrupted, missing).
+
+    `item` is 'params', 'opt_state' or 'meta'; `path` the file at fault where the underlying
+    error names one, else the item's directory; `intact_steps` the manager's other steps.
+    """
+
+    def __init__(self, message: str, *, step: int, item: str, path: str, intact_steps=()):
+        super().__init__(message)
+        self.step, self.item, self.path, self.intact_steps = step, item, str(path), list(intact_steps)
+
+
+def _explain(error: Exception, item_dir: pathlib.Path) -> tuple[str, str]:
+    """(file at fault, one-line reason) from an Orbax / tensorstore / json read error."""
+    text = " ".join(str(error).split(" [tensorstore_spec=")[0].split())  # drop the spec dump, one line
+    files = [f.rstrip(".,;:") for f in re.findall(re.escape(str(item_dir)) + r"""/[^"'\s]+""", text)]
+    files = [f for f in files if not f.endswith("/")]  # '.../params/' is the OCDBT database itself
+    path = files[-1] if files else str(item_dir)
+    code = re.match(r"([A-Z_]+): ", text)
+    if code and files:  # tensorstore: 'CODE: ... local file "<path>": <what is wrong with it>'
+        detail = text.rsplit(path, 1)[1].lstrip('": ') or ("" if os.path.exists(path) else "file is missing")
+        reason = f"{code[1]}: {detail}".rstrip(": ")
+    elif code:
+        reason = text
+    else:
+        reason = f"{type(error).__name__}: {text}"
+    return path, reason if len(reason) <= 200 else reason[:197] + "..."
+
+
 class Checkpointer:
     """Periodic, keep-N checkpoints of (params, opt_state, meta) in `directory`."""
 
@@ -48,16 +80,20 @@ class Checkpointer:
         self.directory = pathlib.Path(directory).absolute()
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"{self.directory}: no checkpoint directory")
+        self._handlers = {"params": ocp.StandardCheckpointHandler(),
+                          "opt_state": ocp.StandardCheckpointHandler(),
+                          "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
-            item_handlers={"params": ocp.StandardCheckpointHandler(),
-                           "opt_state": ocp.StandardCheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()},
+            item_handlers=self._handlers,
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
     def save(self, step: int, params, opt_state, meta: dict) -> None:
         self.manager.save(
@@ -70,47 +106,105 @@ class Checkpointer:
         )
 
     def meta(self, step: int) -> dict:
-        return self._restore(step, meta=ocp.args.JsonRestore())["meta"]
+        return self._restore(step, "meta", ocp.args.JsonRestore())
 
     def restore(self, step: int, params_template, opt_state_template=None):
         """Returns (params, opt_state or None) shaped like the templates, on the default device.
 
         Shapes are checked against the checkpoint's metadata first; arrays are then
         restored unsharded, so a run saved on 8 devices restores on 1 and vice versa.
+        Unreadable files raise DamagedCheckpointError; a checkpoint that does not fit
+        the templates raises a plain CheckpointError.
         """
         templates = {"params": params_template}
         if opt_state_template is not None:
             templates["opt_state"] = opt_state_template
         self._check_step(step)
-        metadata = self.manager.item_metadata(step)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        args = {}
+        out = []
         for item, template in templates.items():
-            where = f"checkpoint {self.directory}/{step} ({item})"
-            if metadata.get(item) is None:
-                raise CheckpointError(f"{where}: missing (partial checkpoint?)")
             expected = flatten(template)
-            check_fits(expected, dict(metadata[item]), where)
+            check_fits(expected, self._item_metadata(step, item), f"checkpoint {self.directory}/{step} ({item})")
             target = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype, sharding=device) for k, v in expected.items()}
-            args[item] = ocp.args.StandardRestore(target)
-        restored = self._restore(step, **args)
-        out = [
-            jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(templates[item]),
-                                         [restored[item][k] for k in flatten(templates[item])])
-            for item in templates
-        ]
+            restored = self._restore(step, item, ocp.args.StandardRestore(target))
+            out.append(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template),
+                                                    [restored[k] for k in expected]))
         return out[0], (out[1] if opt_state_template is not None else None)
+
+    def restore_latest(self, params_template, opt_state_template=None, *, fall_back=True, log=print):
+        """(params, opt_state or None, step) from the newest readable step; (None, None, None) if none saved.
+
+        With `fall_back`, each damaged step (params, opt_state or meta unreadable) is
+        moved out of the way with `set_aside` and the step before it is tried.
+        """
+        moved = []  # (error, where the step went)
+        steps = self.all_steps()
+        for i in reversed(range(len(steps))):
+            step = steps[i]
+            try:
+                self.meta(step)
+                params, opt_state = self.restore(step, params_template, opt_state_template)
+                return params, opt_state, step
+            except DamagedCheckpointError as e:
+                if not fall_back:
+                    raise
+                moved.append((e, self.set_aside(step)))
+                log(f"checkpoint step {step} is damaged ({e.item!r} unreadable at {e.path}); moved it to {moved[-1][1]}; "
+                    + (f"falling back to step {steps[i - 1]}" if i else "no earlier step left"))
+        if not moved:
+            return None, None, None
+        last = moved[-1][0]
+        listing = "; ".join(f"step {e.step} ({e.item!r}: {e.path}) moved to {to}" for e, to in moved)
+        raise DamagedCheckpointError(f"no readable checkpoint in {self.directory}: every step is damaged: {listing}.",
+                                     step=last.step, item=last.item, path=last.path) from last
+
+    def set_aside(self, step: int) -> pathlib.Path:
+        """Moves step's directory to <parent>/damaged_checkpoints/<step>[.n] (nothing is deleted) and forgets it."""
+        self._check_step(step)
+        self.wait()  # an async save may still be writing into the directory
+        target = self.directory.parent / "damaged_checkpoints" / str(step)
+        n = 0
+        while target.exists():
+            n += 1
+            target = target.with_name(f"{step}.{n}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(self._step_dir(step), target)
+        self.manager.reload()  # re-lists the steps on disk, so latest_step() and save(step) see it gone
+        return target
+
+    def _step_dir(self, step: int) -> pathlib.Path:
+        return self.directory / str(step)  # Orbax's default step name format
 
     def _check_step(self, step: int) -> None:
         if step not in self.manager.all_steps():
-            raise CheckpointError(f"{self.directory}: no finished checkpoint at step {step} (have {self.manager.all_steps()})")
+            raise CheckpointError(f"{self.directory}: no finished checkpoint at step {step} (have {self.all_steps()})")
 
-    def _restore(self, step: int, **items):
+    def _damaged(self, step: int, item: str, error: Exception) -> DamagedCheckpointError:
+        item_dir = self._step_dir(step) / item
+        path, reason = _explain(error, item_dir)
+        where = path if path == str(item_dir) else f"file {path}"
+        others = [s for s in self.all_steps() if s != step]
+        return DamagedCheckpointError(
+            f"checkpoint step {step} in {self.directory} is damaged: item {item!r} cannot be read "
+            f"({where}: {reason}). Other steps: {others}.",
+            step=step, item=item, path=path, intact_steps=others)
+
+    def _item_metadata(self, step: int, item: str) -> dict:
+        """{name: metadata with .shape} of one item, read on its own so a failure names the item."""
+        item_dir = self._step_dir(step) / item
+        try:
+            if not item_dir.is_dir():
+                raise FileNotFoundError(f"item directory {item_dir} is missing")
+            return dict(self._handlers[item].metadata(item_dir))
+        except Exception as e:  # json, tensorstore and OS errors: anything unreadable is damage
+            raise self._damaged(step, item, e) from e
+
+    def _restore(self, step: int, item: str, args):
         self._check_step(step)
         try:
-            return self.manager.restore(step, args=ocp.args.Composite(**items))
-        except Exception as e:  # orbax raises several types for missing or truncated items
-            raise CheckpointError(f"{self.directory}/{step}: cannot read {sorted(items)} ({type(e).__name__}: {e})") from e
+            return self.manager.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+        except Exception as e:  # orbax raises several types for missing or truncated files
+            raise self._damaged(step, item, e) from e
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -6,6 +6,7 @@ import json
 import math
 import pathlib
 import resource
+import time
 
 import jax
 
@@ -70,3 +71,51 @@ def _plain(v):
         return float(v) if not isinstance(v, (int, str)) else v
     except (TypeError, ValueError):
         return str(v)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainLogger:
+    """Collects per-step device metrics and writes one summary record per log step.
+
+    Metrics stay on device until `drain` (at each log step and before each checkpoint),
+    which also stops the run on a non-finite loss before bad parameters can be saved.
+    `train_seconds` is training wall-clock time, validation excluded, carried across resumes.
+    """
+
+    def __init__(self, writer: MetricWriter, schedule, tokens_per_step: int, checkpoint_dir: pathlib.Path):
+        self.writer, self.schedule, self.tokens_per_step = writer, schedule, tokens_per_step
+        self.checkpoint_dir = checkpoint_dir
+        self.last_saved = 0
+        self.train_seconds = max([r.get("train_seconds", 0.0) for r in writer.kept if r["split"] == "train"],
+                                 default=0.0)
+        self._pending: list[tuple[int, dict]] = []  # device metrics not yet checked
+        self._window: list[dict] = []  # checked host metrics since the last log line
+
+    def add(self, step: int, metrics: dict) -> None:
+        self._pending.append((step, metrics))
+
+    def drain(self) -> None:
+        for step, m in jax.device_get(self._pending):
+            if not math.isfinite(float(m["loss"])):
+                raise NonFiniteLossError(
+                    f"loss is {m['loss']} at step {step}: stopping. The last good checkpoint is step "
+                    f"{self.last_saved} in {self.checkpoint_dir} (lower learning_rate or check the data).")
+            self._window.append(m)
+        self._pending.clear()
+
+    def log(self, step: int, seconds_since: float) -> dict:
+        """Writes the mean of the window; `seconds_since` is the perf_counter time the window started."""
+        self.drain()  # waits for the device, so the clock below covers the work
+        seconds = time.perf_counter() - seconds_since
+        self.train_seconds += seconds
+        summary = {k: float(sum(float(m[k]) for m in self._window) / len(self._window)) for k in self._window[0]}
+        summary["learning_rate"] = float(self.schedule(step - 1))  # the rate the last step used
+        summary["tokens_per_sec"] = self.tokens_per_step * len(self._window) / max(seconds, 1e-9)
+        summary["peak_memory_mb"] = peak_memory_mb()
+        summary["train_seconds"] = self.train_seconds
+        self.writer.write(step, "train", summary)
+        self._window.clear()
+        return summary

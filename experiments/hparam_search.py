@@ -1,6 +1,6 @@
 """Grid and random hyper-parameter search over config overrides, one engine run per trial.
 
-  python -m analysis.hparam_search --config=configs/bert_finetune.py:sst2,lora \\
+  python -m experiments.hparam_search --config=configs/bert_finetune.py:sst2,lora \\
       --grid='learning_rate=1e-4,5e-4;optimizer=adamw,sgd' --out=runs/search_lora \\
       --override=train_limit=500 --override=max_steps=20
 
@@ -283,8 +283,6 @@ def main(argv):
         raise app.UsageError("--out is required")
     out = pathlib.Path(FLAGS.out)
     (out / "trials").mkdir(parents=True, exist_ok=True)
-    from absl import logging
-    logging.set_verbosity(logging.WARNING)
     base = apply_overrides(FLAGS.config, parse_overrides(FLAGS.override))
     trials = make_trials(FLAGS.grid, FLAGS.random, FLAGS.space, FLAGS.search_seed)
     rows = run_trials(base, trials, out, metric=FLAGS.metric)
@@ -293,20 +291,9 @@ def main(argv):
     print((out / "results.md").read_text())
 
 
-def resolve_config_path(argv: list[str]) -> list[str]:
-    """As train.main's (importing it would define --config twice): --config=configs/x.py from anywhere."""
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    out = []
-    for arg in argv:
-        if arg.startswith("--config="):
-            path, colon, config_arg = arg.removeprefix("--config=").partition(":")
-            if not pathlib.Path(path).exists() and (repo / path).exists():
-                arg = f"--config={repo / path}{colon}{config_arg}"
-        out.append(arg)
-    return out
-
-
 if __name__ == "__main__":
-    define_flags()
     import sys
-    app.run(main, argv=resolve_config_path(sys.argv))
+
+    from train import cli
+    define_flags()
+    app.run(cli.main_with_clean_errors(main), argv=cli.resolve_config_path(sys.argv))

@@ -2,18 +2,18 @@
 
 Both sides start from the same checkpoint (all-MiniLM-L6-v2 by default) and the same
 classifier weights, and take full fine-tuning steps (forward, cross-entropy, backward,
-AdamW) on the same batch with dropout on. Steps alternate between the two so that load
-from other processes on a shared machine hits both alike.
+AdamW at configs/bert_finetune.py's sst2,full learning rate and weight decay) on the
+same batch with dropout on. Ours is that config's model (models.build), with the
+pooler's pooling as BertForSequenceClassification. Steps alternate between the two
+(benchmarks/timing.py) so that load from other processes on a shared machine hits both
+alike.
 
-    .venv/bin/python -m analysis.bench_bert --batch 32 --length 128 --steps 6
+    .venv/bin/python -m benchmarks.bert --batch 32 --length 128 --steps 6
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
-import statistics
 import time
 
 import jax
@@ -22,10 +22,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from models.bert import DEFAULT_SOURCE, BertConfig, resolve_checkpoint_dir
-from models.peft import load_classifier, trainable_filter
-
-LR, WEIGHT_DECAY = 2e-5, 0.01
+from benchmarks.timing import header, load_average, measure
+from configs import bert_finetune
+from models.bert import BertConfig
+from models.build import build_model, trainable_filter
+from models.hf_checkpoint import DEFAULT_SOURCE, resolve_checkpoint_dir
+from train.tasks.text_classification import classification_loss
 
 
 def make_batch(batch, length, vocab, seed=0):
@@ -40,20 +42,16 @@ def make_batch(batch, length, vocab, seed=0):
     return ids * mask, mask, types, labels
 
 
-def flax_step_fn(model, wrt):
+def flax_step_fn(model, wrt, lr, weight_decay):
     """A jitted functional train step over the split (model, optimizer) state."""
-    optimizer = nnx.Optimizer(model, optax.adamw(LR, weight_decay=WEIGHT_DECAY), wrt=wrt)
+    optimizer = nnx.Optimizer(model, optax.adamw(lr, weight_decay=weight_decay), wrt=wrt)
     graphdef, state = nnx.split((model, optimizer))
 
     @functools.partial(jax.jit, donate_argnums=0)  # update the state in place
     def step(state, ids, mask, types, labels):
         model, optimizer = nnx.merge(graphdef, state)
-
-        def loss_fn(m):
-            logits = m(ids, mask, types)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
+        loss_fn = lambda m: classification_loss(m(ids, mask, types), labels)
+        (loss, _), grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(model)
         optimizer.update(model, grads)
         return loss, nnx.state((model, optimizer))
 
@@ -77,15 +75,17 @@ def main(argv=None):
     vocab = BertConfig.from_json(ckpt / "config.json").vocab_size
     ids, mask, types, labels = make_batch(args.batch, args.length, vocab)
 
+    config = bert_finetune.get_config("sst2,full")
+    config.model.update(checkpoint=str(ckpt), pooling="pooler")
+
     # PyTorch reference, its fresh classifier copied into ours: identical starting points
     torch.manual_seed(0)
     tmodel = transformers.BertForSequenceClassification.from_pretrained(str(ckpt), num_labels=2)
     tmodel.train()
-    topt = torch.optim.AdamW(tmodel.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    topt = torch.optim.AdamW(tmodel.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     t_in = [torch.tensor(a) for a in (ids, mask, types, labels)]
 
-    model = load_classifier(ckpt, 2, mode="full", pooling="pooler",
-                            rngs=nnx.Rngs(params=0, dropout=1))
+    model = build_model(config.model, num_classes=2, rngs=nnx.Rngs(params=0, dropout=1))
     model.classifier.dense.kernel.set_value(jnp.asarray(tmodel.classifier.weight.detach().numpy().T))
     model.classifier.dense.bias.set_value(jnp.asarray(tmodel.classifier.bias.detach().numpy()))
     j_in = [jnp.asarray(a, jnp.int32) for a in (ids, mask, types, labels)]
@@ -108,45 +108,33 @@ def main(argv=None):
         topt.step()
         return out.loss.item()
 
-    step, state = flax_step_fn(model, trainable_filter("full"))
+    step, state = flax_step_fn(model, trainable_filter(config.model), config.learning_rate, config.weight_decay)
 
     def flax_step():
         nonlocal state
         loss, state = step(state, *j_in)
-        return float(loss)  # blocks until the step is done
+        return loss
 
+    machine = header()
     t0 = time.perf_counter()
-    flax_step()
+    jax.block_until_ready(flax_step())
     compile_s = time.perf_counter() - t0
-    for _ in range(args.warmup):
-        flax_step()
-        torch_step()
-    load_before = os.getloadavg()[0]
-    times = {"torch": [], "flax": []}
-    for _ in range(args.steps):  # alternate, so that outside load hits both alike
-        for name, fn in (("torch", torch_step), ("flax", flax_step)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    load_after = os.getloadavg()[0]
+    times = measure({"torch": torch_step, "flax": flax_step}, args.steps, warmup=args.warmup)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    eps = {k: args.batch / v for k, v in med.items()}
+    eps = {k: args.batch / t.median for k, t in times.items()}
     print(f"\nFull fine-tuning step (forward + backward + AdamW), {args.source or DEFAULT_SOURCE}, "
           f"batch {args.batch}, length {args.length}, float32, dropout on; median of {args.steps} "
-          f"alternating steps after {args.warmup} warm-up.\n")
+          f"alternating steps after {args.warmup} warm-up.\n{machine}\n")
     print("| implementation | examples/s | ms/step | ratio vs PyTorch |")
     print("|---|---:|---:|---:|")
     print(f"| PyTorch {torch.__version__} + transformers {transformers.__version__} "
           f"`BertForSequenceClassification` ({torch.get_num_threads()} threads) | "
-          f"{eps['torch']:.1f} | {1000 * med['torch']:.0f} | 1.00x |")
+          f"{eps['torch']:.1f} | {times['torch'].ms:.0f} | 1.00x |")
     print(f"| Flax NNX `BertClassifier` (jax {jax.__version__}, flax "
           f"{__import__('flax').__version__}, jit) | {eps['flax']:.1f} | "
-          f"{1000 * med['flax']:.0f} | {eps['flax'] / eps['torch']:.2f}x |")
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"jax backend {jax.default_backend()}; 1-min load average {load_before:.1f} -> "
-          f"{load_after:.1f}; Flax compile {compile_s:.1f} s; max |logit difference| before "
-          f"training {diff:.1e}")
+          f"{times['flax'].ms:.0f} | {eps['flax'] / eps['torch']:.2f}x |")
+    print(f"\nload average at the end {load_average()}; Flax compile {compile_s:.1f} s; "
+          f"max |logit difference| before training {diff:.1e}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
 """Training-step time of the CS224n minGPT: our JAX engine against the PyTorch reference.
 
-  python -m analysis.bench_gpt [--batch_size=128] [--repeats=5]
+  python -m benchmarks.gpt [--batch_size=128] [--repeats=5]
 
-Same model sizes (configs/birth_pretrain.py: 4 layers, 8 heads, 256 wide,
-block 128, dropout 0.1), same batch, same optimizer (AdamW + clipping), same
-machine, one run. Prints a Markdown table and the speed-up of JAX over PyTorch.
+Same model sizes (configs/birth_pretrain.py, built by models.build: 4 layers, 8 heads,
+256 wide, block 128, dropout 0.1), same batch, same optimizer (AdamW + clipping), same
+machine, steps of the two interleaved. Prints a Markdown table and the speed-up of JAX
+over PyTorch.
 """
-
-import time
 
 import jax
 import numpy as np
@@ -15,25 +14,18 @@ import torch
 from absl import app, flags
 from flax import nnx
 
+from benchmarks.timing import header, measure
 from configs import birth_pretrain
-from models.gpt import GPT
-from tests.reference_gpt import TorchGPT
-from train import tasks, train
+from models.build import build_model, trainable_filter
+from reference.gpt import TorchGPT
+from train.optim import make_optimizer
+from train.steps import data_mesh, make_train_step
+from train.tasks.char_gpt import masked_cross_entropy
 
 flags.DEFINE_integer("batch_size", 128, "Examples per step (the pretraining config's).")
 flags.DEFINE_integer("repeats", 5, "Timed steps per framework (after warm-up).")
 flags.DEFINE_integer("vocab_size", 256, "Character vocabulary (wiki.txt has about 250).")
 FLAGS = flags.FLAGS
-
-
-def time_steps(step, repeats: int) -> list[float]:
-    step()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def main(argv):
@@ -46,37 +38,38 @@ def main(argv):
     y = rng.integers(0, V, size=(B, T)).astype(np.int32)
 
     # JAX: the engine's own jit'ed train step.
-    model = GPT(V, m.block_size, m.n_layer, m.n_head, m.n_embd, m.embd_pdrop, m.resid_pdrop, m.attn_pdrop,
-                rngs=nnx.Rngs(0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = train.make_optimizer(config, params, config.learning_rate)
+    model = build_model(m, vocab_size=V, rngs=nnx.Rngs(0))
+    trainable = trainable_filter(m)
+    graphdef, params, rest = nnx.split(model, trainable, ...)
+    tx = make_optimizer(config, params, config.learning_rate)
     state = {"params": params, "opt": tx.init(params)}
-    step_fn = train.make_train_step(graphdef, tx, lambda mdl, b: tasks.masked_cross_entropy(mdl(b[0]), b[1]),
-                                    train.data_mesh())
+    step_fn = make_train_step(graphdef, tx, lambda mdl, b: masked_cross_entropy(mdl(b[0]), b[1]), data_mesh(),
+                              trainable)
     key = jax.random.key(0)
 
     def jax_step():
         state["params"], state["opt"], metrics = step_fn(state["params"], rest, state["opt"], (x, y), key)
-        jax.block_until_ready(metrics["loss"])
+        return metrics["loss"]
 
     # PyTorch: the course's model and trainer step.
-    tmodel = TorchGPT(V, m.block_size, m.n_layer, m.n_head, m.n_embd, pdrop=0.1).train()
-    opt = torch.optim.AdamW(tmodel.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=0.1)
+    tmodel = TorchGPT(V, m.block_size, m.n_layer, m.n_head, m.n_embd, pdrop=m.embd_pdrop).train()
+    opt = torch.optim.AdamW(tmodel.parameters(), lr=config.learning_rate, betas=(config.b1, config.b2),
+                            weight_decay=config.weight_decay)
     tx_, ty_ = torch.from_numpy(x).long(), torch.from_numpy(y).long()
 
     def torch_step():
         _, loss = tmodel(tx_, ty_)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(tmodel.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(tmodel.parameters(), config.grad_clip)
         opt.step()
 
-    jax_times = time_steps(jax_step, FLAGS.repeats)
-    torch_times = time_steps(torch_step, FLAGS.repeats)
-    j, t = float(np.median(jax_times)), float(np.median(torch_times))
+    times = measure({"jax": jax_step, "torch": torch_step}, FLAGS.repeats)
+    j, t = times["jax"].median, times["torch"].median
     tokens = B * T
     print(f"minGPT training step, batch {B} x {T} tokens, {sum(p.numel() for p in tmodel.parameters()):,} parameters, "
-          f"{jax.devices()[0].platform} ({jax.device_count()} device), torch threads {torch.get_num_threads()}")
+          f"median of {FLAGS.repeats} interleaved steps")
+    print(header())
     print("| framework | median step (ms) | tokens/s | speed-up vs PyTorch |")
     print("|---|---:|---:|---:|")
     print(f"| JAX (jit, this engine) | {1e3 * j:.1f} | {tokens / j:,.0f} | {t / j:.2f}x |")

@@ -1,0 +1,163 @@
+"""The one config schema: every key the engine reads, and each model kind's own keys.
+
+Experiment configs start from `get_config(task, model_kind)` and change values; they
+never add keys (configs are locked), so every `--config.key=value` override works on
+every config, and a misspelt key fails naming itself. `validate(config)` checks values
+up front, before anything is built or written.
+
+Not a runnable experiment on its own.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+TASKS = ("span_corruption", "birth_places", "text_classification")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+SCHEDULES = ("mingpt", "warmup_cosine", "warmup_linear", "constant")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, named by its key."""
+
+
+def model_config(kind: str, **values) -> ml_collections.ConfigDict:
+    """The keys of one model kind (models/build.py reads them), with course defaults."""
+    defaults = {
+        # CS224n minGPT (models/gpt.py); the vocabulary size comes from the corpus.
+        "gpt": dict(
+            block_size=128, n_layer=4, n_head=8, n_embd=256, embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1,
+            # module "mingpt": minGPT's own attention (the course). "variants": models.attention.SelfAttention
+            # with these options (seed 002's ablations), e.g. --config.model.attention.module=variants
+            # --config.model.attention.scoring=additive
+            attention=dict(module="mingpt", scoring="dot", sharing="separate", masking="neg_inf", fused=False)),
+        # IFT6135 A2 GRU classifiers (models/seq2seq.py)
+        "gru": dict(vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1, dropout=0.3,
+                    encoder_only=False),
+        # IFT6135 A2 Transformer classifiers (models/transformer.py); max_positions: the position
+        # table (CLS excluded), at least the task's max_length
+        "transformer": dict(vocabulary_size=30522, embed_dim=256, hidden_dim=256, num_heads=4, num_layers=2,
+                            block="prenorm", dropout=0.3, max_positions=256),
+        # pretrained BERT + fine-tuning mode (models/bert.py); checkpoint "" = the MiniLM package
+        "bert": dict(checkpoint="", mode="full", pooling="", prefix_length=0, lora_rank=8, lora_alpha=16.0,
+                     lora_targets=("query", "value")),
+    }
+    if kind not in defaults:
+        raise ConfigError(f"config.model.kind={kind!r} is not one of {sorted(defaults)}")
+    config = ml_collections.ConfigDict({"kind": kind, **defaults[kind]})
+    unknown = sorted(set(values) - set(config))
+    if unknown:
+        raise ConfigError(f"config.model ({kind}) has no key(s) {unknown}; known: {sorted(config)}")
+    config.update(values)
+    return config
+
+
+def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
+    if task not in TASKS:
+        raise ConfigError(f"config.task={task!r} is not one of {TASKS}")
+    config = ml_collections.ConfigDict()
+    config.name = task
+    config.task = task
+    config.seed = 0
+
+    # Data. Paths are as given, else relative to the repository.
+    config.data_dir = ""
+    # What the final evaluation scores, after training: a file of the data directory (the
+    # CS224n tasks) or a split of the dataset (text classification); "" skips it.
+    config.eval_file = ""
+    config.eval_split = ""
+    config.eval_batch_size = 64
+    config.eval_every_steps = 0  # > 0: validation metrics every N steps (tasks with a validation set)
+    if task in ("span_corruption", "birth_places"):  # train/tasks/char_gpt.py
+        config.pretrain_corpus = "wiki.txt"  # the vocabulary always comes from it, as in the course
+        config.train_file = "birth_places_train.tsv"
+        config.decode_steps = 32  # greedy characters after `name⁇`
+    else:  # train/tasks/text_classification.py
+        config.dataset = "sst2"  # sst2 | boolq | amazon_polarity
+        config.tfds_dir = ""  # prepared array_record cache; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+        config.tokenizer = ""  # checkpoint dir or package with the WordPiece vocabulary; "" = the MiniLM package
+        config.max_length = 128  # tokens per example (pairs are cut longest-first)
+        config.text_fields = "title"  # amazon_polarity: title | title_content
+        config.train_limit = 0  # > 0: train on the first N examples only
+
+    config.model = model_config(model_kind)
+
+    # Optimisation.
+    config.num_epochs = 1
+    config.max_steps = -1  # > 0 shortens a run (the schedule is unchanged)
+    config.batch_size = 32
+    config.optimizer = "adamw"  # adamw | sgd | rmsprop
+    config.learning_rate = 1e-3
+    config.b1 = 0.9
+    config.b2 = 0.999
+    config.eps = 1e-8
+    config.weight_decay = 0.0  # adamw
+    config.no_decay = ("bias",)  # parameters whose path has one of these parts get no weight decay
+    config.momentum = 0.9  # sgd
+    config.rmsprop_decay = 0.99  # rmsprop
+    config.grad_clip = 1.0  # global-norm clipping; 0 turns it off
+    # Learning-rate schedule. mingpt: token-based linear warmup over warmup_tokens, cosine
+    # decay to min_lr_fraction at decay_epochs x len(train data) x tokens per example.
+    # warmup_cosine / warmup_linear: step-based, over warmup_steps and the whole run.
+    config.schedule = "constant"
+    config.warmup_tokens = 0
+    config.decay_epochs = 0
+    config.warmup_steps = 0
+    config.min_lr_fraction = 0.0
+
+    # Runs.
+    config.init_from = ""  # workdir of a run whose latest checkpoint initialises the model
+    config.log_every_steps = 10
+    config.checkpoint_every_steps = 200
+    config.keep_checkpoints = 3
+    return config
+
+
+def validate(config) -> None:
+    """Raises ConfigError naming the first key whose value cannot work."""
+    def need(ok: bool, key: str, what: str):
+        if not ok:
+            raise ConfigError(f"config.{key}={_get(config, key)!r}: {what}")
+
+    need(config.task in TASKS, "task", f"must be one of {TASKS}")
+    model = config.model
+    need(config.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
+    need(config.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
+    for key in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+                "eval_batch_size"):
+        need(isinstance(config[key], int) and config[key] > 0, key, "must be a positive integer")
+    need(isinstance(config.eval_every_steps, int) and config.eval_every_steps >= 0, "eval_every_steps",
+         "must be 0 (off) or a positive integer")
+    need(config.max_steps == -1 or config.max_steps > 0, "max_steps", "must be -1 (the whole run) or positive")
+    need(config.learning_rate > 0, "learning_rate", "must be positive")
+    need(config.grad_clip >= 0, "grad_clip", "must be 0 (off) or positive")
+    need(0 <= config.min_lr_fraction <= 1, "min_lr_fraction", "must be in [0, 1]")
+    need(config.warmup_steps >= 0 and config.warmup_tokens >= 0, "warmup_steps",
+         "warmup_steps and warmup_tokens must be >= 0")
+    need(config.schedule != "mingpt" or config.decay_epochs > 0, "decay_epochs",
+         "must be positive with schedule='mingpt'")
+    if config.task == "text_classification":
+        need(not config.eval_file, "eval_file", "text classification scores a dataset split: use eval_split")
+        need(config.eval_split in ("", "train", "validation", "test"), "eval_split",
+             "must be '', train, validation or test")
+        need(isinstance(config.max_length, int) and config.max_length > 0, "max_length", "must be a positive integer")
+        need(config.train_limit >= 0, "train_limit", "must be 0 (all) or positive")
+        if model.kind == "transformer":
+            need(config.max_length <= model.max_positions, "max_length",
+                 f"exceeds config.model.max_positions={model.max_positions}")
+    else:
+        need(not config.eval_split, "eval_split", "the CS224n tasks score a file: use eval_file")
+        need(config.decode_steps > 0, "decode_steps", "must be positive")
+    for key, value in model.items():
+        if key.endswith(("pdrop", "dropout")):
+            need(0 <= value < 1, f"model.{key}", "must be in [0, 1)")
+    for key in ("block_size", "n_layer", "n_head", "n_embd", "num_layers", "num_heads", "hidden_size",
+                "embed_dim", "hidden_dim", "embedding_size", "vocabulary_size", "max_positions", "lora_rank"):
+        if key in model:
+            need(isinstance(model[key], int) and model[key] > 0, f"model.{key}", "must be a positive integer")
+
+
+def _get(config, dotted: str):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
