@@ -106,7 +106,8 @@ def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
     config.min_lr_fraction = 0.0
 
     # Runs.
-    config.init_from = ""  # workdir of a run whose latest checkpoint initialises the model
+    config.init_from = ""  # workdir of a run whose checkpoint initialises the model
+    config.init_from_step = 0  # which of its checkpoints; 0 = the latest
     config.log_every_steps = 10
     config.checkpoint_every_steps = 200
     config.keep_checkpoints = 3
@@ -129,6 +130,7 @@ def validate(config) -> None:
     need(isinstance(config.eval_every_steps, int) and config.eval_every_steps >= 0, "eval_every_steps",
          "must be 0 (off) or a positive integer")
     need(config.max_steps == -1 or config.max_steps > 0, "max_steps", "must be -1 (the whole run) or positive")
+    need(config.init_from_step >= 0, "init_from_step", "must be 0 (the latest) or a checkpoint step")
     need(config.learning_rate > 0, "learning_rate", "must be positive")
     need(config.grad_clip >= 0, "grad_clip", "must be 0 (off) or positive")
     need(0 <= config.min_lr_fraction <= 1, "min_lr_fraction", "must be in [0, 1]")

@@ -38,7 +38,8 @@ def _word(rng: np.random.Generator, syllables: int) -> str:
     return "".join(rng.choice(_SYLLABLES, size=syllables)).capitalize()
 
 
-def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3) -> dict[str, str]:
+def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3, skew: float = 0.8,
+             split: tuple[float, float] = (0.7, 0.2)) -> dict[str, str]:
     """Returns {file name: contents}; the same arguments always give the same files.
 
     Each person gets `docs_per_person` paragraphs in different phrasings, in
@@ -49,7 +50,7 @@ def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3) -> 
     """
     rng = np.random.default_rng(seed)
     # Zipf-like popularity: the first place is the majority answer.
-    weights = 1.0 / np.arange(1, len(PLACES) + 1) ** 0.8
+    weights = 1.0 / np.arange(1, len(PLACES) + 1) ** skew
     weights /= weights.sum()
     people, seen = [], set()
     while len(people) < num_people:
@@ -72,8 +73,8 @@ def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3) -> 
         name, place = people[0]
         wiki.append(_TEMPLATES[-1].format(name=name, first=name.split()[0], place=place))
 
-    # 70% of people to finetune on, 20% dev, 10% test; all of them are in wiki.txt.
-    n_train, n_dev = int(0.7 * num_people), int(0.2 * num_people)
+    # split: the fractions of people to finetune on and to evaluate (dev); the rest are test. All are in wiki.txt.
+    n_train, n_dev = int(split[0] * num_people), int(split[1] * num_people)
     qa = [f"Where was {name} born?\t{place}" for name, place in people]
     return {
         "wiki.txt": "\n".join(wiki) + "\n",
@@ -83,10 +84,10 @@ def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3) -> 
     }
 
 
-def write(directory: str | pathlib.Path, num_people: int = 150, seed: int = 0, docs_per_person: int = 3) -> pathlib.Path:
-    """Writes the four files into `directory` (created if needed) and returns it."""
+def write(directory: str | pathlib.Path, num_people: int = 150, seed: int = 0, **world) -> pathlib.Path:
+    """Writes the four files into `directory` (created if needed) and returns it; `world`: generate's options."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in generate(num_people, seed, docs_per_person).items():
+    for name, text in generate(num_people, seed, **world).items():
         (directory / name).write_text(text, encoding="utf-8")
     return directory

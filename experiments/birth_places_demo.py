@@ -14,11 +14,10 @@ printed next to the majority-place baseline ("always London" on the course data)
 given (the finetune stage's `init_from` follows the pretraining workdir); each is printed.
 """
 
-import collections
 import pathlib
 import time
 
-from absl import app, flags
+from absl import flags
 
 from configs import birth_demo, birth_finetune_pretrained, birth_finetune_scratch, birth_pretrain
 from data import birth_places, synthetic_bios
@@ -26,11 +25,16 @@ from data.paths import resolve_path
 from train import cli, evaluate, train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("data", "synthetic", ["synthetic", "real", "course"],
-                  "synthetic: generated biographies; real: demo sizes on the course files; course: the course configs.")
-flags.DEFINE_string("workdir", None, "Where the stages' run directories go; default: runs/demo, runs/demo_real "
-                    "or runs/course.")
-flags.DEFINE_integer("max_steps", -1, "If > 0, shortens every stage to this many steps.")
+
+
+def define_flags():
+    """Command-line flags, defined only when run as a script (tests import several drivers)."""
+    flags.DEFINE_enum("data", "synthetic", ["synthetic", "real", "course"],
+                      "synthetic: generated biographies; real: demo sizes on the course files; course: the course configs.")
+    flags.DEFINE_string("workdir", None, "Where the stages' run directories go; default: runs/demo, runs/demo_real "
+                        "or runs/course.")
+    flags.DEFINE_integer("max_steps", -1, "If > 0, shortens every stage to this many steps.")
+
 
 DEFAULT_WORKDIRS = {"synthetic": "runs/demo", "real": "runs/demo_real", "course": "runs/course"}
 STAGES = {"scratch": "finetune without pretraining", "finetune": "pretrain + finetune"}
@@ -56,15 +60,6 @@ def override(configs: dict, workdir: pathlib.Path, default_workdir: str, max_ste
         print(f"override: finetune init_from={configs['finetune'].init_from}")
 
 
-def majority_baseline(train_file: pathlib.Path, eval_file: pathlib.Path) -> tuple[str, float]:
-    """Always answer the most common training place (London on the course data)."""
-    counts = collections.Counter(p.answer for p in birth_places.read_name_place_tsv(train_file))
-    place = counts.most_common(1)[0][0]
-    answers = [p.answer for p in birth_places.read_name_place_tsv(eval_file)]
-    return place, sum(a == place for a in answers) / len(answers)
-
-
-@cli.main_with_clean_errors
 def main(argv):
     del argv
     default_workdir = DEFAULT_WORKDIRS[FLAGS.data]
@@ -84,7 +79,7 @@ def main(argv):
         in_training[stage] = results.get("accuracy")
 
     cfg = configs["finetune"]
-    place, baseline = majority_baseline(data_dir / cfg.train_file, data_dir / cfg.eval_file)
+    place, baseline = birth_places.majority_baseline(data_dir / cfg.train_file, data_dir / cfg.eval_file)
     print(f"\nDev accuracy on {data_dir / cfg.eval_file} (restored from the Orbax checkpoints):")
     print(f"  {'run':34s} {'accuracy':>9s} {'train time':>11s}")
     print(f"  {'always ' + repr(place):34s} {100 * baseline:8.2f}% {'-':>11s}")
@@ -98,4 +93,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

@@ -292,8 +292,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    import sys
-
     from train import cli
     define_flags()
-    app.run(cli.main_with_clean_errors(main), argv=cli.resolve_config_path(sys.argv))
+    cli.run(main)

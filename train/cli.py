@@ -1,6 +1,7 @@
 """What the command-line entry points share: user errors as one message, quiet Orbax logging.
 
-    app.run(cli.main_with_clean_errors(main))
+    if __name__ == "__main__":
+        cli.run(main)     # main(argv) as for absl's app.run
 
 Errors a user can act on (bad data, config values, checkpoints, a diverged loss) print
 their message alone and exit with status 1; `--traceback` shows the Python traceback too.
@@ -12,7 +13,7 @@ import functools
 import os
 import sys
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from configs.base import ConfigError
 from data.paths import REPO_ROOT, DataError
@@ -22,6 +23,32 @@ from train.metrics import NonFiniteLossError
 USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError)
 
 flags.DEFINE_bool("traceback", False, "On an error, show the full Python traceback, not just the message.")
+
+
+def run(main, argv: list[str] | None = None) -> None:
+    """absl's app.run(main) with clean user errors, and `--config=configs/x.py` found from any directory.
+
+    A `--config.<key>` override of a key the config lacks fails while absl parses the flags
+    (ml_collections raises AttributeError or KeyError there): it is reported as one message too.
+    """
+    argv = resolve_config_path(sys.argv if argv is None else argv)
+    started = []
+    wrapped = main_with_clean_errors(main)
+
+    def main_started(args):
+        started.append(True)
+        return wrapped(args)
+
+    try:
+        app.run(main_started, argv=argv)
+    except (AttributeError, KeyError) as e:
+        if started or "--traceback" in argv:
+            raise  # an error of the program, not of the command line
+        key = str(e).strip("\"'")
+        named = [a.split("=")[0] for a in argv if a.startswith("--config.") and a.split("=")[0].endswith("." + key)]
+        print(f"error: {' '.join(named) or key}: the config has no such key (configs/base.py lists the keys)",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 def main_with_clean_errors(main):

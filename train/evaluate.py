@@ -9,7 +9,7 @@ and the metrics as JSON next to it; prints the accuracy.
 import json
 import pathlib
 
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 from train import cli, rundir
@@ -57,7 +57,6 @@ def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None, *, e
     return metrics
 
 
-@cli.main_with_clean_errors
 def main(argv):
     del argv
     metrics = evaluate_run(FLAGS.workdir, FLAGS.eval_file, FLAGS.outputs_path, FLAGS.data_dir,
@@ -72,4 +71,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

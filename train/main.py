@@ -3,8 +3,6 @@
 Re-running the same command resumes from the last checkpoint in DIR.
 """
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -16,7 +14,6 @@ flags.mark_flags_as_required(["workdir"])
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 
 
-@cli.main_with_clean_errors
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -26,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, argv=cli.resolve_config_path(sys.argv))
+    cli.run(main)

@@ -96,7 +96,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     else:
         start_step = 0
         if config.init_from:
-            params, from_step = rundir.restore_params(config.init_from, params, task.meta)
+            params, from_step = rundir.restore_params(config.init_from, params, task.meta,
+                                                      step=config.init_from_step or None)
             tqdm.write(f"initialised from {config.init_from} (step {from_step})")
     rundir.write_config(workdir, config)
 

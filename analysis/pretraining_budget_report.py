@@ -1,0 +1,113 @@
+"""Report of experiments/pretraining_budget.py: dev accuracy against pretraining epochs.
+
+  python -m analysis.pretraining_budget_report --runs=runs/birth_budget --out=results/birth_budget
+
+Reads the runs' own records (each finetune's budget.json and restored-evaluation metrics,
+the scratch run's, the pretraining run's config) and writes report.md, curve.png and
+curve.csv: the curve, the no-pretraining and always-majority lines, the course's 20.0%
+and its 10% bar, and where the curve first reaches each line.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from absl import app, flags
+
+COURSE_PRETRAINED = 0.200  # the course's PyTorch code, pretrain + finetune, birth_dev.tsv
+COURSE_BAR = 0.10  # the assignment's pass mark for the pretrained model
+COURSE_SCRATCH = 0.002
+
+
+def load_curve(runs: pathlib.Path) -> dict:
+    """{points, scratch, majority_place, majority, data_dir, configs} from a curve's run directories."""
+    from data import birth_places
+    from train import rundir
+    points = sorted((json.loads(p.read_text()) for p in runs.glob("finetune_e*/budget.json")),
+                    key=lambda p: p["epochs"])
+    if not points:
+        raise FileNotFoundError(f"{runs}: no finished budget (finetune_e*/budget.json); run "
+                                f"python -m experiments.pretraining_budget --workdir={runs}")
+    scratch_file = runs / "scratch" / "eval_predictions.metrics.json"
+    if not scratch_file.is_file():
+        raise FileNotFoundError(f"{scratch_file}: the no-pretraining run has not been evaluated")
+    scratch = json.loads(scratch_file.read_text())
+    config = rundir.load_config(runs / "scratch")
+    data_dir = rundir.resolve_path(config.data_dir)
+    place, majority = birth_places.majority_baseline(data_dir / config.train_file, data_dir / config.eval_file)
+    return {"points": points, "scratch": scratch["accuracy"], "majority_place": place,
+            "majority": majority, "examples": scratch["examples"],
+            "pretrain_config": rundir.load_config(runs / "pretrain")}
+
+
+def first_reaching(points: list[dict], level: float):
+    return next((p["epochs"] for p in points if p["accuracy"] >= level), None)
+
+
+def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    points = curve["points"]
+    epochs = [p["epochs"] for p in points]
+    acc = [100 * p["accuracy"] for p in points]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.plot(epochs, acc, "o-", color="C0", label="pretrain + finetune (ours)")
+    for y, style, label in ((100 * curve["scratch"], "--", "finetune without pretraining (ours)"),
+                            (100 * curve["majority"], ":", f"always '{curve['majority_place']}'"),
+                            (100 * COURSE_PRETRAINED, "-.", "course: pretrain + finetune, 650 epochs")):
+        ax.axhline(y, linestyle=style, color="gray" if "course" not in label else "C3", label=label)
+    ax.axhline(100 * COURSE_BAR, linestyle=(0, (1, 4)), color="C3", label="course's 10% bar")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(epochs, [str(e) for e in epochs])
+    ax.set_xlabel("pretraining epochs of wiki.txt")
+    ax.set_ylabel(f"dev accuracy (%, {curve['examples']} questions)")
+    ax.set_title("CS224n birth places: accuracy against pretraining budget")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=120)
+    plt.close(fig)
+
+    (out / "curve.csv").write_text("epochs,pretrain_steps,pretrain_seconds,correct,examples,accuracy\n" + "".join(
+        f"{p['epochs']},{p['pretrain_step']},{p['pretrain_seconds']:.0f},{p['correct']},{p['examples']},"
+        f"{p['accuracy']:.4f}\n" for p in points))
+    m = curve["pretrain_config"].model
+    crossings = []
+    for level, name in ((curve["majority"], f"always '{curve['majority_place']}'"), (COURSE_BAR, "the 10% bar"),
+                        (COURSE_PRETRAINED, "the course's 20.0%")):
+        e = first_reaching(points, level)
+        crossings.append(f"- reaches {name} ({100 * level:.1f}%): "
+                         + (f"at {e} epochs" if e else f"not within {epochs[-1]} epochs"))
+    lines = [
+        "# Pretraining budget and the CS224n birth-place finding", "",
+        f"Runs: `{runs}`. Model: {m.n_layer} layers x {m.n_embd} wide x {m.n_head} heads, block {m.block_size}; "
+        f"pretraining batch {curve['pretrain_config'].batch_size}, lr {curve['pretrain_config'].learning_rate}, "
+        f"cosine to {curve['pretrain_config'].decay_epochs} epochs (configs/birth_budget.py states every "
+        "departure from the course).", "",
+        "| pretraining epochs | steps | pretraining time (s) | dev correct | dev accuracy |",
+        "|---:|---:|---:|---:|---:|",
+        *(f"| {p['epochs']} | {p['pretrain_step']} | {p['pretrain_seconds']:.0f} | {p['correct']} / {p['examples']} "
+          f"| {100 * p['accuracy']:.1f}% |" for p in points),
+        f"| none (finetune from scratch) | - | - | - | {100 * curve['scratch']:.1f}% |",
+        f"| always '{curve['majority_place']}' | - | - | - | {100 * curve['majority']:.1f}% |", "",
+        f"The course's PyTorch code with its full configs: pretrain + finetune {100 * COURSE_PRETRAINED:.1f}%, "
+        f"no pretraining {100 * COURSE_SCRATCH:.1f}%.", "", *crossings, "", "![curve](curve.png)", "",
+        f"Made by `python -m analysis.pretraining_budget_report --runs={runs} --out={out}`.", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    runs, out = pathlib.Path(FLAGS.runs), pathlib.Path(FLAGS.out)
+    print(write_report(load_curve(runs), runs, out))
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("runs", "runs/birth_budget", "The curve's run directory (experiments.pretraining_budget).")
+    flags.DEFINE_string("out", "results/birth_budget", "Where report.md, curve.png and curve.csv go.")
+    FLAGS = flags.FLAGS
+    app.run(main)

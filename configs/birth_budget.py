@@ -1,0 +1,45 @@
+"""How much span-corruption pretraining does the CS224n birth-place finding need? (real files)
+
+Stages (`:pretrain`, `:finetune`, `:scratch`) of the curve that
+experiments/pretraining_budget.py draws: one pretraining run on wiki.txt, stopped and
+resumed at each budget (its schedule does not depend on where it stops), each stop
+finetuned as the course finetunes (configs/birth_finetune_pretrained.py) and scored on
+all 500 dev questions from its restored checkpoint.
+
+  python -m experiments.pretraining_budget                  # runs/birth_budget, budgets in epochs
+  python -m analysis.pretraining_budget_report --runs=runs/birth_budget --out=results/birth_budget
+
+Departures from the course (configs/birth_pretrain.py), for this machine's budget of about
+2.5 CPU-hours for the whole curve: a model of MODEL below instead of 4 layers x 256 wide x 8
+heads; no dropout in pretraining (the model has to memorise the corpus, and dropout slows
+that); the cosine schedule ends at the largest budget (DECAY_EPOCHS) instead of 200 of 650
+epochs. Finetuning is the course's (10 epochs, batch 256, lr 6e-4, dropout 0.1) on the same
+smaller model; the no-pretraining line is the course's from-scratch finetune (75 epochs).
+The course's own result with its full configs: pretrain+finetune 20.0%, scratch 0.2%, always
+London 5.0% (BUILD_NOTES.md).
+Expected result: see results/birth_budget/report.md.
+"""
+
+from configs import birth_finetune_pretrained, birth_finetune_scratch, birth_pretrain
+
+MODEL = dict(n_layer=4, n_head=8, n_embd=192)
+DECAY_EPOCHS = 160
+STAGES = ("pretrain", "finetune", "scratch")
+
+
+def get_config(stage: str = "pretrain"):
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage == "pretrain":
+        config = birth_pretrain.get_config()
+        config.model.update(embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+        config.update(num_epochs=DECAY_EPOCHS, decay_epochs=DECAY_EPOCHS, checkpoint_every_steps=1000,
+                      keep_checkpoints=100, log_every_steps=50)
+    elif stage == "finetune":
+        config = birth_finetune_pretrained.get_config()
+        config.init_from = "runs/birth_budget/pretrain"
+    else:
+        config = birth_finetune_scratch.get_config()
+    config.name = f"birth_budget_{stage}"
+    config.model.update(MODEL)
+    return config
