@@ -29,15 +29,13 @@ def load_curve(runs: pathlib.Path) -> dict:
     if not points:
         raise FileNotFoundError(f"{runs}: no finished budget (finetune_e*/budget.json); run "
                                 f"python -m experiments.pretraining_budget --workdir={runs}")
-    scratch_file = runs / "scratch" / "eval_predictions.metrics.json"
-    if not scratch_file.is_file():
-        raise FileNotFoundError(f"{scratch_file}: the no-pretraining run has not been evaluated")
-    scratch = json.loads(scratch_file.read_text())
-    config = rundir.load_config(runs / "scratch")
+    scratch_file = runs / "scratch" / "eval_predictions.metrics.json"  # run last: may not exist yet
+    scratch = json.loads(scratch_file.read_text())["accuracy"] if scratch_file.is_file() else None
+    config = rundir.load_config(runs / f"finetune_e{points[0]['epochs']}")
     data_dir = rundir.resolve_path(config.data_dir)
     place, majority = birth_places.majority_baseline(data_dir / config.train_file, data_dir / config.eval_file)
-    return {"points": points, "scratch": scratch["accuracy"], "majority_place": place,
-            "majority": majority, "examples": scratch["examples"],
+    return {"points": points, "scratch": scratch, "majority_place": place,
+            "majority": majority, "examples": points[0]["examples"],
             "pretrain_config": rundir.load_config(runs / "pretrain")}
 
 
@@ -56,9 +54,12 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
     acc = [100 * p["accuracy"] for p in points]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.plot(epochs, acc, "o-", color="C0", label="pretrain + finetune (ours)")
-    for y, style, label in ((100 * curve["scratch"], "--", "finetune without pretraining (ours)"),
-                            (100 * curve["majority"], ":", f"always '{curve['majority_place']}'"),
-                            (100 * COURSE_PRETRAINED, "-.", "course: pretrain + finetune, 650 epochs")):
+    for y, style, label in ((curve["scratch"], "--", "finetune without pretraining (ours)"),
+                            (curve["majority"], ":", f"always '{curve['majority_place']}'"),
+                            (COURSE_PRETRAINED, "-.", "course: pretrain + finetune, 650 epochs")):
+        if y is None:
+            continue
+        y *= 100
         ax.axhline(y, linestyle=style, color="gray" if "course" not in label else "C3", label=label)
     ax.axhline(100 * COURSE_BAR, linestyle=(0, (1, 4)), color="C3", label="course's 10% bar")
     ax.set_xscale("log", base=2)
@@ -91,7 +92,8 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
         "|---:|---:|---:|---:|---:|",
         *(f"| {p['epochs']} | {p['pretrain_step']} | {p['pretrain_seconds']:.0f} | {p['correct']} / {p['examples']} "
           f"| {100 * p['accuracy']:.1f}% |" for p in points),
-        f"| none (finetune from scratch) | - | - | - | {100 * curve['scratch']:.1f}% |",
+        "| none (finetune from scratch) | - | - | - | "
+        + (f"{100 * curve['scratch']:.1f}% |" if curve["scratch"] is not None else "not run yet |"),
         f"| always '{curve['majority_place']}' | - | - | - | {100 * curve['majority']:.1f}% |", "",
         f"The course's PyTorch code with its full configs: pretrain + finetune {100 * COURSE_PRETRAINED:.1f}%, "
         f"no pretraining {100 * COURSE_SCRATCH:.1f}%.", "", *crossings, "", "![curve](curve.png)", "",

@@ -54,9 +54,12 @@ def settings(runs, number: int) -> str:
     path = run_dir(pathlib.Path(runs), number) / "config.json"
     if not path.is_file():
         return "(no config.json)"
-    c = json.loads(path.read_text())["config"]
+    from train.rundir import read_config_json  # today's keys, also for runs made before configs/base.py
+    c = read_config_json(path)
+    model = c["model"]
+    regularised = f"dropout={model['dropout']}" if "dropout" in model else f"mode={model.get('mode')}"
     return (f"fields={c['text_fields']}, max_length={c['max_length']}, batch={c['batch_size']}, "
-            f"{c['optimizer']} lr={c['learning_rate']:g} ({c['schedule']}), dropout={c['model']['dropout']}, "
+            f"{c['optimizer']} lr={c['learning_rate']:g} ({c['schedule']}), {regularised}, "
             f"train_limit={c.get('train_limit', 0) or 'all'}")
 
 

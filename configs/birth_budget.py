@@ -22,8 +22,8 @@ Expected result: see results/birth_budget/report.md.
 
 from configs import birth_finetune_pretrained, birth_finetune_scratch, birth_pretrain
 
-MODEL = dict(n_layer=4, n_head=8, n_embd=192)
-DECAY_EPOCHS = 160
+MODEL = dict(n_layer=2, n_head=4, n_embd=128)  # the demo's real-data size (configs/birth_demo.py:*,real)
+DECAY_EPOCHS = 80
 STAGES = ("pretrain", "finetune", "scratch")
 
 

@@ -38,8 +38,8 @@ def _word(rng: np.random.Generator, syllables: int) -> str:
     return "".join(rng.choice(_SYLLABLES, size=syllables)).capitalize()
 
 
-def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3, skew: float = 0.8,
-             split: tuple[float, float] = (0.7, 0.2)) -> dict[str, str]:
+def generate(num_people: int = 250, seed: int = 0, docs_per_person: int = 3, skew: float = 0.3,
+             split: tuple[float, float] = (0.5, 0.4)) -> dict[str, str]:
     """Returns {file name: contents}; the same arguments always give the same files.
 
     Each person gets `docs_per_person` paragraphs in different phrasings, in
@@ -47,6 +47,11 @@ def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3, ske
     time when pretraining saw it stated several ways (Allen-Zhu & Li 2023,
     "Physics of Language Models 3.1"); with one paragraph each it memorises the
     paragraph but answers the question no better than chance.
+    `skew` shapes place popularity (weights 1/rank**skew; 0 is uniform): the default
+    keeps the majority answer at a few percent, so answering from the prior cannot
+    pass for knowledge. `split`: the fractions of people asked about in the train
+    and dev files (the default, 50/40/10, gives 100 dev people). Dev and test people
+    appear only in wiki.txt: their places can only come from pretraining.
     """
     rng = np.random.default_rng(seed)
     # Zipf-like popularity: the first place is the majority answer.
@@ -84,7 +89,7 @@ def generate(num_people: int = 150, seed: int = 0, docs_per_person: int = 3, ske
     }
 
 
-def write(directory: str | pathlib.Path, num_people: int = 150, seed: int = 0, **world) -> pathlib.Path:
+def write(directory: str | pathlib.Path, num_people: int = 250, seed: int = 0, **world) -> pathlib.Path:
     """Writes the four files into `directory` (created if needed) and returns it; `world`: generate's options."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,12 @@
 """Dev accuracy against pretraining budget: the CS224n finding as a curve.
 
-  python -m experiments.pretraining_budget [--budgets=10,20,40,80,160] [--workdir=runs/birth_budget]
+  python -m experiments.pretraining_budget [--budgets=10,20,40,80] [--workdir=runs/birth_budget]
   python -m analysis.pretraining_budget_report --runs=runs/birth_budget --out=results/birth_budget
 
-Runs configs/birth_budget.py's stages: the no-pretraining finetune once, then one
-pretraining run that stops at each budget (in epochs of wiki.txt) and resumes for the
-next; at each stop, the course's finetune starts from that checkpoint
-(`init_from_step`) and is scored on the dev file from its restored checkpoint. Every run
+Runs configs/birth_budget.py's stages: one pretraining run that stops at each budget
+(in epochs of wiki.txt) and resumes for the next; at each stop, the course's finetune
+starts from that checkpoint (`init_from_step`) and is scored on the dev file from its
+restored checkpoint; last, the no-pretraining finetune. Every run
 has its own directory under --workdir, so a killed curve resumes where it stopped; a
 finished point is not re-run. Each finetune directory gets `budget.json` (epochs, pretraining
 step and seconds) for the report.
@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags, defined only when run as a script (tests import several drivers)."""
-    flags.DEFINE_list("budgets", ["10", "20", "40", "80", "160"], "Pretraining budgets in epochs, ascending.")
+    flags.DEFINE_list("budgets", ["10", "20", "40", "80"], "Pretraining budgets in epochs, ascending.")
     flags.DEFINE_string("workdir", "runs/birth_budget", "Where the runs go.")
 
 
@@ -57,16 +57,15 @@ def finetuned_accuracy(config, workdir: pathlib.Path) -> dict:
     return restored
 
 
-def run_curve(configs: dict, budgets: list[int], workdir: pathlib.Path, log=print) -> list[dict]:
-    """The curve's points, [{epochs, pretrain_step, pretrain_seconds, accuracy}], and the scratch line."""
+def run_curve(configs: dict, budgets: list[int], workdir: pathlib.Path, log=print, scratch: bool = True) -> list[dict]:
+    """The curve's points [{epochs, pretrain_step, pretrain_seconds, accuracy, ...}]; then (`scratch`) the
+    no-pretraining line, which may also run on its own, alongside, in WORKDIR/scratch."""
     if budgets != sorted(set(budgets)) or budgets[0] < 1:
         raise ValueError(f"budgets must be distinct positive epochs in ascending order, got {budgets}")
     pretrain = configs["pretrain"]
     if budgets[-1] > pretrain.num_epochs:
         raise ValueError(f"the largest budget ({budgets[-1]} epochs) exceeds the pretraining run's "
                          f"num_epochs={pretrain.num_epochs}")
-    scratch = finetuned_accuracy(configs["scratch"], workdir / "scratch")
-    log(f"no pretraining: {100 * scratch['accuracy']:.2f}%")
     points = []
     for epochs in budgets:
         run = workdir / f"finetune_e{epochs}"
@@ -86,6 +85,8 @@ def run_curve(configs: dict, budgets: list[int], workdir: pathlib.Path, log=prin
         (run / BUDGET_FILE).write_text(json.dumps(point, indent=2))
         points.append(point)
         log(f"{epochs} epochs ({step} steps): {100 * point['accuracy']:.2f}%")
+    if scratch:  # last: the curve comes first
+        log(f"no pretraining: {100 * finetuned_accuracy(configs['scratch'], workdir / 'scratch')['accuracy']:.2f}%")
     return points
 
 

@@ -8,8 +8,8 @@ import sys
 import ml_collections
 import pytest
 
-from configs import (base, bert_finetune, birth_demo, birth_finetune_pretrained, birth_finetune_scratch,
-                     birth_pretrain, sentiment)
+from configs import (base, bert_finetune, birth_budget, birth_demo, birth_finetune_pretrained,
+                     birth_finetune_scratch, birth_pretrain, sentiment)
 from data.paths import resolve_path
 from experiments import birth_places_demo
 from train import rundir
@@ -24,6 +24,7 @@ ALL_CONFIGS = {
     **{f"bert_finetune:{d},{m}": (lambda a=f"{d},{m}": bert_finetune.get_config(a))
        for d in bert_finetune.DATA_DIRS for m in bert_finetune.LEARNING_RATES},
     **{f"sentiment:{n}": (lambda a=str(n): sentiment.get_config(a)) for n in sentiment.EXPERIMENTS},
+    **{f"birth_budget:{s}": (lambda a=s: birth_budget.get_config(a)) for s in birth_budget.STAGES},
 }
 
 
