@@ -39,6 +39,16 @@ def load_curve(runs: pathlib.Path) -> dict:
             "pretrain_config": rundir.load_config(runs / "pretrain")}
 
 
+def frequent_answers(run: pathlib.Path, n: int = 3) -> str:
+    """The run's most frequent predicted places, with counts: what the model learned to say."""
+    import collections
+    path = run / "eval_predictions.txt"
+    if not path.is_file():
+        return ""
+    counts = collections.Counter(path.read_text().splitlines()).most_common(n)
+    return ", ".join(f"{answer or '(empty)'} ({count})" for answer, count in counts)
+
+
 def first_reaching(points: list[dict], level: float):
     return next((p["epochs"] for p in points if p["accuracy"] >= level), None)
 
@@ -67,7 +77,7 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
     ax.set_xlabel("pretraining epochs of wiki.txt")
     ax.set_ylabel(f"dev accuracy (%, {curve['examples']} questions)")
     ax.set_title("CS224n birth places: accuracy against pretraining budget")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=120)
     plt.close(fig)
@@ -82,19 +92,23 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
         e = first_reaching(points, level)
         crossings.append(f"- reaches {name} ({100 * level:.1f}%): "
                          + (f"at {e} epochs" if e else f"not within {epochs[-1]} epochs"))
+    rows = [f"| {p['epochs']} | {p['pretrain_step']} | {p['pretrain_seconds']:.0f} | {p['correct']} / {p['examples']} "
+            f"| {100 * p['accuracy']:.1f}% | {frequent_answers(runs / ('finetune_e%d' % p['epochs']))} |" for p in points]
     lines = [
         "# Pretraining budget and the CS224n birth-place finding", "",
         f"Runs: `{runs}`. Model: {m.n_layer} layers x {m.n_embd} wide x {m.n_head} heads, block {m.block_size}; "
         f"pretraining batch {curve['pretrain_config'].batch_size}, lr {curve['pretrain_config'].learning_rate}, "
         f"cosine to {curve['pretrain_config'].decay_epochs} epochs (configs/birth_budget.py states every "
         "departure from the course).", "",
-        "| pretraining epochs | steps | pretraining time (s) | dev correct | dev accuracy |",
-        "|---:|---:|---:|---:|---:|",
-        *(f"| {p['epochs']} | {p['pretrain_step']} | {p['pretrain_seconds']:.0f} | {p['correct']} / {p['examples']} "
-          f"| {100 * p['accuracy']:.1f}% |" for p in points),
+        "| pretraining epochs | steps | pretraining time (s) | dev correct | dev accuracy | most frequent answers |",
+        "|---:|---:|---:|---:|---:|---|",
+        *rows,
         "| none (finetune from scratch) | - | - | - | "
-        + (f"{100 * curve['scratch']:.1f}% |" if curve["scratch"] is not None else "not run yet |"),
-        f"| always '{curve['majority_place']}' | - | - | - | {100 * curve['majority']:.1f}% |", "",
+        + (f"{100 * curve['scratch']:.1f}% | {frequent_answers(runs / 'scratch')} |" if curve["scratch"] is not None
+           else "not run yet | |"),
+        f"| always '{curve['majority_place']}' | - | - | - | {100 * curve['majority']:.1f}% | |", "",
+        "Pretraining times are wall-clock training seconds from the run's metrics (validation excluded), measured "
+        "while other jobs shared the machine's 2 cores.", "",
         f"The course's PyTorch code with its full configs: pretrain + finetune {100 * COURSE_PRETRAINED:.1f}%, "
         f"no pretraining {100 * COURSE_SCRATCH:.1f}%.", "", *crossings, "", "![curve](curve.png)", "",
         f"Made by `python -m analysis.pretraining_budget_report --runs={runs} --out={out}`.", ""]
