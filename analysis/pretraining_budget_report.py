@@ -92,6 +92,14 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
         e = first_reaching(points, level)
         crossings.append(f"- reaches {name} ({100 * level:.1f}%): "
                          + (f"at {e} epochs" if e else f"not within {epochs[-1]} epochs"))
+    best = max(points, key=lambda p: p["accuracy"])
+    if best["accuracy"] > max(curve["majority"], curve["scratch"] or 0.0):
+        verdict = (f"Pretraining helps: at {best['epochs']} epochs the finetuned model beats both always "
+                   f"'{curve['majority_place']}' and finetuning without pretraining.")
+    else:
+        verdict = (f"**The finding is not shown within this budget**: no pretrained model beats both always "
+                   f"'{curve['majority_place']}' and finetuning without pretraining (best {100 * best['accuracy']:.1f}% "
+                   f"at {best['epochs']} epochs).")
     rows = [f"| {p['epochs']} | {p['pretrain_step']} | {p['pretrain_seconds']:.0f} | {p['correct']} / {p['examples']} "
             f"| {100 * p['accuracy']:.1f}% | {frequent_answers(runs / ('finetune_e%d' % p['epochs']))} |" for p in points]
     lines = [
@@ -110,7 +118,7 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
         "Pretraining times are wall-clock training seconds from the run's metrics (validation excluded), measured "
         "while other jobs shared the machine's 2 cores.", "",
         f"The course's PyTorch code with its full configs: pretrain + finetune {100 * COURSE_PRETRAINED:.1f}%, "
-        f"no pretraining {100 * COURSE_SCRATCH:.1f}%.", "", *crossings, "", "![curve](curve.png)", "",
+        f"no pretraining {100 * COURSE_SCRATCH:.1f}%.", "", verdict, "", *crossings, "", "![curve](curve.png)", "",
         f"Made by `python -m analysis.pretraining_budget_report --runs={runs} --out={out}`.", ""]
     (out / "report.md").write_text("\n".join(lines))
     return "\n".join(lines)

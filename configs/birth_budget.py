@@ -8,6 +8,7 @@ all 500 dev questions from its restored checkpoint.
 
   python -m experiments.pretraining_budget                  # runs/birth_budget, budgets in epochs
   python -m analysis.pretraining_budget_report --runs=runs/birth_budget --out=results/birth_budget
+  (the committed table: --runs=results/birth_budget/runs, the records of the run made here)
 
 Departures from the course (configs/birth_pretrain.py), for this machine's budget of about
 2.5 CPU-hours for the whole curve: a model of MODEL below instead of 4 layers x 256 wide x 8
