@@ -193,12 +193,16 @@ class BertModel(nnx.Module):
         self.mlm_head = BertMLMHead(config, rngs=rngs) if with_mlm_head else None
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, *,
-                 inputs_embeds=None, deterministic: bool | None = None) -> BertOutput:
+                 inputs_embeds=None, deterministic: bool | None = None,
+                 mlm_positions=None) -> BertOutput:
         """input_ids/attention_mask/token_type_ids: [B, L] integers (mask 1 = real token).
 
         `inputs_embeds` ([B, L, d]) replaces the word-embedding lookup, as in Hugging
         Face; prefix tuning uses it. `deterministic` overrides the dropout modules'
         own setting (see `model.train()` / `model.eval()`).
+        `mlm_positions` ([B, M] integers) runs the MLM head at those positions only:
+        `logits` is then [B, M, vocab] (the head's vocabulary projection dominates the
+        cost of a small model when run at every position).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -216,7 +220,10 @@ class BertModel(nnx.Module):
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         logits = None
         if self.mlm_head is not None:
-            logits = self.mlm_head(x, self.embeddings.word_embeddings.embedding[...])
+            h = x if mlm_positions is None else jnp.take_along_axis(x, mlm_positions[..., None], axis=1)
+            logits = self.mlm_head(h, self.embeddings.word_embeddings.embedding[...])
+        elif mlm_positions is not None:
+            raise ValueError("mlm_positions given to a model built without an MLM head")
         return BertOutput(last_hidden_state=x, pooler_output=pooled, logits=logits)
 
 
@@ -382,6 +389,9 @@ def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm
     rngs: initialises a fresh MLM head and seeds dropout; give it a `dropout` stream (the
         default is Rngs(params=0, dropout=1)) so that `nnx.reseed(model, dropout=key)`
         reaches every dropout layer.
+    The model is returned in evaluation mode (dropout off), as Hugging Face's
+    `from_pretrained` returns it; code that trains it calls `model.train()` itself
+    (`BertClassifier` does, for fine-tuning).
     """
     ckpt_dir = resolve_checkpoint_dir(source)
     config = BertConfig.from_json(ckpt_dir / "config.json")
@@ -402,6 +412,7 @@ def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm
     model = BertModel(config, add_pooling_layer=has_pooler, with_mlm_head=with_mlm_head,
                       rngs=rngs if rngs is not None else nnx.Rngs(params=0, dropout=1))
     load_state_dict(model, state, skip=skip)
+    model.eval()
     return model
 
 
@@ -417,6 +428,8 @@ class BertClassifier(nnx.Module):
       does, and cls for linear_probe.
     With a prefix, pooling sees only the original positions (the prefix outputs are
     dropped), so CLS is still the [CLS] token and l = 0 is exactly the base model.
+    The classifier is built in train mode (dropout on, the encoder's too); call `.eval()`
+    for inference.
     """
 
     def __init__(self, bert: BertModel, num_classes: int = 2, *, mode: str = "full",
@@ -446,6 +459,9 @@ class BertClassifier(nnx.Module):
             apply_lora(bert, lora_rank, lora_alpha, lora_targets, dropout=lora_dropout, rngs=rngs)
         self.prefix = Prefix(prefix_length, cfg.hidden_size, init_std=cfg.initializer_range,
                              rngs=rngs) if mode == "prefix" else None
+        # built for fine-tuning: the whole classifier in train mode (dropout on), whatever
+        # mode the encoder was handed over in (load_pretrained returns it in eval mode)
+        self.train()
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
                  deterministic: bool | None = None) -> jax.Array:
