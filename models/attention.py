@@ -18,6 +18,14 @@ Options (seeds 002 and 000 of the course material):
                       masked (future or padded) scores, so they leak into the output.
                       Kept only to reproduce seed 002's "too good" 0-masking result.
   fused    route through jax.nn.dot_product_attention (dot + neg_inf only).
+  kind     'exact'     softmax attention over every (query, key) pair      (default)
+           'linformer' keys and values projected along the sequence to linformer_k rows
+           'performer' FAVOR+ positive orthogonal random features (performer_features of them)
+           'bigbird'   block-sparse: global, sliding-window and random blocks
+           The three approximations (seed 003) live in models/efficient_attention.py; they need
+           scoring='dot', masking='neg_inf', fused=False. Linformer cannot be causal (a ValueError
+           says so); all three take the padding mask. The default builds and computes exactly
+           what it did before these kinds existed (no extra parameters or random draws).
 
 Masks: `mask` is the (B, S) padding mask (1 = token, 0 = pad) and removes padded
 *keys*; `causal=True` hides future keys. Masked scores get the finite value
@@ -33,9 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from models import efficient_attention as efficient
 from models.layers import torch_linear
 
 SCORINGS = ("dot", "additive")
+KINDS = ("exact", "linformer", "performer", "bigbird")
+LINFORMER_SHARINGS = ("heads", "kv", "none")
 SHARINGS = ("separate", "qk", "qkv")
 MASKINGS = ("neg_inf", "zero_after")
 
@@ -76,6 +87,31 @@ class AdditiveScore(nnx.Module):
         return jnp.einsum("bhqka,ha->bhqk", hidden, self.w2[...].astype(dtype))
 
 
+class RandomFeatures(nnx.Variable):
+    """FAVOR+'s random projection: part of the model's state, never trained."""
+
+
+class PerformerFeatures(nnx.Module):
+    """The (m, head_size) projection of FAVOR+, redrawn on every training call when `redraw`.
+
+    Redrawing uses the 'dropout' random stream (the engine reseeds it at every step, so a
+    resumed run draws the same features); in eval mode (`model.eval()`: deterministic) the
+    stored draw is used, so evaluation is deterministic.
+    """
+
+    def __init__(self, num_features, head_size, *, redraw=True, rngs: nnx.Rngs):
+        self.num_features, self.head_size, self.redraw = num_features, head_size, redraw
+        self.projection = RandomFeatures(
+            efficient.orthogonal_gaussian(rngs.params(), num_features, head_size))
+        self.deterministic = False
+        self.rngs = rngs["dropout"].fork() if redraw else nnx.data(None)
+
+    def __call__(self):
+        if self.redraw and not self.deterministic:
+            return efficient.orthogonal_gaussian(self.rngs(), self.num_features, self.head_size)
+        return self.projection[...]
+
+
 def _fused_implementation(dtype):
     """cuDNN flash attention on GPU for 16-bit inputs; XLA everywhere else.
 
@@ -97,15 +133,28 @@ class SelfAttention(nnx.Module):
       dropout: dropout on the attention weights (explicit path only).
       resid_dropout: dropout on the output projection (minGPT's resid_drop).
       additive_hidden: hidden width of the additive scorer (default head_size).
+      kind: 'exact' | 'linformer' | 'performer' | 'bigbird' (see the module docstring).
+      max_length: longest sequence (Linformer's projections have this many rows).
+      linformer_k: projected length k; linformer_sharing: 'heads' (one E and one F for all
+        heads), 'kv' (one matrix for keys and values, all heads), 'none' (E, F per head).
+      performer_features: random feature count m; performer_redraw: new features at every
+        training call (eval uses the stored draw); performer_chunk: causal prefix-sum chunk.
+      bigbird_block: block size b; bigbird_global: global blocks (from the start, so a CLS
+        token is global); bigbird_window: neighbour blocks on each side; bigbird_random:
+        random blocks per query block (a fixed pattern per head, drawn at construction).
       dtype: computation dtype of the projections (None: promote inputs and params).
       kernel_init, bias_init: projection initialisers (default: PyTorch nn.Linear's).
     Submodules: query, key, value, proj (nnx.Linear D -> D with bias); key is None
-    for sharing 'qk' and 'qkv', value is None for 'qkv'; score for additive scoring.
+    for sharing 'qk' and 'qkv', value is None for 'qkv'; score for additive scoring;
+    linformer_k/linformer_v (Linformer E, F), features (Performer) when that kind is chosen.
     """
 
     def __init__(self, embed_dim, num_heads, *, scoring="dot", sharing="separate",
                  masking="neg_inf", fused=False, dropout=0.0, resid_dropout=0.0,
                  additive_hidden=None, dtype=None, kernel_init=None, bias_init=None,
+                 kind="exact", max_length=None, linformer_k=64, linformer_sharing="heads",
+                 performer_features=256, performer_redraw=True, performer_chunk=64,
+                 bigbird_block=64, bigbird_global=1, bigbird_window=1, bigbird_random=2,
                  rngs: nnx.Rngs):
         if num_heads < 1 or embed_dim % num_heads != 0:
             raise ValueError(
@@ -121,9 +170,18 @@ class SelfAttention(nnx.Module):
             raise ValueError(
                 f"fused attention has no dropout on the attention weights (dropout={dropout}); "
                 "use fused=False for attention dropout")
+        _check_choice("kind", kind, KINDS)
+        if kind != "exact" and (scoring != "dot" or masking != "neg_inf" or fused):
+            raise ValueError(
+                f"kind={kind!r} approximates scaled dot-product softmax attention: it needs scoring='dot', "
+                f"masking='neg_inf', fused=False, got scoring={scoring!r}, masking={masking!r}, fused={fused}")
+        if kind == "performer" and dropout > 0:
+            raise ValueError(f"kind='performer' never forms attention weights, so it has no attention "
+                             f"dropout (dropout={dropout}); use dropout=0")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_size = embed_dim // num_heads
+        self.kind = kind
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.scoring, self.sharing, self.masking, self.fused = scoring, sharing, masking, fused
 
@@ -139,6 +197,35 @@ class SelfAttention(nnx.Module):
                       if scoring == "additive" else None)
         self.attn_dropout = nnx.Dropout(dropout, rngs=rngs)
         self.resid_dropout = nnx.Dropout(resid_dropout, rngs=rngs)
+        # Only a non-default kind creates anything more (the default stays bit-identical).
+        if kind == "linformer":
+            self._init_linformer(max_length, linformer_k, linformer_sharing, rngs)
+        elif kind == "performer":
+            if performer_features < 1 or performer_chunk < 1:
+                raise ValueError(f"performer_features and performer_chunk must be positive, got "
+                                 f"{performer_features} and {performer_chunk}")
+            self.features = PerformerFeatures(performer_features, self.head_size, redraw=performer_redraw,
+                                              rngs=rngs)
+            self.performer_chunk = performer_chunk
+        elif kind == "bigbird":
+            if bigbird_block < 1 or min(bigbird_global, bigbird_window, bigbird_random) < 0:
+                raise ValueError(
+                    f"bigbird_block must be positive and bigbird_global/window/random >= 0, got {bigbird_block}, "
+                    f"{bigbird_global}, {bigbird_window}, {bigbird_random}")
+            self.bigbird = dict(block_size=bigbird_block, num_global=bigbird_global, window=bigbird_window,
+                                num_random=bigbird_random,
+                                seed=int(jax.random.randint(rngs.params(), (), 0, 2 ** 31 - 1)))
+
+    def _init_linformer(self, max_length, k, sharing, rngs):
+        _check_choice("linformer_sharing", sharing, LINFORMER_SHARINGS)
+        if max_length is None or max_length < 1 or k < 1:
+            raise ValueError(f"kind='linformer' needs a positive max_length (its projections' rows) and "
+                             f"linformer_k, got max_length={max_length}, linformer_k={k}")
+        # Linformer's initialisation: entries N(0, 1/k).
+        shape = (max_length, k) if sharing != "none" else (self.num_heads, max_length, k)
+        normal = lambda: nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32) / math.sqrt(k))
+        self.linformer_k = normal()
+        self.linformer_v = normal() if sharing != "kv" else None
 
     # -- the course's helpers ------------------------------------------------
 
@@ -168,6 +255,8 @@ class SelfAttention(nnx.Module):
         for the 'zero_after' variant and fully masked rows. query_slice: which sequence
         positions the queries are (for the causal mask), default all of them.
         """
+        if self.kind != "exact":
+            raise ValueError(f"kind={self.kind!r} has no (Sq, Sk) attention-weight matrix; use kind='exact'")
         if self.scoring == "dot":
             scores = jnp.einsum("bhqd,bhkd->bhqk", queries, keys) * self.scale
         else:
@@ -187,6 +276,9 @@ class SelfAttention(nnx.Module):
 
     def apply_attention(self, queries, keys, values, mask=None, *, causal=False, query_slice=None):
         """Attended values of all heads, merged: (B, H, S, d) x3 -> (B, Sq, H * d)."""
+        if self.kind != "exact":
+            return self.merge_heads(self._efficient(queries, keys, values, mask, causal, query_slice,
+                                                    queries_sliced=queries.shape[2] != keys.shape[2]))
         if self.fused:
             to_bsnh = lambda t: t.transpose(0, 2, 1, 3)
             out = self._fused_attention(to_bsnh(queries), to_bsnh(keys), to_bsnh(values), mask, causal,
@@ -209,6 +301,8 @@ class SelfAttention(nnx.Module):
         if query_slice is not None and not isinstance(query_slice, slice):
             raise ValueError(f"query_slice must be a slice or None, got {query_slice!r}")
         rows = slice(None) if query_slice is None else query_slice
+        if self.kind == "bigbird" or (self.kind == "performer" and causal):
+            rows = slice(None)  # these need every query; the kernel picks the output rows
         # Shared projections are computed once for every position, then sliced for the queries.
         shared = self.query(hidden_states) if self.key is None else None
         k = shared if self.key is None else self.key(hidden_states)
@@ -219,12 +313,43 @@ class SelfAttention(nnx.Module):
             to_bsnh = lambda t: t.reshape(t.shape[0], t.shape[1], self.num_heads, self.head_size)
             out = self._fused_attention(to_bsnh(q), to_bsnh(k), to_bsnh(v), mask, causal, query_slice)
             out = out.reshape(out.shape[0], out.shape[1], self.embed_dim)
+        elif self.kind != "exact":
+            out = self.merge_heads(self._efficient(
+                self.split_heads(q), self.split_heads(k), self.split_heads(v), mask, causal, query_slice,
+                queries_sliced=rows != slice(None)))
         else:
             out = self.apply_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v),
                                        mask, causal=causal, query_slice=query_slice)
         return self.resid_dropout(self.proj(out))
 
     # -- internals -------------------------------------------------------------
+
+    def _efficient(self, q, k, v, mask, causal, query_slice, *, queries_sliced):
+        """The Linformer / Performer / BigBird kernels on (B, H, S, d); returns (B, H, Sq, d).
+
+        queries_sliced: q holds only the query_slice rows already (else all S rows).
+        """
+        batch, _, seq, _ = k.shape
+        padding = None if mask is None else self._padding(mask, batch, seq)
+        if self.kind == "linformer":
+            if causal:
+                raise ValueError("kind='linformer' cannot be causal: each projected key mixes every position, "
+                                 "future ones included; use kind='performer' or 'bigbird' for causal attention")
+            if query_slice is not None and not queries_sliced:
+                q = q[:, :, query_slice]
+            proj_v = self.linformer_k if self.linformer_v is None else self.linformer_v
+            return efficient.linformer_attention(q, k, v, self.linformer_k[...], proj_v[...], padding,
+                                                 scale=self.scale, weights_fn=self.attn_dropout)
+        if self.kind == "performer":
+            if query_slice is not None and not queries_sliced and not causal:
+                q = q[:, :, query_slice]
+            out = efficient.performer_attention(q, k, v, self.features(), padding, causal=causal,
+                                                chunk_size=self.performer_chunk)
+            return out[:, :, query_slice] if causal and query_slice is not None else out
+        if queries_sliced:
+            raise ValueError("kind='bigbird' needs the queries of every position")
+        return efficient.bigbird_attention(q, k, v, padding, scale=self.scale, causal=causal,
+                                           query_slice=query_slice, weights_fn=self.attn_dropout, **self.bigbird)
 
     def _padding(self, mask, batch, seq):
         """Validate the (B, S) padding mask and return it as booleans."""
@@ -278,6 +403,8 @@ class MultiHeadedAttention(SelfAttention):
     def __init__(self, head_size, num_heads, sequence_length, *, rngs: nnx.Rngs, **options):
         if head_size < 1 or num_heads < 1:
             raise ValueError(f"head_size and num_heads must be positive, got {head_size} and {num_heads}")
+        if options.get("kind") == "linformer" and options.get("max_length") is None:
+            options["max_length"] = sequence_length  # Linformer's projections cover the whole sequence
         super().__init__(head_size * num_heads, num_heads, rngs=rngs, **options)
         self.sequence_length = sequence_length
 
