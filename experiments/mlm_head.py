@@ -164,7 +164,8 @@ def run(config, workdir) -> dict:
          "train_sequences": len(train_seqs), "eval_sequences": len(eval_seqs),
          "train_tokens": int(train_seqs.size), **{f"{k}_documents": len(v) for k, v in docs.items()}})
 
-    graphdef, params, rest = nnx.split(model, trainable_filter(config.stage), ...)
+    trainable = trainable_filter(config.stage)
+    graphdef, params, rest = nnx.split(model, trainable, ...)
     eval_model = nnx.merge(graphdef, params, rest)
     eval_model.eval()
     eval_graphdef = nnx.graphdef(eval_model)
@@ -181,16 +182,15 @@ def run(config, workdir) -> dict:
 
     @jax.jit
     def train_step(params, rest, opt_state, ids, positions, labels, key, lr):
-        def loss_fn(p):
-            m = nnx.merge(graphdef, p, rest)
-            if dropout:
-                nnx.reseed(m, dropout=key)
-            return loss_and_acc(m, ids, positions, labels)
-
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        model = nnx.merge(graphdef, params, rest)
+        if dropout:  # fresh dropout masks each step, as the engine's train step
+            nnx.reseed(model, dropout=key)
+        grad_fn = nnx.value_and_grad(lambda m: loss_and_acc(m, ids, positions, labels),
+                                     argnums=nnx.DiffState(0, trainable), has_aux=True)
+        (loss, acc), grads = grad_fn(model)
         opt_state.hyperparams["learning_rate"] = lr
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, acc, optax.global_norm(grads)
+        return optax.apply_updates(params, updates), opt_state, loss, acc, optax.tree.norm(grads)
 
     @jax.jit
     def eval_step(params, rest, ids, positions, labels):

@@ -1,0 +1,105 @@
+"""experiments/mlm_head.py on a tiny random encoder and tiny local text files."""
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from configs import mlm_head as mlm_config
+from data.paths import DataError
+from experiments import mlm_head
+from models import bert
+from tests.conftest import TINY_WORDS
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlm_data")
+    rng = np.random.default_rng(0)
+    words = [w for w in TINY_WORDS if not w.startswith("#")]
+
+    def text(n):
+        return " ".join(rng.choice(words, size=n))
+
+    (d / "cs224n_birth_places").mkdir()
+    (d / "cs224n_birth_places" / "wiki.txt").write_text("".join(text(30) + "\n" for _ in range(40)))
+    for topic in ("business", "sport"):
+        (d / "bbc_news" / "bbc" / topic).mkdir(parents=True)
+        for i in range(3):
+            (d / "bbc_news" / "bbc" / topic / f"{i:03d}.txt").write_text(text(5) + "\n\n" + text(60))
+    (d / "sst2").mkdir()
+    (d / "sst2" / "stsa.binary.train").write_text("".join(f"{i % 2} {text(12)}\n" for i in range(40)))
+    (d / "amazon_polarity").mkdir()
+    (d / "amazon_polarity" / "amazon_polarity.sample5000.ft.txt").write_text(
+        "".join(f"__label__{1 + i % 2} {text(20)}\n" for i in range(40)))
+    (d / "crows_pairs").mkdir()  # present, and never read
+    (d / "crows_pairs" / "crows_pairs_anonymized.csv").write_text("poison\n")
+    return d
+
+
+def test_corpus_reads_the_four_sources_only(data_dir):
+    docs = mlm_head.read_corpus(data_dir)
+    assert {k: len(v) for k, v in docs.items()} == {"wiki": 40, "bbc": 6, "sst2": 40, "amazon": 40}
+    assert not any("poison" in d for ds in docs.values() for d in ds)
+    assert not docs["amazon"][0].startswith("__label__") and not docs["sst2"][0][0].isdigit()
+
+
+def test_missing_source_is_named(tmp_path):
+    with pytest.raises(DataError, match="cs224n_birth_places/wiki.txt: not found"):
+        mlm_head.read_corpus(tmp_path)
+
+
+def test_masking_is_berts():
+    rng = np.random.default_rng(0)
+    ids = np.tile(np.arange(100, 164, dtype=np.int32), (2000, 1))
+    ids[:, 0], ids[:, -1] = 2, 3
+    inputs, pos, labels = mlm_head.mask_tokens(ids, rng, mask_id=4, replace_ids=np.arange(5, 99), mask_prob=0.15)
+    assert pos.shape == (2000, 9) and pos.min() >= 1 and pos.max() <= 62  # never [CLS]/[SEP]
+    np.testing.assert_array_equal(labels, np.take_along_axis(ids, pos, 1))
+    new = np.take_along_axis(inputs, pos, 1)
+    assert np.mean(new == 4) == pytest.approx(0.8, abs=0.01)
+    assert np.mean((new >= 5) & (new < 99)) == pytest.approx(0.1, abs=0.01)
+    assert np.mean(new == labels) == pytest.approx(0.1, abs=0.01)
+    untouched = np.ones_like(ids, bool)
+    np.put_along_axis(untouched, pos, False, 1)
+    np.testing.assert_array_equal(inputs[untouched], ids[untouched])
+
+
+def tiny_config(stage, data_dir, **kw):
+    c = mlm_config.get_config(stage)
+    c.update(data_dir=str(data_dir), seq_length=16, batch_size=8, max_steps=6, max_minutes=0,
+             eval_sequences=8, log_every_steps=3, learning_rate=1e-2, warmup_steps=1, **kw)
+    return c
+
+
+def params(model):
+    return {k: np.asarray(v) for k, v in bert.hf_state_dict(model).items()}
+
+
+def test_head_then_full_save_directories_both_loaders_read(tiny_encoder_dir, data_dir, tmp_path):
+    head = mlm_head.run(tiny_config("head", data_dir, checkpoint=str(tiny_encoder_dir)), tmp_path / "head")
+    out = tmp_path / "head" / "hf"
+    assert head["steps"] == 6 and head["after"]["perplexity"] > 0
+    log = [json.loads(line) for line in (tmp_path / "head" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [3, 6] and all("eta_s" in r for r in log if "loss" in r)
+    ours = bert.load_pretrained(out, with_mlm_head=True)
+    src = params(bert.load_pretrained(tiny_encoder_dir))
+    got = params(ours)
+    for k, v in src.items():  # head-only: the encoder is exactly the source
+        if not k.startswith("pooler."):
+            np.testing.assert_array_equal(got[k], v, err_msg=k)
+    assert np.abs(got["cls.predictions.transform.dense.weight"]).sum() > 0
+    theirs = transformers.BertForMaskedLM.from_pretrained(out).eval()
+    ids = np.random.RandomState(0).randint(5, theirs.config.vocab_size, (2, 10))
+    with torch.no_grad():
+        ref = theirs(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(ours(jnp.asarray(ids)).logits, ref, atol=1e-4)
+    assert transformers.AutoTokenizer.from_pretrained(out).mask_token == "[MASK]"
+
+    full = mlm_head.run(tiny_config("full", data_dir, init_from=str(out)), tmp_path / "full")
+    assert full["before"] == pytest.approx(head["after"], rel=1e-5)  # starts where the head ended
+    moved = params(bert.load_pretrained(tmp_path / "full" / "hf", with_mlm_head=True))
+    assert not np.allclose(moved["encoder.layer.0.attention.self.query.weight"],
+                           got["encoder.layer.0.attention.self.query.weight"])
