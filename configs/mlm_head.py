@@ -25,7 +25,7 @@ Budget. Here: the project's 2-core CPU box shared with other jobs, so each stage
 `max_minutes` of wall clock (about 15 CPU-minutes) or `max_steps`, whichever comes first; the
 numbers in BUILD_NOTES.md are for that budget. Course scale (one GPU): head 2,000 steps and full
 10,000 steps of batch 256 x 128 tokens (a few epochs over the ~5M-token local corpus, about an
-hour on a T4), lr 2e-3 (head) and 5e-5 (full); set --config.max_minutes=0 to lift the time limit.
+hour on a T4), lr 2e-3 (head) and 1e-4 for the encoder with 2e-3 for the head (full); set --config.max_minutes=0 to lift the time limit.
 """
 
 import ml_collections
@@ -44,7 +44,8 @@ def get_config(stage: str = "head"):
     c.seq_length = 64
     c.batch_size = 32
     c.mask_prob = 0.15
-    c.learning_rate = 2e-3 if stage == "head" else 5e-5
+    c.learning_rate = 2e-3 if stage == "head" else 1e-4
+    c.head_learning_rate = 2e-3  # :full only: the head's rate (the encoder gets learning_rate)
     c.weight_decay = 0.01
     c.warmup_steps = 10
     c.max_steps = 2000 if stage == "head" else 10000

@@ -110,6 +110,23 @@ def trainable_filter(stage: str):
     return nnx.All(nnx.Param, nnx.PathContains("mlm_head")) if stage == "head" else nnx.Param
 
 
+def _names(path) -> list[str]:
+    """The DictKey names of a leaf's path (the Variable's `.value` attribute dropped)."""
+    return [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+
+
+def make_optimizer(config, params):
+    """AdamW with an injectable learning rate, weight decay on kernels and embeddings only, and
+    the per-leaf update scale that gives the head `head_learning_rate` in the full stage."""
+    decays = jax.tree_util.tree_map_with_path(lambda path, _: _names(path)[-1] in ("kernel", "embedding"), params)
+    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=config.weight_decay, mask=decays)
+    # the full stage trains a young head faster than the pretrained encoder: its updates are scaled
+    head_scale = config.head_learning_rate / config.learning_rate if config.stage == "full" else 1.0
+    lr_scale = jax.tree_util.tree_map_with_path(
+        lambda path, _: head_scale if "mlm_head" in _names(path) else 1.0, params)
+    return tx, decays, lr_scale
+
+
 def save_hf(model: bert.BertModel, tokenizer, source_dir: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
     """WORKDIR/hf: a BertForMaskedLM directory (encoder keys under `bert.`, the tied decoder implied)."""
     from safetensors.numpy import save_file
@@ -175,9 +192,7 @@ def run(config, workdir) -> dict:
         ce = optax.softmax_cross_entropy_with_integer_labels(out.logits.astype(jnp.float32), labels)
         return ce.mean(), (out.logits.argmax(-1) == labels).mean()
 
-    decays = jax.tree_util.tree_map_with_path(
-        lambda path, _: str(getattr(path[-1], "key", path[-1])) in ("kernel", "embedding"), params)
-    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=config.weight_decay, mask=decays)
+    tx, _, lr_scale = make_optimizer(config, params)
     opt_state = tx.init(params)
 
     @jax.jit
@@ -190,6 +205,7 @@ def run(config, workdir) -> dict:
         (loss, acc), grads = grad_fn(model)
         opt_state.hyperparams["learning_rate"] = lr
         updates, opt_state = tx.update(grads, opt_state, params)
+        updates = jax.tree_util.tree_map(lambda u, k: u * k, updates, lr_scale)
         return optax.apply_updates(params, updates), opt_state, loss, acc, optax.tree.norm(grads)
 
     @jax.jit
@@ -259,7 +275,8 @@ def run(config, workdir) -> dict:
     result = {"stage": config.stage, "source": str(source), "steps": step, "max_steps": config.max_steps,
               "tokens_seen": step * tokens_per_step, "train_seconds": train_seconds,
               "batch_size": config.batch_size, "seq_length": config.seq_length,
-              "learning_rate": config.learning_rate, "held_out_sequences": len(eval_seqs),
+              "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate,
+              "held_out_sequences": len(eval_seqs),
               "held_out_masked_tokens": int(eval_inputs[1].size),
               "before": before, "after": after, "model_dir": str(out)}
     (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")

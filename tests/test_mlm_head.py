@@ -69,8 +69,8 @@ def test_masking_is_berts():
 
 def tiny_config(stage, data_dir, **kw):
     c = mlm_config.get_config(stage)
-    c.update(data_dir=str(data_dir), seq_length=16, batch_size=8, max_steps=6, max_minutes=0,
-             eval_sequences=8, log_every_steps=3, learning_rate=1e-2, warmup_steps=1, **kw)
+    c.update(dict(dict(data_dir=str(data_dir), seq_length=16, batch_size=8, max_steps=6, max_minutes=0,
+                       eval_sequences=8, log_every_steps=3, learning_rate=1e-2, warmup_steps=1), **kw))
     return c
 
 
@@ -103,3 +103,29 @@ def test_head_then_full_save_directories_both_loaders_read(tiny_encoder_dir, dat
     moved = params(bert.load_pretrained(tmp_path / "full" / "hf", with_mlm_head=True))
     assert not np.allclose(moved["encoder.layer.0.attention.self.query.weight"],
                            got["encoder.layer.0.attention.self.query.weight"])
+
+
+def test_weight_decay_and_head_rate_reach_the_right_variables():
+    """Kernels and embeddings decay, biases and norms do not; in :full the head's updates are scaled."""
+    import jax
+    from flax import nnx
+
+    model = bert.BertModel(bert.BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                           intermediate_size=8, max_position_embeddings=8),
+                           with_mlm_head=True, rngs=nnx.Rngs(0))
+    config = mlm_config.get_config("full")
+    _, params, _ = nnx.split(model, mlm_head.trainable_filter("full"), ...)
+    _, decays, scale = mlm_head.make_optimizer(config, params)
+
+    def flat(tree):
+        return {"/".join(mlm_head._names(path)): v for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+    decays = flat(decays)
+    assert decays["mlm_head/transform/kernel"] and decays["embeddings/word_embeddings/embedding"]
+    assert not decays["mlm_head/bias"] and not decays["layers/0/attn_norm/scale"] and not decays["layers/0/query/bias"]
+    s = flat(scale)
+    ratio = config.head_learning_rate / config.learning_rate
+    assert s["mlm_head/transform/kernel"] == s["mlm_head/bias"] == ratio != 1
+    assert s["layers/0/query/kernel"] == s["embeddings/word_embeddings/embedding"] == 1.0
+    _, head_params, _ = nnx.split(model, mlm_head.trainable_filter("head"), ...)
+    assert set(flat(head_params)) == {k for k in flat(params) if k.startswith("mlm_head/")}
