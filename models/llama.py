@@ -1,0 +1,262 @@
+"""A Llama-family decoder in Flax NNX (SmolLM2 is one), with a preallocated KV cache.
+
+Pre-RMSNorm blocks of grouped-query attention with rotary position embeddings and a
+SwiGLU MLP; the output layer is tied to the token embedding or not. Parameter names
+follow Hugging Face's `LlamaForCausalLM`, so a safetensors directory or a GGUF file maps
+onto it key by key (`models/causal_lm.py`). Gemma 3 (`models/gemma.py`) reuses the
+attention, MLP and rotary pieces here with its own options.
+
+One call serves training-free scoring, prefill and decoding:
+    hidden, cache = model(tokens, positions, kv_mask, cache=cache, cache_index=i)
+`positions` are rotary positions (a left-padded row starts at 0 after its padding);
+`kv_mask` marks the key slots that hold real tokens; without a cache the keys are the
+current tokens and `cache_index` is 0. `model.logits(hidden)` applies the output layer
+separately, so a prefill over a 262k vocabulary computes logits for one position only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling_factor: float = 1.0  # "linear" rope scaling; 1.0 is none
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
+
+    @classmethod
+    def from_hf(cls, d: dict[str, Any]) -> "LlamaConfig":
+        """From a Hugging Face config.json dict (model_type "llama")."""
+        heads = d["num_attention_heads"]
+        return cls(
+            vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
+            intermediate_size=d["intermediate_size"], num_hidden_layers=d["num_hidden_layers"],
+            num_attention_heads=heads, num_key_value_heads=d.get("num_key_value_heads") or heads,
+            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
+            rms_norm_eps=d.get("rms_norm_eps", 1e-5),
+            rope_theta=rope_theta(d, 10000.0), rope_scaling_factor=rope_linear_factor(d),
+            max_position_embeddings=d.get("max_position_embeddings", 2048),
+            tie_word_embeddings=d.get("tie_word_embeddings", False),
+            attention_bias=d.get("attention_bias", False), mlp_bias=d.get("mlp_bias", False),
+            bos_token_id=d.get("bos_token_id"), eos_token_id=_ids(d.get("eos_token_id")))
+
+
+def _ids(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def rope_theta(d: dict[str, Any], default: float, layer_type: str | None = None) -> float:
+    """The rotary base from a config dict: transformers 4 (`rope_theta`) or 5 (`rope_parameters`)."""
+    params = d.get("rope_parameters") or {}
+    if layer_type is not None and isinstance(params.get(layer_type), dict):
+        params = params[layer_type]
+    return float(params.get("rope_theta", d.get("rope_theta", default)))
+
+
+def rope_linear_factor(d: dict[str, Any], layer_type: str | None = None) -> float:
+    """Linear position scaling, the only rope scaling these models use; others are refused."""
+    params = d.get("rope_scaling") or d.get("rope_parameters") or {}
+    if layer_type is not None and isinstance(params.get(layer_type), dict):
+        params = params[layer_type]
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind in ("default", None):
+        return 1.0
+    if kind == "linear":
+        return float(params["factor"])
+    raise NotImplementedError(f"rope scaling {kind!r} is not supported (default and linear are)")
+
+
+# ------------------------------------------------------------------ pieces Gemma 3 shares
+
+class RMSNorm(nnx.Module):
+    """x / sqrt(mean(x^2) + eps) * scale, statistics in float32.
+
+    Llama's scale is `weight`; Gemma's is `1 + weight` (offset=1.0), and Gemma multiplies
+    before casting back where Llama casts first (`scale_in_float32`).
+    """
+
+    def __init__(self, dim: int, eps: float, *, offset: float = 0.0, param_dtype=jnp.float32):
+        self.eps, self.offset = eps, offset
+        self.weight = nnx.Param(jnp.full((dim,), 1.0 - offset, param_dtype))
+
+    def __call__(self, x):
+        dtype = jnp.promote_types(x.dtype, jnp.float32)
+        h = x.astype(dtype)
+        h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.eps)
+        weight = self.weight[...]
+        if self.offset:
+            return (h * (self.offset + weight.astype(dtype))).astype(x.dtype)
+        return weight * h.astype(x.dtype)
+
+
+def rotary_tables(positions, head_dim: int, theta: float, scaling: float = 1.0):
+    """cos and sin of shape positions.shape + (head_dim,), in Hugging Face's half-split layout."""
+    inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    angles = (positions.astype(jnp.float32) / scaling)[..., None] * inv_freq
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rotary(x, cos, sin):
+    """x: (batch, seq, heads, head_dim); cos/sin: (batch, seq, head_dim)."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    cos, sin = cos[:, :, None, :].astype(x.dtype), sin[:, :, None, :].astype(x.dtype)
+    return x * cos + rotated * sin
+
+
+def init_cache(config, batch: int, max_len: int, dtype=jnp.float32) -> list[dict[str, jax.Array]]:
+    """One zero (keys, values) pair per layer, (batch, max_len, kv_heads, head_dim)."""
+    shape = (batch, max_len, config.num_key_value_heads, config.head_dim)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+            for _ in range(config.num_hidden_layers)]
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention: num_heads queries share num_kv_heads keys and values.
+
+    Options for Gemma 3: per-head RMSNorm of queries and keys (`qk_norm_eps`), a score
+    scale other than 1/sqrt(head_dim), and a sliding window (a query sees the last
+    `window` positions, itself included).
+    """
+
+    def __init__(self, config, *, qk_norm_eps: float | None = None, norm_offset: float = 0.0,
+                 scale: float | None = None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        c = config
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            c.num_attention_heads, c.num_key_value_heads, c.head_dim)
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_attention_heads {self.num_heads} is not a multiple of "
+                             f"num_key_value_heads {self.num_kv_heads}")
+        self.scale = scale if scale is not None else 1.0 / math.sqrt(c.head_dim)
+
+        def linear(din, dout):
+            return nnx.Linear(din, dout, use_bias=c.attention_bias, param_dtype=param_dtype,
+                              kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+        self.q_proj = linear(c.hidden_size, self.num_heads * c.head_dim)
+        self.k_proj = linear(c.hidden_size, self.num_kv_heads * c.head_dim)
+        self.v_proj = linear(c.hidden_size, self.num_kv_heads * c.head_dim)
+        self.o_proj = linear(self.num_heads * c.head_dim, c.hidden_size)
+        self.q_norm = self.k_norm = None
+        if qk_norm_eps is not None:
+            self.q_norm = RMSNorm(c.head_dim, qk_norm_eps, offset=norm_offset, param_dtype=param_dtype)
+            self.k_norm = RMSNorm(c.head_dim, qk_norm_eps, offset=norm_offset, param_dtype=param_dtype)
+
+    def __call__(self, x, cos, sin, kv_mask, cache=None, cache_index=0, window=None):
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+            cache = {"k": k, "v": v}
+            k, v = k.astype(q.dtype), v.astype(q.dtype)
+        s = k.shape[1]
+        # Slots hold consecutive positions of each row, so causality and the window can
+        # be read off slot indices; kv_mask removes padding and empty slots.
+        q_slot = cache_index + jnp.arange(t)[:, None]
+        k_slot = jnp.arange(s)[None, :]
+        visible = k_slot <= q_slot
+        if window is not None:
+            visible &= k_slot > q_slot - window
+        visible = visible[None, :, :] & kv_mask[:, None, :].astype(bool)  # (b, t, s)
+        groups = self.num_heads // self.num_kv_heads
+        q = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * self.scale
+        scores = jnp.where(visible[:, None, None], scores, jnp.finfo(scores.dtype).min)
+        probs = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+        return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), cache
+
+
+class GatedMLP(nnx.Module):
+    """down(act(gate(x)) * up(x)): SwiGLU with SiLU (Llama), GeGLU with tanh-GELU (Gemma)."""
+
+    def __init__(self, hidden: int, intermediate: int, activation: str = "silu", *, bias: bool = False,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        def linear(din, dout):
+            return nnx.Linear(din, dout, use_bias=bias, param_dtype=param_dtype,
+                              kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+        self.gate_proj = linear(hidden, intermediate)
+        self.up_proj = linear(hidden, intermediate)
+        self.down_proj = linear(intermediate, hidden)
+        self.activation = activation
+
+    def __call__(self, x):
+        gate = self.gate_proj(x)
+        gate = (jax.nn.silu(gate) if self.activation == "silu"
+                else jax.nn.gelu(gate, approximate=True))
+        return self.down_proj(gate * self.up_proj(x))
+
+
+# ------------------------------------------------------------------ Llama
+
+class LlamaDecoderLayer(nnx.Module):
+    def __init__(self, config: LlamaConfig, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        c = config
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=param_dtype)
+        self.self_attn = Attention(c, param_dtype=param_dtype, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=param_dtype)
+        self.mlp = GatedMLP(c.hidden_size, c.intermediate_size, "silu", bias=c.mlp_bias,
+                            param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x, cos, sin, kv_mask, cache=None, cache_index=0):
+        h, cache = self.self_attn(self.input_layernorm(x), cos, sin, kv_mask, cache, cache_index)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), cache
+
+
+class LlamaForCausalLM(nnx.Module):
+    def __init__(self, config: LlamaConfig, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        c = self.config = config
+        self.embed_tokens = nnx.Embed(c.vocab_size, c.hidden_size, param_dtype=param_dtype,
+                                      embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+        self.layers = nnx.List([LlamaDecoderLayer(c, param_dtype=param_dtype, rngs=rngs)
+                                for _ in range(c.num_hidden_layers)])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=param_dtype)
+        self.lm_head = None if c.tie_word_embeddings else nnx.Linear(
+            c.hidden_size, c.vocab_size, use_bias=False, param_dtype=param_dtype,
+            kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+    def __call__(self, tokens, positions, kv_mask, *, cache=None, cache_index=0):
+        """Final hidden states (after the last norm) and the updated cache (None without one)."""
+        x = self.embed_tokens(tokens)
+        cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta,
+                                 self.config.rope_scaling_factor)
+        new_cache = [] if cache is not None else None
+        for i, layer in enumerate(self.layers):
+            x, layer_cache = layer(x, cos, sin, kv_mask, None if cache is None else cache[i], cache_index)
+            if cache is not None:
+                new_cache.append(layer_cache)
+        return self.norm(x), new_cache
+
+    def logits(self, hidden):
+        if self.lm_head is None:
+            return hidden @ self.embed_tokens.embedding[...].T.astype(hidden.dtype)
+        return self.lm_head(hidden)
