@@ -1,0 +1,192 @@
+"""Efficient-attention report (issue 14): cost against length and ListOps accuracy, from saved outputs.
+
+    python -m analysis.efficient_attention_report --runs=runs/listops   # copy the ListOps records, then build
+    python -m analysis.efficient_attention_report                       # rebuild from the committed records
+
+Reads OUT/cost.csv and OUT/cost_meta.json (benchmarks/attention_cost.py), and the ListOps
+records under OUT/listops/<kind>/ (metrics.jsonl, budget.json, config.json; --runs copies
+them from the sweep's run directories, experiments/listops_sweep.py, together with the
+test set's class counts). Writes OUT/report.md and OUT/listops_curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import shutil
+import statistics
+
+from benchmarks.attention_cost import crossover, markdown, read_table
+
+KINDS = ("exact", "linformer", "performer", "bigbird")
+# Long Range Arena (Tay et al. 2021), Table 1, ListOps test accuracy (%).
+LRA = {"exact": 36.37, "linformer": 35.70, "performer": 18.01, "bigbird": 36.05}
+LRA_NAMES = {"exact": "Transformer", "linformer": "Linformer", "performer": "Performer", "bigbird": "BigBird"}
+RECORDS = ("metrics.jsonl", "budget.json", "config.json")
+
+
+def copy_runs(runs: pathlib.Path, out: pathlib.Path) -> None:
+    """The small records of each finished run, and the test set's class counts, into OUT/listops."""
+    from data import listops
+    from data.paths import resolve_path
+
+    for kind in KINDS:
+        src = runs / kind
+        if not (src / "budget.json").is_file():
+            print(f"{src}: no budget.json (run not finished); skipped")
+            continue
+        dst = out / "listops" / kind
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in RECORDS:
+            shutil.copy(src / name, dst / name)
+        config = json.loads((src / "config.json").read_text())["config"]
+        test = listops.read_split(resolve_path(config["data_dir"]) / listops.SPLIT_FILES["test"],
+                                  config["max_length"])
+        counts = [int((test["label"] == c).sum()) for c in range(listops.NUM_CLASSES)]
+        (out / "listops" / "test_labels.json").write_text(json.dumps(
+            {"data_dir": config["data_dir"], "counts": counts}, indent=2) + "\n")
+
+
+def read_records(path: pathlib.Path):
+    lines = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return lines, json.loads((path / "budget.json").read_text()), json.loads((path / "config.json").read_text())
+
+
+def step_seconds(records) -> float:
+    """Median seconds per training step over the logged intervals, the first (compilation) left out."""
+    train = [r for r in records if r["split"] == "train"]
+    per_step = [(b["train_seconds"] - a["train_seconds"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:])]
+    return statistics.median(per_step) if per_step else float("nan")
+
+
+def listops_rows(out: pathlib.Path):
+    rows = []
+    for kind in KINDS:
+        path = out / "listops" / kind
+        if not (path / "budget.json").is_file():
+            continue
+        records, budget, config = read_records(path)
+        valid = [r for r in records if r["split"] == "valid"]
+        evals = [r for r in records if r["split"] == "eval"]
+        info = next(r for r in records if r["split"] == "info")
+        rows.append({
+            "kind": kind, "records": records, "parameters": info["parameters"],
+            "steps": info["total_steps"], "test": evals[-1]["accuracy"] if evals else float("nan"),
+            "test_examples": evals[-1]["examples"] if evals else 0,
+            "best_valid": max((r["accuracy"] for r in valid), default=float("nan")),
+            "last_train_loss": [r for r in records if r["split"] == "train"][-1]["loss"],
+            "step_s": step_seconds(records), "wall_min": budget["wall_seconds"] / 60,
+            "cpu_min": budget["cpu_seconds"] / 60, "load": budget["load_before"][0],
+            "load_after": budget["load_after"][0], "config": config["config"]})
+    return rows
+
+
+def plot_curves(rows, path: pathlib.Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for row in rows:
+        train = [r for r in row["records"] if r["split"] == "train"]
+        valid = [r for r in row["records"] if r["split"] == "valid"]
+        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=row["kind"])
+        axes[1].plot([r["step"] for r in valid], [r["accuracy"] for r in valid], marker="o", label=row["kind"])
+    axes[0].set_title("ListOps training loss", fontsize=10)
+    axes[1].set_title("ListOps validation accuracy", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build(out: pathlib.Path) -> str:
+    parts = ["# Efficient attention: cost against length and ListOps accuracy (issue 14)", "",
+             "Rebuilt by `python -m analysis.efficient_attention_report` from the records in this directory. "
+             "Kernels: `models/efficient_attention.py`, selected with `SelfAttention(kind=...)` "
+             "(`models/attention.py`) or `--config.model.attention.kind=...` for the Transformer classifier; "
+             "tests: `tests/test_efficient_attention.py`.", ""]
+    parts += ["## Cost against sequence length", ""]
+    if (out / "cost.csv").is_file():
+        rows, meta = read_table(out)
+        parts += [f"Command: `{meta['command']}` ({meta['seconds']:.0f} s).", "",
+                  "![cost against length](cost.png)", "", markdown(rows, meta).rstrip(), ""]
+        parts += ["Summary of the crossover lengths (forward+backward time against explicit exact attention):", ""]
+        for kind in meta["kinds"]:
+            if not kind.startswith("exact"):
+                parts.append(f"- **{kind}**: {crossover(rows, kind, 'fwdbwd_ms')[1]}; memory: "
+                             f"{crossover(rows, kind, 'fwdbwd_temp_mib')[1]}")
+        parts.append("")
+    else:
+        parts += ["Not measured yet (`benchmarks/attention_cost.py`).", ""]
+
+    parts += ["## ListOps (Long Range Arena task, scaled down for this CPU)", ""]
+    rows = listops_rows(out)
+    if not rows:
+        parts += ["No finished ListOps runs recorded yet (`experiments/listops_sweep.py`).", ""]
+        return "\n".join(parts) + "\n"
+    cfg = rows[0]["config"]
+    m = cfg["model"]
+    labels_path = out / "listops" / "test_labels.json"
+    majority = ""
+    if labels_path.is_file():
+        counts = json.loads(labels_path.read_text())["counts"]
+        majority = f"{100 * max(counts) / sum(counts):.1f}% (always class {counts.index(max(counts))})"
+    parts += [
+        f"Data: `python -m data.listops --out={cfg['data_dir']} --min_length=128 --max_length=512 --train=20000 "
+        "--valid=1000 --test=2000 --seed=0` (LRA's generator and tree distribution, max_depth 10, max_args 10, "
+        "but sequences of 129-511 tokens instead of 501-1,999 and 20,000 training trees instead of 96,000).", "",
+        f"Model (`configs/listops.py`): Transformer classifier, {m['num_layers']} pre-norm layers, width "
+        f"{m['embed_dim']}, {m['num_heads']} heads, MLP {m['hidden_dim']}, dropout {m['dropout']}, CLS pooling; "
+        f"batch {cfg['batch_size']}, AdamW {cfg['learning_rate']} (warmup {cfg['warmup_steps']} steps, cosine), "
+        f"the same {rows[0]['steps']} steps for every kind (= {rows[0]['steps'] * cfg['batch_size']:,} training "
+        f"examples). Linformer k = {m['attention']['linformer_k']}, Performer m = "
+        f"{m['attention']['performer_features']} (redrawn every training step), BigBird blocks of "
+        f"{m['attention']['bigbird_block']} (global {m['attention']['bigbird_global']}, window "
+        f"{m['attention']['bigbird_window']}, random {m['attention']['bigbird_random']}).", "",
+        f"Command: `nice -n 10 python -m experiments.listops_sweep --out=runs/listops "
+        f"--max_steps={rows[0]['steps']}`; budget: {rows[0]['steps']} steps per kind, "
+        f"{sum(r['cpu_min'] for r in rows):.1f} CPU-minutes for the {len(rows)} runs "
+        f"(process CPU time, evaluation included).", "",
+        f"Chance 10%; majority class of our test set {majority or 'not recorded'}.", "",
+        "| attention | test accuracy (ours) | best validation acc. | LRA published (ListOps) | final train loss "
+        "| s / step (median) | wall min | CPU min | parameters | load avg at start |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        parts.append(
+            f"| {r['kind']} | {100 * r['test']:.1f}% ({r['test_examples']}) | {100 * r['best_valid']:.1f}% | "
+            f"{LRA_NAMES[r['kind']]} {LRA[r['kind']]:.1f}% | {r['last_train_loss']:.3f} | {r['step_s']:.2f} | "
+            f"{r['wall_min']:.1f} | {r['cpu_min']:.1f} | {r['parameters']:,} | {r['load']:.1f} |")
+    exact_step = next((r["step_s"] for r in rows if r["kind"] == "exact"), float("nan"))
+    if not math.isnan(exact_step):
+        parts += ["", "Step time relative to exact: " + ", ".join(
+            f"{r['kind']} {r['step_s'] / exact_step:.2f}x" for r in rows if r["kind"] != "exact") + "."]
+    plot_curves(rows, out / "listops_curves.png")
+    parts += ["", "![ListOps curves](listops_curves.png)", "",
+              "LRA's figures are for 2,000-token inputs after far longer training (its Transformer: 5,000 steps "
+              "of batch 32 on accelerators); ours are for a budget of minutes on 2 shared CPU cores, so they "
+              "compare the kinds with each other under one small budget, not with LRA's numbers. Step times "
+              "were measured while other jobs shared the 2 cores (load average in the table).", ""]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("out", "results/efficient_attention", "report directory (holds the records)")
+    flags.DEFINE_string("runs", "", "copy the ListOps records from this sweep directory first")
+    FLAGS = flags.FLAGS
+
+    def main(_):
+        out = pathlib.Path(FLAGS.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if FLAGS.runs:
+            copy_runs(pathlib.Path(FLAGS.runs), out)
+        (out / "report.md").write_text(build(out))
+        print(f"wrote {out / 'report.md'}")
+
+    app.run(main)
