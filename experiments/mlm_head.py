@@ -231,9 +231,15 @@ def run(config, workdir) -> dict:
     rng = np.random.default_rng(config.seed)
     key = jax.random.key(config.seed)
     planned = config.max_steps
-    budget_s = config.max_minutes * 60 if config.max_minutes else float("inf")
+    # the budget is CPU time of this process (all its threads) when max_cpu_minutes is set, else wall clock
+    use_cpu = bool(config.max_cpu_minutes)
+    clock = time.process_time if use_cpu else time.perf_counter
+    minutes = config.max_cpu_minutes if use_cpu else config.max_minutes
+    budget_s = minutes * 60 if minutes else float("inf")
     t_start = time.perf_counter()
-    t_timed = None  # steps are timed from step 3 on (compilation excluded from throughput)
+    cpu_start = time.process_time()  # all threads of this process
+    c_start = clock()
+    t_timed = c_timed = None  # steps are timed from step 3 on (compilation excluded from throughput)
     tokens_per_step = config.batch_size * config.seq_length
     step = 0
     loss_sum = acc_sum = 0.0
@@ -249,15 +255,17 @@ def run(config, workdir) -> dict:
         loss_sum += float(loss)
         acc_sum += float(acc)
         if step == 3:
-            t_timed = time.perf_counter()
+            t_timed, c_timed = time.perf_counter(), clock()
         if t_timed is not None and step == 8 and budget_s < float("inf"):
-            # fit the schedule to the wall-clock budget: the run ends with its learning rate decayed
-            per_step = (time.perf_counter() - t_timed) / 5
-            fit = int((budget_s - (time.perf_counter() - t_start)) / per_step) + step
+            # fit the schedule to the budget: the run ends with its learning rate decayed
+            per_step = (clock() - c_timed) / 5
+            fit = int((budget_s - (clock() - c_start)) / per_step) + step
             if fit < planned:
                 planned = max(step + 1, fit)
-                log({"event": "plan", "planned_steps": planned, "seconds_per_step": per_step,
-                     "reason": f"max_minutes={config.max_minutes}"})
+                log({"event": "plan", "planned_steps": planned,
+                     ("cpu_seconds_per_step" if use_cpu else "seconds_per_step"): per_step,
+                     "reason": f"max_cpu_minutes={config.max_cpu_minutes}" if use_cpu
+                     else f"max_minutes={config.max_minutes}"})
         if step % config.log_every_steps == 0 or step == planned:
             elapsed = time.perf_counter() - t_start
             rate = (step - 3) / (time.perf_counter() - t_timed) if t_timed and step > 3 else float("nan")
@@ -267,6 +275,7 @@ def run(config, workdir) -> dict:
                  "elapsed_s": elapsed, "eta_s": (planned - step) / rate if rate == rate and rate > 0 else None})
             loss_sum = acc_sum = 0.0
     train_seconds = time.perf_counter() - t_start
+    train_cpu_seconds = time.process_time() - cpu_start
     after = evaluate(params)
     log({"event": "eval", "step": step, **after})
 
@@ -274,6 +283,7 @@ def run(config, workdir) -> dict:
     out = save_hf(model, tokenizer, source, workdir / "hf")
     result = {"stage": config.stage, "source": str(source), "steps": step, "max_steps": config.max_steps,
               "tokens_seen": step * tokens_per_step, "train_seconds": train_seconds,
+              "train_cpu_seconds": train_cpu_seconds,
               "batch_size": config.batch_size, "seq_length": config.seq_length,
               "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate,
               "held_out_sequences": len(eval_seqs),

@@ -69,7 +69,7 @@ def test_masking_is_berts():
 
 def tiny_config(stage, data_dir, **kw):
     c = mlm_config.get_config(stage)
-    c.update(dict(dict(data_dir=str(data_dir), seq_length=16, batch_size=8, max_steps=6, max_minutes=0,
+    c.update(dict(dict(data_dir=str(data_dir), seq_length=16, batch_size=8, max_steps=6, max_minutes=0, max_cpu_minutes=0,
                        eval_sequences=8, log_every_steps=3, learning_rate=1e-2, warmup_steps=1), **kw))
     return c
 
