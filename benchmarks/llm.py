@@ -1,0 +1,94 @@
+"""Prefill and decode speed of a local LLM: ours (JAX) vs transformers (PyTorch) vs llama.cpp.
+
+Ours and transformers run the same float32 weights (both dequantize the same GGUF file);
+llama.cpp (llama-cpp-python, an optional extra: `pip install llama-cpp-python`, built
+from source) runs the quantized file itself, as its users would. Prefill: one forward
+over `--prompt` tokens per row. Decode: tokens/s of greedy generation with a KV cache,
+from the difference between generating 1 and 1 + `--new` tokens (so the prefill is
+not counted). llama-cpp-python decodes one sequence at a time: it has no batch-8 row.
+
+    ../shared/tools/quiet-run .venv/bin/python -m benchmarks.llm --model=smollm2
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from benchmarks.timing import header, load_average, measure
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--prompt", type=int, default=128, help="prompt tokens per row")
+    parser.add_argument("--new", type=int, default=32, help="decoded tokens per row")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no_llama_cpp", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+
+    from models.causal_lm import load_causal_lm, resolve_source
+    from models.generation import Generator
+
+    path = resolve_source(args.model)
+    model, _ = load_causal_lm(path, with_tokenizer=False)
+    gen = Generator(model)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                            dtype=torch.float32).eval()
+    llama = None
+    if not args.no_llama_cpp:
+        try:
+            import llama_cpp
+            llama = llama_cpp.Llama(model_path=str(path), n_ctx=args.prompt + args.new + 8,
+                                    n_batch=args.prompt, n_threads=torch.get_num_threads(), verbose=False)
+        except ImportError:
+            print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
+
+    rng = np.random.default_rng(0)
+    vocab = model.config.vocab_size
+    rows = []
+    for batch in map(int, args.batches.split(",")):
+        prompts = rng.integers(100, min(vocab, 30000), (batch, args.prompt))
+        lists = [list(map(int, p)) for p in prompts]
+        tokens = torch.tensor(prompts)
+
+        def hf_generate(n):
+            with torch.no_grad():
+                return ref.generate(tokens, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+        fns = {"jax 1": lambda: gen.generate(lists, 1), "jax n": lambda: gen.generate(lists, 1 + args.new),
+               "torch 1": lambda: hf_generate(1), "torch n": lambda: hf_generate(1 + args.new)}
+        if llama is not None and batch == 1:
+            def llama_generate(n):
+                llama.reset()
+                llama.eval(lists[0])
+                for _ in range(n - 1):
+                    llama.eval([llama.sample(top_k=1, temp=0.0)])
+                return llama.n_tokens
+
+            fns.update({"llama.cpp 1": lambda: llama_generate(1), "llama.cpp n": lambda: llama_generate(1 + args.new)})
+        times = measure(fns, repeats=args.repeats, warmup=1)
+        for name in ("jax", "torch", "llama.cpp"):
+            if f"{name} 1" not in times:
+                continue
+            one, many = times[f"{name} 1"].median, times[f"{name} n"].median
+            rows.append((name, batch, batch * args.prompt / one, batch * args.new / max(many - one, 1e-9)))
+
+    print(header())
+    print(f"{args.model} ({path.name}), prompt {args.prompt} tokens, {args.new} decoded tokens, "
+          f"median of {args.repeats}")
+    print("| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers |")
+    print("|---|---:|---:|---:|---:|")
+    torch_decode = {b: d for n, b, _, d in rows if n == "torch"}
+    for name, batch, prefill, decode in rows:
+        print(f"| {name} | {batch} | {prefill:,.0f} | {decode:,.1f} | {decode / torch_decode[batch]:.2f}x |")
+    print(f"load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
