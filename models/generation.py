@@ -178,6 +178,69 @@ class Generator:
             position += 1
         return out
 
+    # -------------------------------------------------------------- a shared prefix
+    def _extend_fn(self, state, tokens, positions, kv_mask, cache, index, last):
+        model = nnx.merge(self.graphdef, state)
+        hidden, cache = model(tokens, positions, kv_mask, cache=cache, cache_index=index)
+        return model.logits(hidden[:, last]), cache
+
+    def after_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], *,
+                     max_new_tokens: int = 0, stop_tokens: Sequence[int] = ()):
+        """For each suffix: (log-probs of the token after prefix + suffix, greedy continuation).
+
+        The prefix (e.g. few-shot demonstrations shared by every question) is computed
+        once and kept in the cache; each suffix is then computed on top of it, right-padded
+        to a bucket, and up to max_new_tokens are decoded greedily (first token included).
+        Yields one pair per suffix, in order.
+        """
+        if not hasattr(self, "_extend"):
+            self._extend = jax.jit(self._extend_fn, donate_argnums=(4,))
+        prefix = list(prefix)
+        longest = max(len(s) for s in suffixes)
+        self.check_length(len(prefix) + longest, max_new_tokens)
+        width = _bucket(longest, 32)
+        total = _bucket(len(prefix) + width + max_new_tokens)
+        cache = init_cache(self.config, 1, total, self.cache_dtype)
+        kv_mask = np.zeros((1, total), bool)
+        p = len(prefix)
+        if p:
+            chunk = _bucket(p)
+            tokens = np.zeros((1, chunk), np.int32)
+            tokens[0, :p] = prefix
+            kv_mask[0, :p] = True
+            cache = self._run_chunk(tokens, 0, kv_mask, cache, p - 1)[1]
+        stops = set(stop_tokens)
+        for suffix in suffixes:
+            n = len(suffix)
+            if n == 0:
+                raise ValueError("every suffix needs at least one token")
+            tokens = np.zeros((1, width), np.int32)
+            tokens[0, :n] = suffix
+            kv_mask[0, p:] = False
+            kv_mask[0, p:p + n] = True
+            logits, cache = self._run_chunk(tokens, p, kv_mask, cache, n - 1)
+            logprobs = np.asarray(jax.nn.log_softmax(
+                logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1))[0]
+            out: list[int] = []
+            index = p + n
+            while len(out) < max_new_tokens:
+                token = int(np.argmax(logits[0]))
+                if token in stops:
+                    break
+                out.append(token)
+                if len(out) == max_new_tokens:
+                    break
+                kv_mask[0, index] = True
+                logits, cache = self._step(self.state, jnp.asarray([token], jnp.int32),
+                                           jnp.asarray([index], jnp.int32), jnp.asarray(kv_mask), cache, index)
+                index += 1
+            yield logprobs, out
+
+    def _run_chunk(self, tokens, start, kv_mask, cache, last):
+        positions = start + np.arange(tokens.shape[1], dtype=np.int32)[None]
+        return self._extend(self.state, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(kv_mask),
+                            cache, start, last)
+
     # -------------------------------------------------------------- scoring
     def score(self, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], *,
               batch_size: int = 8) -> np.ndarray:

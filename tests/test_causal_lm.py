@@ -422,3 +422,17 @@ def test_smollm2_gguf_matches_transformers_reading_the_same_file():
         assert np.abs(_full_logits(ours, [ids]) - want).max() <= 1e-3
         ours_greedy = gen.generate([ids], 32, stop_tokens=[tokenizer.eos_token_id])[0]
         assert ours_greedy == _hf_greedy(ref, ids, 32), text
+
+
+def test_a_cached_prefix_gives_the_same_answers_as_whole_prompts(tiny):
+    kind, ref, config = tiny
+    prefix = [int(t) for t in TOKENS[0, :7]]
+    suffixes = [[int(t) for t in TOKENS[1, :3]], [int(t) for t in TOKENS[1, 3:9]], [5]]
+    with jax.enable_x64(True):
+        model = _ours(config, ref)
+        gen = Generator(model)
+        answers = list(gen.after_prefix(prefix, suffixes, max_new_tokens=4))
+        for suffix, (logprobs, tokens) in zip(suffixes, answers):
+            full = _full_logits(model, [prefix + suffix])[0, -1]
+            np.testing.assert_allclose(logprobs, jax.nn.log_softmax(full), rtol=1e-9, atol=1e-9)
+            assert tokens == gen.generate([prefix + suffix], 4)[0]
