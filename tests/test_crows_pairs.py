@@ -116,3 +116,28 @@ def test_real_file_loads(shared_data):
     pairs = crows_pairs.load(crows_pairs.default_path(shared_data))
     assert len(pairs) == 1508
     assert {p.bias_type for p in pairs} == set(crows_pairs.BIAS_TYPES)
+
+
+def test_command(tiny_mlm_dir, tiny_encoder_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    csv = write_csv(tmp_path / "cp.csv", ROWS)
+    cmd = [sys.executable, "-m", "analysis.bias.crows_pairs", f"--file={csv}", f"--out={tmp_path / 'out'}"]
+    out = subprocess.run(cmd + [f"--model={tiny_mlm_dir}", "--name=tiny"], capture_output=True, text=True,
+                         cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "out" / "tiny.json").read_text())
+    expected = cp.evaluate(load_mlm(tiny_mlm_dir), crows_pairs.load(csv))
+    assert saved["overall"] == expected["overall"] and saved["by_bias_type"] == expected["by_bias_type"]
+    assert f"| **overall** | 5 | {expected['overall']['percent']:.1f} (" in out.stdout
+    bad = subprocess.run(cmd + [f"--model={tiny_encoder_dir}"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert bad.returncode == 1 and "no masked-LM head" in bad.stderr and "Traceback" not in bad.stderr
+    broken = tmp_path / "broken.csv"
+    broken.write_text(csv.read_text().replace(",stereo,", ",sterio,", 1))
+    bad = subprocess.run(cmd[:3] + [f"--file={broken}", f"--model={tiny_mlm_dir}"], capture_output=True,
+                         text=True, cwd=REPO_ROOT)
+    assert bad.returncode == 1 and f"{broken}:2: stereo_antistereo is 'sterio'" in bad.stderr

@@ -98,8 +98,8 @@ class Tally:
     antistereo_stereotyping: int = 0
 
     @property
-    def percent(self) -> float:
-        return 100.0 * self.stereotyping / self.pairs if self.pairs else float("nan")
+    def percent(self) -> float | None:
+        return 100.0 * self.stereotyping / self.pairs if self.pairs else None  # JSON has no NaN
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "percent": self.percent}
@@ -142,7 +142,8 @@ def format_table(results: dict[str, dict]) -> str:
     lines = ["| bias type | pairs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for key in ("overall",) + BIAS_TYPES:
         rows = [r["overall"] if key == "overall" else r["by_bias_type"][key] for r in results.values()]
-        cells = " | ".join(f"{t['percent']:.1f} ({t['stereotyping']})" for t in rows)
+        cells = " | ".join("–" if t["percent"] is None else f"{t['percent']:.1f} ({t['stereotyping']})"
+                           for t in rows)
         label = "**overall**" if key == "overall" else key
         lines.append(f"| {label} | {rows[0]['pairs']} | {cells} |")
     return "\n".join(lines)
@@ -155,12 +156,15 @@ def main(argv):
     pairs = crows_pairs.load(FLAGS.file or crows_pairs.default_path(FLAGS.data_dir))
     out = pathlib.Path(FLAGS.out) if FLAGS.out else None
     results = {}
+    if FLAGS.name and len(FLAGS.model) != 1:
+        raise crows_pairs.DataError("--name labels a single --model")
     for source in FLAGS.model:
         mlm = load_mlm(source, batch_size=FLAGS.batch_size)
+        print(f"scoring {len(pairs)} pairs with {source} ...", flush=True)
         t = time.perf_counter()
         res = evaluate(mlm, pairs)
         res.update(model=str(source), seconds=time.perf_counter() - t)
-        name = model_name(source)
+        name = FLAGS.name or model_name(source)
         results[name] = res
         o = res["overall"]
         print(f"{name}: {o['percent']:.1f}% of {o['pairs']} pairs stereotyping "
@@ -182,4 +186,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("file", None, "A CrowS-Pairs CSV file (instead of the one under --data_dir).")
     flags.DEFINE_string("out", None, "Where to write <model>.json (summary and per-pair scores).")
     flags.DEFINE_integer("batch_size", 128, "Masked sentences per forward pass.")
+    flags.DEFINE_string("name", None, "Label for a single model (default: its directory name).")
     cli.run(main)
