@@ -146,12 +146,30 @@ def plot_scatter(data: dict, title: str, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+STOPWORDS = set("""the and for that with was were are has have had his her him she they them their this
+from but not you all any can our out who its one what when which will would there been more also""".split())
+
+
+def content_word_ids(tokenizer) -> np.ndarray:
+    """Vocabulary ids of whole alphabetic words of 3+ letters that are not stop words."""
+    return np.array(sorted(i for t, i in tokenizer.get_vocab().items()
+                           if t.isalpha() and t.isascii() and len(t) >= 3 and t.lower() not in STOPWORDS), np.int64)
+
+
 def run_probes(mlm: MaskedLM, name: str, out: pathlib.Path, top_k: int = 5) -> dict:
+    """Top-k fillers of every prompt (over the whole vocabulary, and over content words only:
+    the same probabilities, not renormalised), and the scatters."""
     result = {"model": name, "sets": {}, "scatters": {}}
+    words = content_word_ids(mlm.tokenizer)
     for key, spec in PROMPT_SETS.items():
         tables = fill_mask(mlm, mlm.tokenizer, spec["prompts"], top_k=top_k)
+        seqs, positions = encode_prompts(mlm.tokenizer, spec["prompts"], 1)
+        probs = np.exp(mlm.log_probs(seqs, np.array(positions, np.int32))[:, 0, :].astype(np.float64))[:, words]
+        best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         result["sets"][key] = {"title": spec["title"], "prompts": spec["prompts"],
-                               "top": [[[x["token_str"], x["score"]] for x in t[0]] for t in tables]}
+                               "top": [[[x["token_str"], x["score"]] for x in t[0]] for t in tables],
+                               "top_words": [[[mlm.tokenizer.convert_ids_to_tokens(int(words[j])), float(pr[j])]
+                                              for j in b] for pr, b in zip(probs, best)]}
     for key, spec in SCATTERS.items():
         data = scatter_data(mlm, spec["template"], spec["fillers"], TARGETS[spec["targets"]])
         data.update(targets=spec["targets"], set=spec["set"])

@@ -53,7 +53,10 @@ def mlm_head_section(root: pathlib.Path) -> list[str]:
 
 def probes_section(root: pathlib.Path) -> list[str]:
     files = sorted((root / "probes").glob("*.json")) if (root / "probes").is_dir() else []
-    lines = ["## 2. Fill-mask probes (seed 004, Problem 3, questions 1–2)", "", DEFINITIONS, ""]
+    lines = ["## 2. Fill-mask probes (seed 004, Problem 3, questions 1–2)", "", DEFINITIONS, "",
+             "Content words: whole alphabetic vocabulary tokens of 3+ letters that are not stop words "
+             "(`analysis/bias/probes.py content_word_ids`); their probabilities are the model's, not "
+             "renormalised.", ""]
     if not files:
         return lines + ["(no probe results saved)", ""]
     results = [json.loads(f.read_text()) for f in files]
@@ -63,10 +66,13 @@ def probes_section(root: pathlib.Path) -> list[str]:
             s = res["sets"].get(key)
             if not s:
                 continue
-            lines += [f"*{res['model']}*", "", "| prompt | top-5 (probability) |", "|---|---|"]
-            for prompt, top in zip(s["prompts"], s["top"]):
+            words = s.get("top_words") or [[] for _ in s["prompts"]]
+            lines += [f"*{res['model']}*", "", "| prompt | top-5 (probability) | top-5 content words (probability) |",
+                      "|---|---|---|"]
+            for prompt, top, tw in zip(s["prompts"], s["top"], words):
                 cells = ", ".join(f"{t} ({p:.3f})" for t, p in top)
-                lines.append(f"| {prompt} | {cells} |")
+                wcells = ", ".join(f"{t} ({p:.4f})" for t, p in tw)
+                lines.append(f"| {prompt} | {cells} | {wcells} |")
             lines.append("")
     lines += ["## 3. \"What's in a Name?\" scatter plots (question 3)", "",
               "Each point is one target word at the [MASK] of the template: x = log P(word | filler A), "
