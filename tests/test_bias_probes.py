@@ -41,6 +41,12 @@ def test_probes_and_report(tiny_mlm_dir, mlm, tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "tiny_s.png").stat().st_size > 1000
     top = res["sets"]["seed"]["top"][0]
     assert len(top) == 5 and all(top[i][1] >= top[i + 1][1] for i in range(4))
+    words = res["sets"]["seed"]["top_words"][0]
+    assert all(w.isalpha() and len(w) >= 3 and w not in probes.STOPWORDS for w, _ in words)
+    assert all(words[i][1] >= words[i + 1][1] for i in range(len(words) - 1))
+    from analysis.bias.fill_mask import fill_mask
+    (((first,),),) = fill_mask(mlm, mlm.tokenizer, ["he is a [MASK] ."], top_k=1, targets=[words[0][0]])
+    assert first["score"] == pytest.approx(words[0][1], rel=1e-5)
     text = report.build(tmp_path)
     assert "he is a [MASK] ." in text and f"{top[0][0]} ({top[0][1]:.3f})" in text
     assert "![tiny s](figures/tiny_s.png)" in text
