@@ -282,3 +282,20 @@ class Generator:
             gather_at[i, :n] = np.arange(first - 1, length - 1)
         scores = self._score(self.state, *map(jnp.asarray, (tokens, mask, targets, target_mask, gather_at)))
         return np.asarray(scores)[:len(rows)]
+
+
+def sentence_logprobs(generator: Generator, tokenizer, sentences: Sequence[str], *, batch_size: int = 8) -> np.ndarray:
+    """log p(sentence) under a causal LM: the sum over its tokens, each given those before it.
+
+    With a start token (Gemma's <bos>) every token is scored; without one (SmolLM2) the
+    first token has no context and is left out, the same for every sentence compared.
+    """
+    contexts, continuations = [], []
+    for s in sentences:
+        ids = list(tokenizer(s).input_ids)
+        bos = tokenizer.bos_token_id
+        if bos is not None and ids and ids[0] == bos:
+            contexts.append(ids[:1]), continuations.append(ids[1:])
+        else:
+            contexts.append([]), continuations.append(ids)
+    return generator.score(contexts, continuations, batch_size=batch_size)

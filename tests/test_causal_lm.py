@@ -436,3 +436,36 @@ def test_a_cached_prefix_gives_the_same_answers_as_whole_prompts(tiny):
             full = _full_logits(model, [prefix + suffix])[0, -1]
             np.testing.assert_allclose(logprobs, jax.nn.log_softmax(full), rtol=1e-9, atol=1e-9)
             assert tokens == gen.generate([prefix + suffix], 4)[0]
+
+
+def test_bfloat16_weights_stay_close_to_float32(tmp_path):
+    ref = _randomize(transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)))
+    ref.save_pretrained(tmp_path, safe_serialization=True)
+    full = _full_logits(causal_lm.load_causal_lm(tmp_path, with_tokenizer=False)[0], TOKENS)
+    half, _ = causal_lm.load_causal_lm(tmp_path, dtype="bfloat16", with_tokenizer=False)
+    assert half.embed_tokens.embedding[...].dtype == jnp.bfloat16
+    low = _full_logits(half, TOKENS).astype(np.float32)
+    assert np.abs(low - full).max() < 0.1 * np.abs(full).max()
+    assert np.mean(low.argmax(-1) == full.argmax(-1)) > 0.9
+
+
+def test_sentence_logprobs_score_every_token_after_a_start_token():
+    from models.generation import sentence_logprobs
+
+    class Tokenizer:  # characters as tokens, "^" the start token
+        bos_token_id = 1
+
+        def __init__(self, bos):
+            self.bos = bos
+
+        def __call__(self, text):
+            ids = [2 + (ord(c) % 50) for c in text]
+            return type("Encoding", (), {"input_ids": ([1] if self.bos else []) + ids})
+
+    ref = _randomize(transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)))
+    gen = Generator(_ours(json.loads(ref.config.to_json_string()), ref, jnp.float32))
+    with_bos = sentence_logprobs(gen, Tokenizer(True), ["abc", "hello"])
+    np.testing.assert_allclose(with_bos, gen.score([[1], [1]], [[2 + ord(c) % 50 for c in s] for s in ("abc", "hello")]),
+                               rtol=1e-6)
+    without = sentence_logprobs(gen, Tokenizer(False), ["abc"])
+    np.testing.assert_allclose(without, gen.score([[]], [[2 + ord(c) % 50 for c in "abc"]]), rtol=1e-6)
