@@ -39,7 +39,9 @@ def mlm_head_section(root: pathlib.Path) -> list[str]:
         r = _load(root / "mlm_head" / stage / "result.json")
         if r:
             b, a = r["before"], r["after"]
-            rows.append(f"| {label} | {r['steps']} | {r['tokens_seen']:,} | {r['train_seconds'] / 60:.1f} | "
+            cpu = r.get("train_cpu_seconds")
+            cpu = "–" if cpu is None else f"{cpu / 60:.1f}"
+            rows.append(f"| {label} | {r['steps']} | {r['tokens_seen']:,} | {r['train_seconds'] / 60:.1f} | {cpu} | "
                         f"{b['masked_token_accuracy']:.3f} → **{a['masked_token_accuracy']:.3f}** | "
                         f"{b['perplexity']:.0f} → **{a['perplexity']:.1f}** |")
     if not rows:
@@ -47,7 +49,10 @@ def mlm_head_section(root: pathlib.Path) -> list[str]:
     lines += ["Held-out masked-token accuracy and perplexity (exp of the mean cross-entropy at the masked "
               "positions) on held-out documents of the local corpus (1 document in 20 by hash), masked "
               "once with a fixed seed; before → after training.", "",
-              "| model | steps | tokens seen | minutes | accuracy | perplexity |", "|---|---:|---:|---:|---|---|"]
+              "Wall minutes are under other jobs' load; CPU minutes (the training process, all threads) were "
+              "recorded from run (b) on.", "",
+              "| model | steps | tokens seen | wall minutes | CPU minutes | accuracy | perplexity |",
+              "|---|---:|---:|---:|---:|---|---|"]
     return lines + rows + [""]
 
 
@@ -84,7 +89,7 @@ def probes_section(root: pathlib.Path) -> list[str]:
     for res in results:
         for key, s in res["scatters"].items():
             lines.append(f"| {res['model']} | {key} | {s['template'].format('___')} | {' / '.join(s['fillers'])} | "
-                         f"{len(s['words'])} | {s['pearson_r']:.2f} | {s['mean_signed_gap']:+.2f} | "
+                         f"{len(s['words'])} | {s['pearson_r']:.3f} | {s['mean_signed_gap']:+.3f} | "
                          f"{', '.join(s['more_likely_with_a'][:4])} | {', '.join(s['more_likely_with_b'][:4])} |")
     lines.append("")
     for res in results:
