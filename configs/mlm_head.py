@@ -9,6 +9,10 @@ Stages:
   python -m experiments.mlm_head --config=configs/mlm_head.py:full --workdir=runs/mlm_head/full \
       --config.init_from=runs/mlm_head/head/hf
 
+The counterfactual-data-augmentation model (CDA, as Zari for BERT) is :full with --config.cda=True: the
+training documents plus a copy with every word of experiments/mlm_head.py GENDER_PAIRS swapped
+(he<->she, man<->woman, ...; both directions), evaluated on the same (unswapped) held-out text.
+
 Each run writes WORKDIR/hf, a Hugging Face directory (config.json, model.safetensors, the
 tokenizer) that `models.bert.load_pretrained(..., with_mlm_head=True)`, the probes
 (`--model=WORKDIR/hf`) and transformers' BertForMaskedLM all load, plus WORKDIR/log.jsonl
@@ -57,5 +61,6 @@ def get_config(stage: str = "head"):
     c.max_minutes = 0.0
     c.eval_sequences = 256  # held-out sequences, masked once with a fixed seed
     c.log_every_steps = 10
+    c.cda = False  # counterfactual data augmentation: add a gender-swapped copy of the training text
     c.seed = 0
     return c

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import pathlib
+import re
 import time
 
 import jax
@@ -66,6 +67,39 @@ def read_corpus(data_dir) -> dict[str, list[str]]:
             lines = [line.split(" ", 1)[1] if line.startswith("__label__") else line for line in lines]
         docs[name] = [line for line in lines if line]
     return docs
+
+
+# counterfactual data augmentation (Zhao et al. 2018; Webster et al. 2020's Zari): both directions
+GENDER_PAIRS = [("he", "she"), ("him", "her"), ("his", "her"), ("himself", "herself"), ("man", "woman"),
+                ("men", "women"), ("boy", "girl"), ("boys", "girls"), ("father", "mother"),
+                ("fathers", "mothers"), ("son", "daughter"), ("sons", "daughters"), ("brother", "sister"),
+                ("brothers", "sisters"), ("husband", "wife"), ("husbands", "wives"), ("king", "queen"),
+                ("kings", "queens"), ("mr", "mrs"), ("uncle", "aunt"), ("nephew", "niece"), ("male", "female"),
+                ("males", "females"), ("gentleman", "lady"), ("gentlemen", "ladies"), ("actor", "actress"),
+                ("actors", "actresses"), ("waiter", "waitress"), ("boyfriend", "girlfriend"),
+                ("grandfather", "grandmother"), ("grandson", "granddaughter"), ("businessman", "businesswoman"),
+                ("spokesman", "spokeswoman"), ("chairman", "chairwoman"), ("masculine", "feminine")]
+
+
+def _swap_table() -> dict[str, str]:
+    table = {}
+    for a, b in GENDER_PAIRS:
+        table.setdefault(a, b)  # "her" -> "him" / "his" is ambiguous: the first listed pair wins ("him")
+        table.setdefault(b, a)
+    return table
+
+
+_SWAP = _swap_table()
+_WORD = re.compile(r"\b(" + "|".join(sorted(_SWAP, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+
+
+def gender_swap(text: str) -> str:
+    """Every word of GENDER_PAIRS replaced by its partner, keeping capitalisation."""
+    def repl(m):
+        w = m.group(0)
+        out = _SWAP[w.lower()]
+        return out.upper() if w.isupper() and len(w) > 1 else out.capitalize() if w[0].isupper() else out
+    return _WORD.sub(repl, text)
 
 
 def is_held_out(text: str) -> bool:
@@ -172,6 +206,8 @@ def run(config, workdir) -> dict:
     docs = read_corpus(config.data_dir)
     train_docs = [d for ds in docs.values() for d in ds if not is_held_out(d)]
     eval_docs = [d for ds in docs.values() for d in ds if is_held_out(d)]
+    if config.cda:  # two-sided: the original documents and their gender-swapped copies
+        train_docs = train_docs + [gender_swap(d) for d in train_docs]
     train_seqs = pack(tokenizer, train_docs, config.seq_length)
     eval_seqs = pack(tokenizer, eval_docs, config.seq_length)[:config.eval_sequences]
     special = set(tokenizer.all_special_ids)
@@ -285,7 +321,7 @@ def run(config, workdir) -> dict:
               "tokens_seen": step * tokens_per_step, "train_seconds": train_seconds,
               "train_cpu_seconds": train_cpu_seconds,
               "batch_size": config.batch_size, "seq_length": config.seq_length,
-              "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate,
+              "learning_rate": config.learning_rate, "head_learning_rate": config.head_learning_rate, "cda": config.cda,
               "held_out_sequences": len(eval_seqs),
               "held_out_masked_tokens": int(eval_inputs[1].size),
               "before": before, "after": after, "model_dir": str(out)}

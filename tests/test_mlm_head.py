@@ -129,3 +129,10 @@ def test_weight_decay_and_head_rate_reach_the_right_variables():
     assert s["layers/0/query/kernel"] == s["embeddings/word_embeddings/embedding"] == 1.0
     _, head_params, _ = nnx.split(model, mlm_head.trainable_filter("head"), ...)
     assert set(flat(head_params)) == {k for k in flat(params) if k.startswith("mlm_head/")}
+
+
+def test_gender_swap_is_two_sided_and_keeps_case():
+    assert mlm_head.gender_swap("He said his wife, Mrs. Lee, is a businesswoman.") == \
+        "She said her husband, Mr. Lee, is a businessman."
+    assert mlm_head.gender_swap("SHE met the men; hershey") == "HE met the women; hershey"
+    assert mlm_head.gender_swap(mlm_head.gender_swap("the woman and the king")) == "the woman and the king"
