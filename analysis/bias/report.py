@@ -3,7 +3,8 @@
     python -m analysis.bias.report --results=results/bias
 
 Reads (all under --results; each section is left out, saying so, when its outputs are missing):
-  mlm_head/<stage>/result.json   python -m experiments.mlm_head (copied from its workdir)
+  mlm_head/<stage>/result.json   python -m experiments.mlm_head (copied from its workdir; stages head,
+                                 full, cda = full with --config.cda=True)
   probes/<model>.json, figures/  python -m analysis.bias.probes --model=DIR ... --out=results/bias
   crows_pairs/<model>.json       python -m analysis.bias.crows_pairs --model=DIR ... --out=results/bias/crows_pairs
   wiki_gender.json               python -m analysis.bias.wiki_gender --out=results/bias
@@ -35,7 +36,8 @@ def _load(path: pathlib.Path):
 def mlm_head_section(root: pathlib.Path) -> list[str]:
     lines = ["## 1. The MiniLM masked-LM head", ""]
     rows = []
-    for stage, label in (("head", "(a) head only, frozen encoder"), ("full", "(b) encoder + head")):
+    for stage, label in (("head", "(a) head only, frozen encoder"), ("full", "(b) encoder + head"),
+                         ("cda", "(c) encoder + head on CDA text")):
         r = _load(root / "mlm_head" / stage / "result.json")
         if r:
             b, a = r["before"], r["after"]
