@@ -91,3 +91,14 @@ def test_real_wiki(shared_data):
     s = wiki_gender.statistics(shared_data)
     assert s["biographies"] == 2937
     assert sum(v["count"] for v in s["by_pronoun"].values()) == 2937
+
+
+def test_report_adaptation_rows(tmp_path):
+    rec = {"steps": 7, "tokens_seen": 1234, "train_seconds": 120.0, "train_cpu_seconds": 60.0,
+           "before": {"masked_token_accuracy": 0.01, "perplexity": 900.0},
+           "after": {"masked_token_accuracy": 0.25, "perplexity": 81.25}}
+    (tmp_path / "mlm_head" / "cda").mkdir(parents=True)
+    (tmp_path / "mlm_head" / "cda" / "result.json").write_text(json.dumps(rec))
+    text = report.build(tmp_path)
+    assert "| (c) encoder + head on CDA text | 7 | 1,234 | 2.0 | 1.0 | 0.010 → **0.250** | 900 → **81.2** |" in text
+    assert "(a) head only" not in text
