@@ -136,6 +136,16 @@ def evaluate(mlm_or_scorer, pairs: Sequence[CrowsPair]) -> dict:
             "scores": [[p.index, float(m), float(l)] for p, m, l in zip(pairs, more, less)]}
 
 
+def causal_scorer(source, batch_size: int = 16):
+    """A whole-sentence log-likelihood scorer from a local causal LM (models/causal_lm.py)."""
+    from models.causal_lm import load_causal_lm
+    from models.generation import Generator, sentence_logprobs
+
+    model, tokenizer = load_causal_lm(source)
+    generator = Generator(model)
+    return lambda sentences: sentence_logprobs(generator, tokenizer, sentences, batch_size=batch_size)
+
+
 def format_table(results: dict[str, dict]) -> str:
     """Markdown: one row per bias type (and overall), one column per model: % (stereotyping / pairs)."""
     names = list(results)
@@ -156,13 +166,15 @@ def main(argv):
     pairs = crows_pairs.load(FLAGS.file or crows_pairs.default_path(FLAGS.data_dir))
     out = pathlib.Path(FLAGS.out) if FLAGS.out else None
     results = {}
-    if FLAGS.name and len(FLAGS.model) != 1:
+    if FLAGS.name and len(FLAGS.model) + len(FLAGS.causal) != 1:
         raise crows_pairs.DataError("--name labels a single --model")
-    for source in FLAGS.model:
-        mlm = load_mlm(source, batch_size=FLAGS.batch_size)
+    if not FLAGS.model and not FLAGS.causal:
+        raise crows_pairs.DataError("give at least one --model (masked LM) or --causal (causal LM)")
+    for source, kind in [(m, "mlm") for m in FLAGS.model] + [(c, "causal") for c in FLAGS.causal]:
+        scorer = load_mlm(source, batch_size=FLAGS.batch_size) if kind == "mlm" else causal_scorer(source)
         print(f"scoring {len(pairs)} pairs with {source} ...", flush=True)
         t = time.perf_counter()
-        res = evaluate(mlm, pairs)
+        res = evaluate(scorer, pairs)
         res.update(model=str(source), seconds=time.perf_counter() - t)
         name = FLAGS.name or model_name(source)
         results[name] = res
@@ -181,7 +193,9 @@ if __name__ == "__main__":
     from train import cli
 
     FLAGS = flags.FLAGS
-    flags.DEFINE_multi_string("model", None, "A Hugging Face BERT MLM directory (repeatable).", required=True)
+    flags.DEFINE_multi_string("model", [], "A Hugging Face BERT MLM directory (repeatable).")
+    flags.DEFINE_multi_string("causal", [], "A causal LM scored by whole-sentence log-likelihood: smollm2, "
+                              "gemma3, a .gguf file or a Hugging Face directory (repeatable).")
     flags.DEFINE_string("data_dir", "../shared/data", "Holds crows_pairs/crows_pairs_anonymized.csv.")
     flags.DEFINE_string("file", None, "A CrowS-Pairs CSV file (instead of the one under --data_dir).")
     flags.DEFINE_string("out", None, "Where to write <model>.json (summary and per-pair scores).")
