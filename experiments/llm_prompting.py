@@ -13,7 +13,8 @@ question is scored twice from one forward pass: by the log-likelihood of " True"
 true/false/yes/no is invalid). The demonstrations are computed once per (k, seed) and
 kept in the KV cache (`Generator.after_prefix`).
 
-BBC: the 221 test articles (data/bbc_news.py; title and first --words words), one prompt
+BBC: the 221 test articles (data/bbc_news.py; title and first --words words; --limit takes
+the first of a seeded shuffle, since the split is ordered by topic), one prompt
 listing the five topics and, as the seed did, a second that also gives the label
 distribution of the train split. Answers: free generation (invalid if not a topic),
 constrained decoding (the next token restricted to the five topic tokens), the topic of
@@ -136,7 +137,9 @@ def run_bbc(name, generator, tokenizer, data_dir, words, limit, out_file, done):
     from data.bbc_news import TOPICS, load_bbc_news
 
     splits = load_bbc_news(data_dir)
-    held_out = splits["test"][:limit or None]
+    held_out = list(splits["test"])
+    random.Random(0).shuffle(held_out)  # the split is ordered by topic: a --limit must not be
+    held_out = held_out[:limit or None]
     counts = {t: sum(a.topic == t for a in splits["train"]) for t in TOPICS}
     distribution = {t: c / len(splits["train"]) for t, c in counts.items()}
     topic_ids = [single_token(tokenizer, " " + t) for t in TOPICS]
