@@ -61,8 +61,20 @@ def main_with_clean_errors(main):
             if flags.FLAGS.traceback:
                 raise
             print(f"error: {e}\n(run with --traceback for the full traceback)", file=sys.stderr)
+            silence_stderr_at_exit()
             sys.exit(1)
     return wrapped
+
+
+def silence_stderr_at_exit() -> None:
+    """After the one-line error, hide what background threads print while Python shuts down.
+
+    A failed Orbax restore can leave reads of other arrays running; when they fail too,
+    their "Exception ignored ... Traceback" would follow our message at exit.
+    """
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stderr.fileno())
 
 
 def resolve_config_path(argv: list[str]) -> list[str]:
