@@ -109,12 +109,12 @@ def crows_section(root: pathlib.Path) -> list[str]:
     results = {f.stem: json.loads(f.read_text()) for f in files}
     lines += ["Nangia et al. (2020)'s metric: the percentage of the 1,508 pairs where the more stereotyping "
               "sentence gets the higher pseudo-log-likelihood (shared tokens masked one at a time); 50 = no "
-              "preference. Cells: % (pairs counted). Published: BERT-base 60.5, RoBERTa-large 64.1. "
+              "preference; causal LMs (SmolLM2, Gemma 3) compare whole-sentence log-likelihoods instead. Cells: % (pairs counted). Published: BERT-base 60.5, RoBERTa-large 64.1. "
               "Seconds per model: " + ", ".join(f"{k} {r.get('seconds', float('nan')):.0f} s" for k, r in results.items())
               + ".", "", cp.format_table(results), ""]
     for name, r in results.items():
         o = r["overall"]
-        lines.append(f"- {name}: stereo pairs {o['stereo_stereotyping']}/{o['stereo_pairs']}, antistereo pairs "
+        lines.append(f"- {name} ({r.get('method', 'masked pseudo-log-likelihood')}): stereo pairs {o['stereo_stereotyping']}/{o['stereo_pairs']}, antistereo pairs "
                      f"{o['antistereo_stereotyping']}/{o['antistereo_pairs']}, neutral (equal scores) {o['neutral']}.")
     return lines + [""]
 
