@@ -647,7 +647,10 @@ if __name__ == "__main__":
 
     def main(_):
         out = pathlib.Path(FLAGS.out)
-        body = build(out, FLAGS.claims)
+        try:
+            body = build(out, FLAGS.claims)
+        except ValueError as e:  # an unknown --claims name: one line, no traceback
+            raise app.UsageError(str(e)) from None
         if tuple(FLAGS.claims) == CLAIMS:
             (out / "section.md").write_text(INTRO + body)
             print(f"wrote {out / 'section.md'}")
