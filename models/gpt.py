@@ -9,6 +9,9 @@ head. Linear and embedding weights are N(0, 0.02), biases zero, positions zero.
 `models.attention.SelfAttention` options (e.g. `{"scoring": "additive"}`,
 `{"sharing": "qk"}`, `{"fused": True}`) swaps in the course's attention
 variants with the same parameter names, so checkpoints and tests carry over.
+
+`GPT(idx, head_mask)`: an optional (n_layer, n_head) array multiplies each head's
+attended values before the output projection (issue 13; None: no multiplication).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class CausalSelfAttention(nnx.Module):
         if n_embd % n_head:
             raise ValueError(f"n_embd {n_embd} is not divisible by n_head {n_head}")
         self.n_head = n_head
+        self.head_size = n_embd // n_head  # kept when heads are pruned (n_head then shrinks)
         self.key = _linear(n_embd, n_embd, rngs)
         self.query = _linear(n_embd, n_embd, rngs)
         self.value = _linear(n_embd, n_embd, rngs)
@@ -44,11 +48,11 @@ class CausalSelfAttention(nnx.Module):
         self.attn_drop = nnx.Dropout(attn_pdrop, rngs=rngs)
         self.resid_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
 
-    def __call__(self, x: jax.Array, batch: int) -> jax.Array:
-        """x: (B*T, C) token rows of `batch` sequences."""
+    def __call__(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
+        """x: (B*T, C) token rows of `batch` sequences; head_mask: (n_head,) or None."""
         BT, C = x.shape
         B, T = batch, BT // batch
-        head_size = C // self.n_head
+        head_size = self.head_size
 
         def heads(t):  # (B*T, C) -> (B, n_head, T, head_size)
             return t.reshape(B, T, self.n_head, head_size).transpose(0, 2, 1, 3)
@@ -58,7 +62,11 @@ class CausalSelfAttention(nnx.Module):
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))
         att = jnp.where(causal, att, -jnp.inf)  # the diagonal is always visible: no empty rows
         att = self.attn_drop(jax.nn.softmax(att, axis=-1))
-        y = (att @ v).transpose(0, 2, 1, 3).reshape(BT, C)
+        y = att @ v
+        if head_mask is not None:
+            from models.attention import check_head_mask
+            y = y * check_head_mask(head_mask, (self.n_head,), "CausalSelfAttention")[:, None, None]
+        y = y.transpose(0, 2, 1, 3).reshape(BT, self.n_head * head_size)
         return self.resid_drop(self.proj(y))
 
 
@@ -79,14 +87,14 @@ class Block(nnx.Module):
         self.mlp_proj = _linear(4 * n_embd, n_embd, rngs)
         self.mlp_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
 
-    def attend(self, x: jax.Array, batch: int) -> jax.Array:
+    def attend(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
         if not self.variant:
-            return self.attn(x, batch)
+            return self.attn(x, batch, head_mask)
         BT, C = x.shape  # SelfAttention takes (B, T, C)
-        return self.attn(x.reshape(batch, BT // batch, C), causal=True).reshape(BT, C)
+        return self.attn(x.reshape(batch, BT // batch, C), causal=True, head_mask=head_mask).reshape(BT, C)
 
-    def __call__(self, x: jax.Array, batch: int) -> jax.Array:
-        x = x + self.attend(self.ln1(x), batch)
+    def __call__(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
+        x = x + self.attend(self.ln1(x), batch, head_mask)
         h = jax.nn.gelu(self.mlp_fc(self.ln2(x)), approximate=False)  # nn.GELU() is the exact erf form
         return x + self.mlp_drop(self.mlp_proj(h))
 
@@ -110,6 +118,7 @@ class GPT(nnx.Module):
     ):
         self.vocab_size = vocab_size
         self.block_size = block_size
+        self.n_head = n_head
         self.tok_emb = nnx.Embed(vocab_size, n_embd, embedding_init=_normal, rngs=rngs)
         self.pos_emb = nnx.Param(jnp.zeros((1, block_size, n_embd)))
         self.drop = nnx.Dropout(embd_pdrop, rngs=rngs)
@@ -118,19 +127,22 @@ class GPT(nnx.Module):
         self.ln_f = _layer_norm(n_embd, rngs)
         self.head = _linear(n_embd, vocab_size, rngs, use_bias=False)
 
-    def __call__(self, idx: jax.Array) -> jax.Array:
+    def __call__(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
         if idx.ndim != 2:
             raise ValueError(f"expected token ids of shape (batch, time), got {idx.shape}")
         T = idx.shape[1]
         if T > self.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.block_size}")
+        if head_mask is not None:
+            from models.attention import check_head_mask
+            head_mask = check_head_mask(head_mask, (len(self.blocks), self.n_head), "GPT")
         x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :T, :])
         # Blocks work on (B*T, C) rows: XLA:CPU runs the weight-gradient matmuls
         # much faster on 2-D operands than on (B, T, C) ones.
         B, _, C = x.shape
         x = x.reshape(B * T, C)
-        for block in self.blocks:
-            x = block(x, B)
+        for i, block in enumerate(self.blocks):
+            x = block(x, B, None if head_mask is None else head_mask[i])
         return self.head(self.ln_f(x)).reshape(B, T, self.vocab_size)
 
 

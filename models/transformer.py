@@ -7,7 +7,7 @@ LayerNorm), dropout, cls_token and pos_embedding.
 import jax.numpy as jnp
 from flax import nnx
 
-from models.attention import MultiHeadedAttention
+from models.attention import MultiHeadedAttention, check_head_mask
 from models.layers import MLP, LayerNorm, sinusoidal_positions, torch_linear
 
 BLOCKS = ("prenorm", "postnorm")
@@ -38,20 +38,22 @@ class _AttentionBlock(nnx.Module):
 class PostNormAttentionBlock(_AttentionBlock):
     """Original Transformer layer: h = LN1(x + attn(x)); out = LN2(mlp(h) + h)."""
 
-    def __call__(self, x, mask=None, *, causal=False, query_slice=None):
+    def __call__(self, x, mask=None, *, causal=False, query_slice=None, head_mask=None):
         """(B, S, D) -> (B, S, D), or (B, Sq, D) for the positions in query_slice only."""
         rows = slice(None) if query_slice is None else query_slice
-        h = self.layer_norm_1(x[:, rows] + self.attn(x, mask, causal=causal, query_slice=query_slice))
+        h = self.layer_norm_1(x[:, rows] + self.attn(x, mask, causal=causal, query_slice=query_slice,
+                                                     head_mask=head_mask))
         return self.layer_norm_2(self.linear(h) + h)
 
 
 class PreNormAttentionBlock(_AttentionBlock):
     """Pre-LN layer (Xiong et al. 2020): x = x + attn(LN1 x); x = x + mlp(LN2 x)."""
 
-    def __call__(self, x, mask=None, *, causal=False, query_slice=None):
+    def __call__(self, x, mask=None, *, causal=False, query_slice=None, head_mask=None):
         """(B, S, D) -> (B, S, D), or (B, Sq, D) for the positions in query_slice only."""
         rows = slice(None) if query_slice is None else query_slice
-        x = x[:, rows] + self.attn(self.layer_norm_1(x), mask, causal=causal, query_slice=query_slice)
+        x = x[:, rows] + self.attn(self.layer_norm_1(x), mask, causal=causal, query_slice=query_slice,
+                                   head_mask=head_mask)
         return x + self.linear(self.layer_norm_2(x))
 
 
@@ -69,6 +71,7 @@ class Transformer(nnx.Module):
         (keys and values still see every token). Only that row is read, so the result
         is the same; it skips ~3/4 of the last block's work. False: the course's full pass.
     __call__(input_ids (B, S) ints, attention_mask (B, S), 1 = token, 0 = pad) -> (B, embed_dim).
+    head_mask: optional (num_layers, num_heads) multipliers of each head's output (issue 13).
     """
 
     def __init__(self, vocabulary_size=30522, embed_dim=256, hidden_dim=256, num_heads=1,
@@ -80,6 +83,7 @@ class Transformer(nnx.Module):
         if position not in POSITIONS:
             raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
         self.embed_dim = embed_dim
+        self.num_heads = num_heads
         self.max_length = max_length
         self.sequence_length = 1 + max_length  # the course's name: tokens plus CLS
         self.position = position
@@ -97,7 +101,7 @@ class Transformer(nnx.Module):
         self.pos_embedding = (nnx.Param(normal(rngs.params(), (1, self.sequence_length, embed_dim)))
                               if position == "learned" else None)
 
-    def __call__(self, input_ids, attention_mask=None):
+    def __call__(self, input_ids, attention_mask=None, head_mask=None):
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {input_ids.shape}")
         batch, seq = input_ids.shape
@@ -109,6 +113,8 @@ class Transformer(nnx.Module):
             raise ValueError(
                 f"attention_mask must have the shape of input_ids ({batch}, {seq}), "
                 f"got {attention_mask.shape}")
+        if head_mask is not None:
+            head_mask = check_head_mask(head_mask, (len(self.transformer), self.num_heads), "Transformer")
         # The table's own dtype (nnx.Embed.__call__ would cast to float32 by default).
         x = jnp.take(self.embedding.embedding[...], input_ids, axis=0)
         cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (batch, 1, self.embed_dim))
@@ -125,7 +131,8 @@ class Transformer(nnx.Module):
         last = len(self.transformer) - 1
         for i, block in enumerate(self.transformer):
             cls_only = self.cls_only_last_layer and i == last
-            x = block(x, mask, query_slice=slice(0, 1) if cls_only else None)
+            x = block(x, mask, query_slice=slice(0, 1) if cls_only else None,
+                      head_mask=None if head_mask is None else head_mask[i])
         return self.mlp_head(x[:, 0])
 
 
@@ -139,5 +146,5 @@ class TransformerClassifier(nnx.Module):
         self.encoder = Transformer(rngs=rngs, **transformer_kwargs)
         self.classifier = torch_linear(self.encoder.embed_dim, num_classes, rngs=rngs)
 
-    def __call__(self, input_ids, attention_mask=None):
-        return self.classifier(self.encoder(input_ids, attention_mask))
+    def __call__(self, input_ids, attention_mask=None, head_mask=None):
+        return self.classifier(self.encoder(input_ids, attention_mask, head_mask))
