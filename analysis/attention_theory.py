@@ -34,7 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.argmax_attention import argmax_attention, gradient_norms, softmax_attention
+from analysis.argmax_attention import (
+    argmax_attention,
+    gradient_norms,
+    softmax_attention,
+)
 
 CLAIMS = ("copying", "averaging", "scaling", "multihead_noise", "argmax")
 
