@@ -1,0 +1,163 @@
+"""The attention study's data, task and driver (issue 12) on a tiny synthetic BBC-shaped corpus."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from data import bbc_news
+from data import bbc_words as bw
+from data.paths import DataError
+
+WORDS = ("the market rose as shares in the bank fell . the film won a prize . "
+         "england beat wales in the match . the government said the tax will rise .").split()
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    """5 topics x 10 articles: a title line, then 3-6 sentences of the small word list."""
+    root = tmp_path_factory.mktemp("bbc") / "bbc"
+    rng = np.random.default_rng(0)
+    for t, topic in enumerate(bbc_news.TOPICS):
+        (root / topic).mkdir(parents=True)
+        for i in range(10):
+            sents = []
+            for _ in range(rng.integers(3, 7)):
+                words = list(rng.choice(WORDS, rng.integers(3, 12)))
+                sents.append(" ".join([w.capitalize() if j == 0 else w for j, w in enumerate(words)]) + ".")
+            (root / topic / f"{i:03d}.txt").write_text(f"Title {topic} {i}\n\n" + " ".join(sents) + f" {topic}word.\n")
+    return root
+
+
+def tiny_config(**over):
+    from configs import attention_ablation
+    c = attention_ablation.get_config(over.pop("variant", "dot"))
+    c.model.update(n_layer=1, n_head=2, n_embd=16, block_size=32)
+    c.update(vocab_cap=40, seq_len=32, batch_size=4, eval_every_steps=2, eval_limit=8, train_eval_limit=8,
+             leak_check_sentences=4, generate_steps=3, log_every_steps=1, **over)
+    return c
+
+
+def test_tokenize_and_sentences():
+    assert bw.tokenize("Profits rose 7.5% to $1,200m, it's said.") == \
+        ["profits", "rose", "7.5", "%", "to", "$", "1,200m", ",", "it's", "said", "."]
+    assert bw.sentences("It rose. Then it fell! 3 more? no split here. \"Quoted\" too") == \
+        ["It rose.", "Then it fell!", "3 more? no split here.", "\"Quoted\" too"]
+
+
+def test_vocab_cap_keeps_specials_and_most_frequent_words():
+    vocab = bw.build_vocab([["b", "a", "b", "c", "c", "c"]], len(bw.SPECIALS) + 2)
+    assert vocab.itos == bw.SPECIALS + ("c", "b")  # "a" is past the cap
+    assert vocab.encode(["c", "a"]) == [len(bw.SPECIALS), bw.UNK_ID]
+    with pytest.raises(DataError, match="vocab_cap=5 must be an integer above the 5 special tokens"):
+        bw.build_vocab([["a"]], 5)
+
+
+def test_corpus_errors_name_the_problem(tmp_path, corpus_dir):
+    with pytest.raises(DataError, match="no BBC News folders"):
+        bw.load_bbc_words(tmp_path)
+    for topic in bbc_news.TOPICS:
+        (tmp_path / "bbc" / topic).mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no .txt articles"):
+        bw.load_bbc_words(tmp_path)
+    with pytest.raises(DataError, match="vocab_cap=3"):
+        bw.load_bbc_words(corpus_dir, vocab_cap=3)
+
+
+def test_load_splits_sentences_and_windows(corpus_dir):
+    c = bw.load_bbc_words(corpus_dir, vocab_cap=12, max_tokens=8)
+    assert [c.stats[s]["articles"] for s in ("train", "dev", "test")] == [40, 5, 5]
+    assert all(s[0] == bw.START_ID and len(s) <= 8 for s in c.sentences["train"])
+    assert c.stats["train"]["sentences_cut"] > 0 and 0 < c.stats["train"]["unk_rate"] < 1
+    assert all(s[-1] == bw.STOP_ID for s in c.sentences["train"] if len(s) < 8)
+    w = c.windows("train", 10)
+    assert w.shape[1] == 11 and len(w) > 10
+    stream = c.streams["train"][0]
+    assert list(w[0]) == stream[:11]  # the first window is the start of the first article
+
+
+def test_mlm_corruption_rates():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(len(bw.SPECIALS), 50, size=(200, 50)).astype(np.int32)
+    ids[:, 0] = bw.START_ID
+    ids[:, 40:] = bw.PAD_ID
+    inputs, targets = bw_mlm(ids, rng)
+    chosen = targets != bw.PAD_ID
+    assert not chosen[:, 0].any() and not chosen[:, 40:].any()
+    assert abs(chosen.sum() / (200 * 39) - 0.15) < 0.01
+    assert np.all(targets[chosen] == ids[chosen])
+    masked = inputs[chosen] == bw.MASK_ID
+    assert abs(masked.mean() - 0.8) < 0.03
+    assert np.all(inputs[~chosen] == ids[~chosen])
+
+
+def bw_mlm(ids, rng):
+    from train.tasks.word_lm import mlm_corrupt
+    return mlm_corrupt(ids, rng, 50)
+
+
+def test_epoch_batches_are_a_bucketed_permutation(corpus_dir):
+    from train.tasks.word_lm import WordLMTask
+    task = WordLMTask(tiny_config(data_dir=str(corpus_dir)))
+    batches = task.epoch_batches(0)
+    flat = np.concatenate(batches)
+    n = len(task.rows("train"))
+    assert len(set(flat)) == len(flat) == n - n % 4
+    assert all(len(b) == 4 for b in batches)
+    assert not np.array_equal(np.concatenate(task.epoch_batches(1)), flat)  # a new order each epoch
+    x, y = task.make_batch([task.rows("train")[i] for i in batches[0]])
+    assert x.shape == y.shape and x.shape[1] in (16, 32)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # next-token targets
+
+
+@pytest.mark.parametrize("masking, leaks", [("neg_inf", False), ("zero_after", True)])
+def test_leak_check_separates_the_masks(corpus_dir, masking, leaks):
+    """Hiding the future by the input changes nothing for -inf masking and a lot for 0-masking."""
+    from experiments.attention_study import build_model
+    from train.tasks.word_lm import WordLMTask
+    config = tiny_config(data_dir=str(corpus_dir), variant="dot" if masking == "neg_inf" else "zero_after")
+    config.model.update(embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+    task = WordLMTask(config)
+    model = build_model(config, len(task.vocab))
+    model.eval()
+    # Large random weights: the N(0, 0.02) initialisation makes every score ~0, so the leak would be tiny.
+    params = nnx.state(model, nnx.Param)
+    keys = iter(jax.random.split(jax.random.key(0), len(jax.tree.leaves(params))))
+    nnx.update(model, jax.tree.map(lambda p: p + jax.random.normal(next(keys), p.shape), params))
+    rows = [np.asarray(s, np.int32) for s in task.corpus.sentences["dev"][:6]]
+    normal = task.perplexity(model, "dev", batches=task.eval_batches("dev", rows=rows))
+    hidden = task.prefix_only_perplexity(model, "dev", 6, "pad")
+    assert normal["tokens"] == hidden["tokens"]
+    if leaks:
+        assert abs(normal["nll"] - hidden["nll"]) > 0.05
+    else:
+        assert normal["nll"] == pytest.approx(hidden["nll"], abs=1e-5)
+
+
+def test_driver_trains_measures_and_records(corpus_dir, tmp_path):
+    from experiments import attention_study
+    config = tiny_config(data_dir=str(corpus_dir), max_steps=4)
+    record = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", log=lambda *_: None)
+    path = tmp_path / "records" / "ablation" / "dot_s0.json"
+    assert json.loads(path.read_text())["dev"] == record["dev"]
+    assert record["steps"] == 4 and record["train_seconds"] > 0
+    assert math.isfinite(record["dev"]["perplexity"]) and record["dev"]["perplexity"] > 1
+    assert len(record["greedy"]) == len(config.prompts) and record["greedy"][0].startswith("<START>")
+    lc = record["leak_check"]
+    assert lc["future_pad"]["nll"] == pytest.approx(lc["normal"]["nll"], abs=1e-5)  # -inf masking: no leak
+    metrics = path.with_suffix(".metrics.jsonl").read_text().splitlines()
+    assert sum(json.loads(m)["split"] == "valid" for m in metrics) == 2  # steps 2 and 4
+    again = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", log=lambda *_: None)
+    assert again == json.loads(path.read_text())  # finished runs are skipped
+
+
+def test_unknown_study_and_variant_are_named():
+    from configs import attention_ablation
+    from experiments import attention_study
+    with pytest.raises(ValueError, match="variant 'dotty'"):
+        attention_ablation.get_config("dotty")
+    with pytest.raises(ValueError, match="study 'bert'"):
+        attention_study.study_module("bert")
