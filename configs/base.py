@@ -15,6 +15,7 @@ import ml_collections
 TASKS = ("span_corruption", "birth_places", "text_classification")
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("mingpt", "warmup_cosine", "warmup_linear", "constant")
+SHARDINGS = ("replicated", "fsdp")
 
 
 class ConfigError(ValueError):
@@ -117,6 +118,16 @@ def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
     config.log_every_steps = 10
     config.checkpoint_every_steps = 200
     config.keep_checkpoints = 3
+
+    # Past one process (train/distributed.py). num_processes 1: one process (the default);
+    # > 1: every process runs the same command with its own process_id and joins
+    # coordinator_address ('host:port' of process 0); 0: jax.distributed.initialize() detects
+    # the cluster (TPU slice, SLURM, Open MPI). sharding: replicated | fsdp (parameters and
+    # optimizer state split over the data axis where a dimension divides, ZeRO-3 style).
+    config.num_processes = 1
+    config.coordinator_address = ""
+    config.process_id = 0
+    config.sharding = "replicated"
     return config
 
 
@@ -144,6 +155,16 @@ def validate(config) -> None:
          "warmup_steps and warmup_tokens must be >= 0")
     need(config.schedule != "mingpt" or config.decay_epochs > 0, "decay_epochs",
          "must be positive with schedule='mingpt'")
+    need(config.sharding in SHARDINGS, "sharding", f"must be one of {SHARDINGS}")
+    n = config.num_processes
+    need(isinstance(n, int) and n >= 0, "num_processes",
+         "must be 1 (one process), 0 (detect the cluster) or the number of processes")
+    if n > 1:
+        host, _, port = config.coordinator_address.rpartition(":")
+        need(bool(host) and port.isdigit(), "coordinator_address",
+             f"with num_processes={n} it must be 'host:port' of process 0's machine, e.g. '10.0.0.1:1234'")
+        need(isinstance(config.process_id, int) and 0 <= config.process_id < n, "process_id",
+             f"must be in [0, {n}) with num_processes={n}")
     if config.task == "text_classification":
         need(not config.eval_file, "eval_file", "text classification scores a dataset split: use eval_split")
         need(config.eval_split in ("", "train", "validation", "test"), "eval_split",

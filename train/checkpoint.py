@@ -108,11 +108,14 @@ class Checkpointer:
     def meta(self, step: int) -> dict:
         return self._restore(step, "meta", ocp.args.JsonRestore())
 
-    def restore(self, step: int, params_template, opt_state_template=None):
-        """Returns (params, opt_state or None) shaped like the templates, on the default device.
+    def restore(self, step: int, params_template, opt_state_template=None, shardings=None):
+        """Returns (params, opt_state or None) shaped like the templates, on this process's first device.
 
         Shapes are checked against the checkpoint's metadata first; arrays are then
-        restored unsharded, so a run saved on 8 devices restores on 1 and vice versa.
+        restored unsharded, so a run saved on 8 devices (or by several processes, or with
+        sharded parameters) restores on 1 and vice versa. `shardings`, a tree like
+        (params, opt_state) of jax Shardings, restores straight onto them instead: each
+        process then reads only the pieces its devices hold.
         Unreadable files raise DamagedCheckpointError; a checkpoint that does not fit
         the templates raises a plain CheckpointError.
         """
@@ -120,19 +123,23 @@ class Checkpointer:
         if opt_state_template is not None:
             templates["opt_state"] = opt_state_template
         self._check_step(step)
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # = jax.devices()[0] in one process
+        targets = dict(zip(("params", "opt_state"), shardings)) if shardings is not None else {}
         out = []
         for item, template in templates.items():
             expected = flatten(template)
             check_fits(expected, self._item_metadata(step, item), f"checkpoint {self.directory}/{step} ({item})")
-            target = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype, sharding=device) for k, v in expected.items()}
+            where = flatten(targets[item]) if item in targets else dict.fromkeys(expected, device)
+            target = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype, sharding=where[k]) for k, v in expected.items()}
             restored = self._restore(step, item, ocp.args.StandardRestore(target))
             out.append(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template),
                                                     [restored[k] for k in expected]))
         return out[0], (out[1] if opt_state_template is not None else None)
 
-    def restore_latest(self, params_template, opt_state_template=None, *, fall_back=True, log=print):
+    def restore_latest(self, params_template, opt_state_template=None, *, fall_back=True, log=print, shardings=None):
         """(params, opt_state or None, step) from the newest readable step; (None, None, None) if none saved.
+
+        `shardings`: as for `restore`.
 
         With `fall_back`, each damaged step (params, opt_state or meta unreadable) is
         moved out of the way with `set_aside` and the step before it is tried.
@@ -143,7 +150,7 @@ class Checkpointer:
             step = steps[i]
             try:
                 self.meta(step)
-                params, opt_state = self.restore(step, params_template, opt_state_template)
+                params, opt_state = self.restore(step, params_template, opt_state_template, shardings)
                 return params, opt_state, step
             except DamagedCheckpointError as e:
                 if not fall_back:

@@ -13,28 +13,51 @@ import time
 
 import grain
 import jax
+import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from configs import base
 from models.build import build_model, trainable_filter
-from train import optim, rundir, steps
+from train import distributed, optim, rundir, steps
 from train import tasks as tasks_lib
 from train.checkpoint import Checkpointer
 from train.metrics import MetricWriter, NonFiniteLossError, TrainLogger  # noqa: F401  (NonFiniteLossError: API)
 
 
-def batch_pipeline(dataset, batch_size: int, num_epochs: int, seed: int) -> grain.MapDataset:
-    """Random-access batches: `pipeline[step]` is the same batch on every run and resume."""
+def example_pipeline(dataset, num_epochs: int, seed: int) -> grain.MapDataset:
+    """Random-access examples in training order: `batch_pipeline` batches them."""
     return (
         grain.MapDataset.range(len(dataset))
         .seed(seed)
         .shuffle()  # a new order each epoch
         .repeat(num_epochs)
         .random_map(lambda index, rng: dataset.example(int(index), rng))  # fresh corruption each epoch
-        .batch(batch_size, drop_remainder=True)
     )
+
+
+def batch_pipeline(dataset, batch_size: int, num_epochs: int, seed: int) -> grain.MapDataset:
+    """Random-access batches: `pipeline[step]` is the same batch on every run and resume."""
+    return example_pipeline(dataset, num_epochs, seed).batch(batch_size, drop_remainder=True)
+
+
+def batch_rows(examples: grain.MapDataset, index: int, batch_size: int, rows: slice):
+    """Rows `rows` of batch `index` of `batch_pipeline`, loading only those examples (one process's share)."""
+    items = [examples[index * batch_size + i] for i in range(*rows.indices(batch_size))]
+    return jax.tree.map(lambda *xs: np.stack(xs), *items)
+
+
+class _NoWriter:
+    """The metric writer of processes other than 0: process 0 writes the run's files."""
+    kept: list = []
+
+    def write(self, step, split, values) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def num_train_steps(config, dataset_size: int) -> int:
@@ -69,11 +92,20 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
 
     `stop_after` ends the process-equivalent abruptly after that many steps
     (no final checkpoint): tests use it to simulate a killed run.
+
+    With `config.num_processes` != 1 every process calls this with the same config but its
+    own `process_id` (train/distributed.py); the mesh spans all their devices and process 0
+    writes the run's files. `config.sharding='fsdp'` splits parameters and optimizer state
+    over the mesh instead of replicating them.
     """
     base.validate(config)
+    distributed.initialize(config)  # before any JAX computation
+    primary = distributed.is_primary()
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     rundir.check_workdir(workdir, config)
+    if jax.process_count() > 1:  # nobody reads config.json while process 0 rewrites it
+        multihost_utils.sync_global_devices("checked workdir")
     task = tasks_lib.build(config)
     mesh = steps.data_mesh(devices)
     if config.batch_size % mesh.size:
@@ -86,9 +118,17 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     schedule = optim.lr_schedule(config, tokens_per_step, task.decay_tokens(), total_steps)
     tx = optim.make_optimizer(config, params, schedule)
     opt_state = tx.init(params)
+    if config.sharding == "replicated" and jax.process_count() == 1:
+        param_shardings = opt_shardings = None  # the one-process default: all replicated
+    else:  # restore straight onto the shardings: each process reads only its devices' pieces
+        param_shardings = distributed.state_shardings(params, mesh, config.sharding)
+        opt_shardings = distributed.state_shardings(opt_state, mesh, config.sharding)
 
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    restored_params, restored_opt_state, start_step = ckpt.restore_latest(params, opt_state, log=tqdm.write)
+    # A damaged step is set aside by one process only: with several, it is reported instead.
+    restored_params, restored_opt_state, start_step = ckpt.restore_latest(
+        params, opt_state, log=tqdm.write, fall_back=jax.process_count() == 1,
+        shardings=None if param_shardings is None else (param_shardings, opt_shardings))
     if start_step:
         rundir.check_meta(ckpt.meta(start_step), task.meta, f"{workdir}/checkpoints/{start_step}")
         params, opt_state = restored_params, restored_opt_state
@@ -99,24 +139,38 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
             params, from_step = rundir.restore_params(config.init_from, params, task.meta,
                                                       step=config.init_from_step or None)
             tqdm.write(f"initialised from {config.init_from} (step {from_step})")
-    rundir.write_config(workdir, config)
+    if primary:
+        rundir.write_config(workdir, config)
 
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    params, rest, opt_state = jax.device_put((params, rest, opt_state), replicated)
-    train_step = steps.make_train_step(graphdef, tx, task.loss, mesh, trainable)
+    if param_shardings is None:
+        params, rest, opt_state = jax.device_put((params, rest, opt_state), replicated)
+    else:
+        params, opt_state = distributed.put((params, opt_state), (param_shardings, opt_shardings))
+        rest = distributed.put(rest, replicated)
+    train_step = steps.make_train_step(graphdef, tx, task.loss, mesh, trainable,
+                                       param_shardings=param_shardings, opt_shardings=opt_shardings)
     validation_batches = task.validation_batches() if config.eval_every_steps else []
-    eval_step = (steps.make_eval_step(eval_graphdef(graphdef, params, rest), task.eval_outputs, mesh)
+    eval_step = (steps.make_eval_step(eval_graphdef(graphdef, params, rest), task.eval_outputs, mesh,
+                                      param_shardings=param_shardings)
                  if validation_batches else None)
-    pipeline = batch_pipeline(task.train_data, config.batch_size, config.num_epochs, config.seed)
+    examples = example_pipeline(task.train_data, config.num_epochs, config.seed)
+    pipeline = examples.batch(config.batch_size, drop_remainder=True)
     dropout_key = jax.random.key(config.seed + 2)
-    writer = MetricWriter(workdir, resume_step=start_step)
+    writer = MetricWriter(workdir, resume_step=start_step) if primary else _NoWriter()
     logger = TrainLogger(writer, schedule, tokens_per_step, ckpt.directory)
     logger.last_saved = start_step
     n_trainable = sum(x.size for x in jax.tree.leaves(params))
     n_params = n_trainable + sum(x.size for x in jax.tree.leaves(nnx.filter_state(rest, nnx.Param)))
     tqdm.write(f"{config.name}: {n_params:,} parameters, {n_trainable:,} trained, {total_steps} steps")
+    state_bytes = distributed.bytes_per_device((params, opt_state))
+    if config.sharding != "replicated" or jax.process_count() > 1:
+        tqdm.write(f"{config.sharding} over {mesh.size} devices in {jax.process_count()} process(es): "
+                   f"{state_bytes:,} bytes of parameters and optimizer state per device")
     writer.write(start_step, "info", {"parameters": n_params, "trainable_parameters": n_trainable,
-                                      "total_steps": total_steps, "devices": mesh.size})
+                                      "total_steps": total_steps, "devices": mesh.size,
+                                      "processes": jax.process_count(), "sharding": config.sharding,
+                                      "state_bytes_per_device": state_bytes})
 
     def validate(step: int) -> dict:
         """Task metrics on held-out data through the jit'ed eval step (no dropout)."""
@@ -126,11 +180,16 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         writer.write(step, "valid", metrics)
         return metrics
 
-    bar = tqdm(total=total_steps, initial=start_step, desc=config.name, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=start_step, desc=config.name, unit="step", dynamic_ncols=True,
+               disable=not primary)
     t0 = time.perf_counter()
     try:
         for step in range(start_step + 1, total_steps + 1):
-            batch = jax.device_put(pipeline[step - 1], sharded)
+            if jax.process_count() == 1:
+                batch = jax.device_put(pipeline[step - 1], sharded)
+            else:  # each process loads only the rows its devices hold
+                batch = distributed.global_batch(
+                    lambda rows: batch_rows(examples, step - 1, config.batch_size, rows), config.batch_size, sharded)
             params, opt_state, metrics = train_step(params, rest, opt_state, batch, jax.random.fold_in(dropout_key, step))
             logger.add(step, metrics)
             bar.update(1)
@@ -152,13 +211,14 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
 
         results = {"step": total_steps}
         if config.eval_file or config.eval_split:
-            model = nnx.merge(graphdef, jax.device_get(params), jax.device_get(rest))
+            model = nnx.merge(graphdef, distributed.gather(params), distributed.gather(rest))
             model.eval()
             t = time.perf_counter()
             eval_metrics, predictions = task.evaluate(model)
             eval_metrics["eval_seconds"] = time.perf_counter() - t
             writer.write(total_steps, "eval", eval_metrics)
-            (workdir / "predictions.txt").write_text("".join(p + "\n" for p in predictions))
+            if primary:
+                (workdir / "predictions.txt").write_text("".join(p + "\n" for p in predictions))
             results.update(eval_metrics)
         return results
     finally:
