@@ -188,3 +188,153 @@ def test_wrong_head_mask_shapes_raise_clear_errors(tiny_bert):
                      rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"head_mask of Transformer .* = \(3, 2\), got \(2,\)"):
         tr(jnp.zeros((1, 5), jnp.int32), head_mask=jnp.ones((2,)))
+
+
+# ------------------------------------------------------------------ importance scores and iterative pruning
+
+from analysis import head_importance as hi  # noqa: E402
+from models import pruning  # noqa: E402
+from models.hf_checkpoint import CheckpointError  # noqa: E402
+
+
+def gpt_problem(seed=0, n=6, T=9, vocab=11):
+    model = GPT(vocab, 16, 2, 4, 16, 0.0, 0.0, 0.0, rngs=nnx.Rngs(seed))
+    rng = np.random.default_rng(seed)
+    arrays = {"x": rng.integers(0, vocab, (n, T)), "y": rng.integers(0, vocab, (n, T))}
+
+    def per_example(m, batch, head_mask):
+        logits = m(batch["x"], head_mask=head_mask)
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][..., None], -1)[..., 0]
+        return {"loss": nll.mean(-1), "accuracy": (logits.argmax(-1) == batch["y"]).mean(-1)}
+
+    return model, per_example, arrays
+
+
+def test_gradient_scores_match_finite_differences():
+    """E_x |dL(x)/d xi_h| from jax.grad (vmapped, jitted, batched) against central differences, float64."""
+    with jax.enable_x64(True):
+        model, per_example, arrays = gpt_problem()
+        evaluator = hi.MaskedEvaluator(model, per_example, hi.fixed_batches(arrays, 4), (2, 4))  # 6 = 4 + 2 padded
+        mask = np.array([[1.0, 1.0, 0.0, 1.0], [1.0, 0.7, 1.0, 1.0]])  # also away from all-ones
+        got = evaluator.gradient_importance(mask)
+        eps = 1e-6
+        want = np.zeros((2, 4))
+        for i in range(len(arrays["x"])):
+            one = {k: jnp.asarray(v[i:i + 1]) for k, v in arrays.items()}
+            loss = lambda m: float(per_example(model, one, jnp.asarray(m))["loss"][0])
+            for layer in range(2):
+                for head in range(4):
+                    up, down = mask.copy(), mask.copy()
+                    up[layer, head] += eps
+                    down[layer, head] -= eps
+                    want[layer, head] += abs(loss(up) - loss(down)) / (2 * eps)
+        want /= len(arrays["x"])
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+        assert got.min() > 0  # every head (even a masked one) has a gradient here
+
+
+def test_evaluator_ablation_and_normalisation():
+    model, per_example, arrays = gpt_problem(1)
+    evaluator = hi.MaskedEvaluator(model, per_example, hi.fixed_batches(arrays, 4), (2, 4))
+    full = per_example(model, {k: jnp.asarray(v) for k, v in arrays.items()}, None)
+    base = evaluator.evaluate(np.ones((2, 4)))
+    np.testing.assert_allclose(base["loss"], float(full["loss"].mean()), rtol=1e-5)  # padding rows ignored
+    scores = hi.ablation_scores(evaluator, "accuracy", log=lambda _: None)
+    mask = np.ones((2, 4))
+    mask[1, 2] = 0
+    masked = per_example(model, {k: jnp.asarray(v) for k, v in arrays.items()}, jnp.asarray(mask))
+    np.testing.assert_allclose(scores["loss_increase"][1, 2], float(masked["loss"].mean() - full["loss"].mean()),
+                               rtol=1e-4, atol=1e-6)
+    alive = np.array([[1, 1, 0, 1], [1, 1, 1, 1]], bool)
+    norm = hi.normalise_per_layer(np.arange(1.0, 9.0).reshape(2, 4), alive)
+    assert np.isnan(norm[0, 2])
+    np.testing.assert_allclose(np.nansum(norm ** 2, axis=1), [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"head mask must have shape \(num_layers, num_heads\) = \(2, 4\)"):
+        evaluator.evaluate(np.ones((4, 2)))
+
+
+def test_iterative_pruning_steps_and_thresholds():
+    model, per_example, arrays = gpt_problem(2)
+    evaluator = hi.MaskedEvaluator(model, per_example, hi.fixed_batches(arrays, 6), (2, 4))
+    fixed = np.arange(8.0).reshape(2, 4)[:, ::-1]  # ranks: layer 0 head 3 goes first, ...
+    curve = hi.pruning_curve(evaluator, "random", fraction=0.3, fixed_scores=fixed, log=lambda _: None)
+    # 30% of the remaining heads, rounded, at least one: 8 -> 6 -> 4 -> 3 -> 2 -> 1 -> 0
+    assert [r["removed"] for r in curve] == [0, 2, 4, 5, 6, 7, 8]
+    assert curve[1]["pruned"] == [(0, 3), (0, 2)]
+    keep = hi.keep_mask_at(curve, (2, 4), 4)
+    np.testing.assert_array_equal(keep, [[0, 0, 0, 0], [1, 1, 1, 1]])
+    np.testing.assert_allclose(curve[2]["loss"], evaluator.evaluate(keep)["loss"])
+    grad_curve = hi.pruning_curve(evaluator, "gradient", fraction=0.1, log=lambda _: None)
+    assert [r["removed"] for r in grad_curve] == list(range(9))  # 10% of <= 8 heads rounds to one
+    records = [{"removed": i, "fraction": i / 4, "accuracy": a} for i, a in enumerate([0.80, 0.795, 0.79, 0.70, 0.78])]
+    assert hi.largest_fraction(records, "accuracy", points=1.0) == 0.5
+    assert hi.largest_fraction(records, "accuracy", ratio=0.9) == 0.5  # 0.70 < 0.72 stops the scan
+    with pytest.raises(ValueError, match="no pruning step removed exactly 3 heads"):
+        hi.keep_mask_at(curve, (2, 4), 3)
+    with pytest.raises(ValueError, match="ranks once: pass fixed_scores"):
+        hi.pruning_curve(evaluator, "ablation")
+
+
+# ------------------------------------------------------------------ physical pruning
+
+KEEP = np.array([[1, 0, 1, 1], [0, 0, 0, 0]], bool)  # the second layer loses every head
+
+
+def test_pruned_bert_classifier_equals_masked_and_reloads(tiny_bert, tmp_path):
+    clf = bert.load_classifier(tiny_bert[1], rngs=nnx.Rngs(0))
+    clf.eval()
+    ids, mask = map(jnp.asarray, bert_batch())
+    want = np.asarray(clf(ids, mask, head_mask=jnp.asarray(KEEP, jnp.float32)))
+    pruning.prune_heads(clf, KEEP)
+    assert clf.bert.layers[0].query.kernel.shape == (32, 24) and clf.bert.layers[1].attn_out.kernel.shape == (0, 32)
+    np.testing.assert_allclose(np.asarray(clf(ids, mask)), want, rtol=1e-6, atol=1e-6)
+    pruning.save_pruned(clf, KEEP, tmp_path / "pruned")
+    again = pruning.load_pruned(tmp_path / "pruned", expect_kind="bert_classifier")
+    np.testing.assert_allclose(np.asarray(again(ids, mask)), want, rtol=1e-6, atol=1e-6)
+    n_params = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    # 5 heads of size 8 leave: q, k, v columns with their biases and attn_out rows
+    assert n_params(again) == n_params(bert.load_classifier(tiny_bert[1], rngs=nnx.Rngs(0))) - 5 * (3 * (32 * 8 + 8) + 8 * 32)
+
+
+def test_pruned_gpt_equals_masked_and_reloads(tmp_path):
+    model = GPT(11, 16, 2, 4, 16, 0.0, 0.0, 0.0, rngs=nnx.Rngs(0))
+    model.eval()
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 11, (2, 7)))
+    want = np.asarray(model(x, head_mask=jnp.asarray(KEEP, jnp.float32)))
+    pruning.prune_heads(model, pruning.keep_from_pruned({0: [1], 1: [0, 1, 2, 3]}, (2, 4)))
+    np.testing.assert_allclose(np.asarray(model(x)), want, rtol=1e-6, atol=1e-6)
+    pruning.save_pruned(model, KEEP, tmp_path / "g")
+    np.testing.assert_allclose(np.asarray(pruning.load_pruned(tmp_path / "g")(x)), want, rtol=1e-6, atol=1e-6)
+
+
+def test_pruning_bad_input_raises_clear_errors(tiny_bert, tmp_path):
+    gpt = GPT(11, 16, 2, 4, 16, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"keep mask must have shape \(num_layers, num_heads\) = \(2, 4\), got \(4, 2\)"):
+        pruning.prune_heads(gpt, np.ones((4, 2), bool))
+    with pytest.raises(ValueError, match="cannot prune 5 heads of layer 1: it has 4"):
+        pruning.keep_from_pruned({1: [0, 1, 2, 3, 4]}, (2, 4))
+    with pytest.raises(ValueError, match=r"cannot prune heads \[7\] of layer 0: it has heads 0..3"):
+        pruning.keep_from_pruned({0: [7]}, (2, 4))
+    with pytest.raises(ValueError, match="cannot prune layer 2: the model has layers 0..1"):
+        pruning.keep_from_pruned({2: [0]}, (2, 4))
+    pruning.prune_heads(gpt, KEEP)
+    with pytest.raises(ValueError, match="already pruned"):
+        pruning.prune_heads(gpt, KEEP)
+    with pytest.raises(ValueError, match="use a head mask instead"):
+        pruning.prune_heads(GPT(11, 16, 2, 4, 16, attention={}, rngs=nnx.Rngs(0)), KEEP)
+    pruning.save_pruned(gpt, KEEP, tmp_path / "g")
+    with pytest.raises(CheckpointError, match="holds a pruned 'gpt' model, not a 'bert_classifier' one"):
+        pruning.load_pruned(tmp_path / "g", expect_kind="bert_classifier")
+    clf = bert.load_classifier(tiny_bert[1], rngs=nnx.Rngs(0))
+    with pytest.raises(CheckpointError, match="the pruned checkpoint is of another model"):
+        pruning.apply_checkpoint_keep(clf, tmp_path / "g")
+    with pytest.raises(CheckpointError, match="no pruned.json"):
+        pruning.load_pruned(tmp_path)
+    # weights of another (smaller) GPT under the same description: every mis-shaped key is named
+    other = GPT(11, 16, 2, 4, 8, rngs=nnx.Rngs(0))
+    pruning.prune_heads(other, KEEP)
+    pruning.save_pruned(other, KEEP, tmp_path / "o")
+    meta = (tmp_path / "o" / "pruned.json").read_text().replace('"n_embd": 8', '"n_embd": 16')
+    (tmp_path / "o" / "pruned.json").write_text(meta)
+    with pytest.raises(CheckpointError, match="params.npz does not match the model"):
+        pruning.load_pruned(tmp_path / "o")
