@@ -146,8 +146,12 @@ def heads_to_remove(score: np.ndarray, alive: np.ndarray, fraction: float) -> li
 
 
 def pruning_curve(evaluator: MaskedEvaluator, method: str, *, fraction: float = 0.1,
-                  fixed_scores: np.ndarray | None = None, log=print) -> list[dict]:
-    """Iterative pruning to zero heads; one record per step (step 0 = unpruned)."""
+                  fixed_scores: np.ndarray | None = None, stop_below: float | None = None,
+                  metric: str | None = None, log=print) -> list[dict]:
+    """Iterative pruning to zero heads; one record per step (step 0 = unpruned).
+
+    stop_below (with metric): stop early once the metric falls below it (saves the costly tail).
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not 0 < fraction <= 1:
@@ -172,6 +176,8 @@ def pruning_curve(evaluator: MaskedEvaluator, method: str, *, fraction: float = 
         log(f"{method}: {removed}/{total} heads removed, " +
             ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float) and k != "fraction") +
             f", {time.time() - t0:.0f} s")
+        if stop_below and rec[metric] < stop_below:
+            break
     return records
 
 
