@@ -65,11 +65,15 @@ def finish(processes, timeout=900) -> list[dict]:
             assert p.returncode == 0, err[-3000:]
             results.append(json.loads(out.split("RESULTS ")[-1]))
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill(processes)
     return results
+
+
+def kill(processes) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def records(workdir, split):
@@ -79,11 +83,15 @@ def records(workdir, split):
 def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, data_dir):  # noqa: F811
     config = tiny_config(data_dir, **OVERRIDES)
     config.model.update(DROPOUT)
-    # A one-device run killed after step 6 leaves its step-4 checkpoint: two processes resume it with FSDP.
-    assert train.train_and_evaluate(config, tmp_path / "resumed", stop_after=6) == {"stopped_at": 6}
     reference = start(data_dir, tmp_path / "one_process", 8, OVERRIDES)
     processes = two_processes(data_dir, tmp_path / "two_processes",
                               dict(OVERRIDES, eval_file="birth_dev.tsv", decode_steps=8))
+    # Meanwhile a one-device run killed after step 6 leaves its step-4 checkpoint: two processes resume it with FSDP.
+    try:
+        assert train.train_and_evaluate(config, tmp_path / "resumed", stop_after=6) == {"stopped_at": 6}
+    except BaseException:
+        kill(processes + [reference])
+        raise
     resumed = two_processes(data_dir, tmp_path / "resumed", dict(OVERRIDES, sharding="fsdp"))
     two = finish([reference] + processes + resumed)[1:3]
 
