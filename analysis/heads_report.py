@@ -43,9 +43,11 @@ def pct(x):
 
 def heat_maps(r, path):
     scores = r["scores"]
-    panels = [("gradient", "gradient |dL/dξ|, normalised per layer")]
-    if "ablation_metric_drop" in scores:
-        panels.append(("ablation_metric_drop", f"ablation: {METRIC_NAMES[r['metric']]} drop (points)"))
+    panels = [(k, t) for k, t in [("gradient", "gradient |dL/dξ|, normalised per layer"),
+                                  ("ablation_metric_drop", f"ablation: {METRIC_NAMES[r['metric']]} drop (points)")]
+              if k in scores]
+    if not panels:
+        return
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.5 * r["shape"][0] + 2))
     for ax, (key, title) in zip(np.atleast_1d(axes), panels):
         a = np.array(scores[key], float) * (100 if key.startswith("ablation") else 1)
@@ -165,6 +167,24 @@ def benchmark_section(b):
     return lines + [""]
 
 
+def load_setup(out_dir: pathlib.Path, name: str) -> dict | None:
+    """<name>.json, or the parts <name>.<part>.json of a run made in pieces, merged."""
+    paths = sorted(p for p in [out_dir / f"{name}.json", *out_dir.glob(f"{name}.*.json")] if p.is_file())
+    if not paths:
+        return None
+    merged: dict = {}
+    for p in paths:
+        r = json.loads(p.read_text())
+        for k, v in r.items():
+            if k in ("scores", "curves"):
+                merged.setdefault(k, {}).update(v)
+            elif k.startswith("seconds_") and k in merged:
+                merged[k] += v
+            else:
+                merged.setdefault(k, v)
+    return merged
+
+
 def build(results_dir) -> str:
     out_dir = pathlib.Path(results_dir)
     lines = ["# Which heads matter: head importance, iterative pruning and a smaller model (issue 13)", "",
@@ -175,12 +195,9 @@ def build(results_dir) -> str:
              "alone is masked (ties broken by the loss increase). Gradient: E_x |∂L(x)/∂ξ_h| over the "
              "examples, normalised by the l2 norm of its layer, recomputed after every pruning step. Random: "
              "a random order (several seeds).", ""]
-    found = []
     for name in SETUPS:
-        path = out_dir / f"{name}.json"
-        if path.is_file():
-            r = json.loads(path.read_text())
-            found.append(r)
+        r = load_setup(out_dir, name)
+        if r is not None:
             lines += setup_section(r, out_dir)
     bench = out_dir / "benchmark.json"
     if bench.is_file():

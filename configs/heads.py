@@ -48,7 +48,7 @@ def get_config(name: str = "sst2"):
     c.fraction = 0.1              # of the remaining heads, per pruning step
     c.out = f"results/heads/{name}.json"
     c.pruned_dir = f"runs/heads/{name}_pruned"
-    c.skip_ablation = False
+    c.methods = "gradient,ablation,random"  # which scores/curves to compute (a subset: run in parts)
     c.stop_below = 0.0            # > 0: end a pruning curve once the metric falls below this
     c.update(SETUPS[name])
     return c

@@ -1,6 +1,9 @@
 """Head importance and iterative pruning of a trained run (issue 13); see configs/heads.py.
 
   python -m experiments.heads --config=configs/heads.py:sst2 [--config.max_examples=200]
+  # or in parts (processes side by side; the report merges results/heads/<setup>.*.json):
+  python -m experiments.heads --config=configs/heads.py:sst2 --config.methods=gradient \
+      --config.out=results/heads/sst2.gradient.json
 
 Restores the run's latest checkpoint as train/evaluate.py does, scores every head (ablation,
 gradient, random), prunes iteratively with each ranking, writes config.out (JSON), then
@@ -152,31 +155,38 @@ def run(cfg) -> dict:
     result = {"name": cfg.name, "workdir": cfg.workdir, "metric": metric, "shape": list(shape),
               "examples": evaluator.examples, "fraction_per_step": cfg.fraction, "unpruned": base, **info,
               "scores": {}, "curves": {}}
-    t0 = time.time()
-    grad_raw = evaluator.gradient_importance(np.ones(shape))
-    result["scores"]["gradient_raw"] = grad_raw
-    result["scores"]["gradient"] = hi.normalise_per_layer(grad_raw, np.ones(shape, bool))
-    result["seconds_gradient_scores"] = time.time() - t0
-    log(f"gradient scores in {time.time() - t0:.1f} s")
-    if not cfg.skip_ablation:
+    methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(hi.METHODS))
+    if unknown:
+        raise ValueError(f"--config.methods: unknown {unknown}; choose from {hi.METHODS}")
+    rankings = {}
+    if "gradient" in methods:
+        t0 = time.time()
+        grad_raw = evaluator.gradient_importance(np.ones(shape))
+        result["scores"]["gradient_raw"] = grad_raw
+        result["scores"]["gradient"] = hi.normalise_per_layer(grad_raw, np.ones(shape, bool))
+        result["seconds_gradient_scores"] = time.time() - t0
+        log(f"gradient scores in {time.time() - t0:.1f} s")
+        rankings["gradient"] = None
+    if "ablation" in methods:
         t0 = time.time()
         abl = hi.ablation_scores(evaluator, metric, log=log)
         result["scores"].update({"ablation_" + k: v for k, v in abl.items()})
         result["seconds_ablation_scores"] = time.time() - t0
-    rankings = {"gradient": None}
-    if not cfg.skip_ablation:
         rankings["ablation"] = hi.ranking_key(abl, "ablation")
-    rng = np.random.default_rng(0)
-    for seed in range(cfg.random_seeds):
-        rankings[f"random_{seed}"] = rng.permutation(int(np.prod(shape))).reshape(shape).astype(float)
+    if "random" in methods:
+        rng = np.random.default_rng(0)
+        for seed in range(cfg.random_seeds):
+            rankings[f"random_{seed}"] = rng.permutation(int(np.prod(shape))).reshape(shape).astype(float)
     for name, fixed in rankings.items():
         t0 = time.time()
         method = name.split("_")[0]
         result["curves"][name] = hi.pruning_curve(evaluator, method, fraction=cfg.fraction, fixed_scores=fixed,
                                                   stop_below=cfg.stop_below, metric=metric, log=log)
         result[f"seconds_curve_{name}"] = time.time() - t0
-    result["pruned_checkpoint"] = save_and_check_pruned(cfg, model, evaluator, result["curves"]["gradient"],
-                                                        shape, log)
+    if "gradient" in methods and cfg.save_fraction > 0:
+        result["pruned_checkpoint"] = save_and_check_pruned(cfg, model, evaluator, result["curves"]["gradient"],
+                                                            shape, log)
     result["seconds_total"] = time.time() - t_start
     out = pathlib.Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
