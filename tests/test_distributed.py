@@ -112,3 +112,53 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, data_
     assert two[0] == two[1] and two[0]["examples"] == len(dev_lines) and 0 <= two[0]["accuracy"] <= 1
     assert len((tmp_path / "two_processes" / "predictions.txt").read_text().splitlines()) == len(dev_lines)
     assert records(tmp_path / "resumed", "info")[-1]["processes"] == 2
+
+
+LISTOPS_WORKER = """
+import json, sys
+from tests.test_distributed import listops_config
+from train import train
+data_dir, workdir, overrides = json.loads(sys.argv[1])
+results = train.train_and_evaluate(listops_config(data_dir, **overrides), workdir)
+print("RESULTS " + json.dumps({k: v for k, v in results.items() if k != "eval_seconds"}))
+"""
+
+
+def listops_config(data_dir, **overrides):
+    """A tiny ListOps Transformer classifier: periodic validation and a final split evaluation."""
+    from configs import listops
+    config = listops.get_config("exact")
+    config.data_dir = str(data_dir)
+    config.max_length = config.model.max_positions = 63
+    config.model.embed_dim, config.model.hidden_dim, config.model.num_layers = 16, 16, 1
+    config.update(batch_size=16, max_steps=4, eval_every_steps=2, eval_batch_size=16, **overrides)
+    return config
+
+
+def test_validation_and_split_evaluation_in_two_fsdp_processes(tmp_path):
+    from data import listops
+    data = listops.write_dataset(tmp_path / "lo", train=64, valid=16, test=16, seed=0, min_length=10, max_length=63)
+    port = free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=str(REPO))
+    processes = [subprocess.Popen(
+        [sys.executable, "-c", LISTOPS_WORKER, json.dumps([str(data), str(tmp_path / "two"), dict(
+            sharding="fsdp", num_processes=2, coordinator_address=f"localhost:{port}", process_id=i)])],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        one = train.train_and_evaluate(listops_config(data), tmp_path / "one")
+    except BaseException:
+        kill(processes)
+        raise
+    two = finish(processes)
+
+    # Validation (the eval step on FSDP parameters, outputs gathered across processes) and the
+    # final evaluation (each process on its own devices) give what one device gives.
+    assert two[0] == two[1]
+    assert two[0]["accuracy"] == one["accuracy"] and two[0]["examples"] == one["examples"] == 16
+    np.testing.assert_allclose(two[0]["loss"], one["loss"], rtol=1e-5)
+    valid_one, valid_two = records(tmp_path / "one", "valid"), records(tmp_path / "two", "valid")
+    assert [r["step"] for r in valid_two] == [r["step"] for r in valid_one] == [2, 4]
+    for a, b in zip(valid_one, valid_two):
+        assert a["accuracy"] == b["accuracy"]
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    assert records(tmp_path / "two", "info")[-1]["sharding"] == "fsdp"
