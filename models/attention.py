@@ -18,6 +18,9 @@ Options (seeds 002 and 000 of the course material):
                       masked (future or padded) scores, so they leak into the output.
                       Kept only to reproduce seed 002's "too good" 0-masking result.
   fused    route through jax.nn.dot_product_attention (dot + neg_inf only).
+  positions None       no position information inside attention                 (default)
+           'rotary'   RoPE: queries and keys rotated by their positions before scoring
+           'alibi'    ALiBi: score -= slope_h * |i - j| (explicit exact path only; models/positions.py)
   kind     'exact'     softmax attention over every (query, key) pair      (default)
            'linformer' keys and values projected along the sequence to linformer_k rows
            'performer' FAVOR+ positive orthogonal random features (performer_features of them)
@@ -46,6 +49,7 @@ import numpy as np
 from flax import nnx
 
 from models import efficient_attention as efficient
+from models import positions as positional
 from models.layers import torch_linear
 
 SCORINGS = ("dot", "additive")
@@ -179,7 +183,7 @@ class SelfAttention(nnx.Module):
                  kind="exact", max_length=None, linformer_k=64, linformer_sharing="heads",
                  performer_features=256, performer_redraw=True, performer_chunk=64,
                  bigbird_block=64, bigbird_global=1, bigbird_window=1, bigbird_random=2,
-                 rngs: nnx.Rngs):
+                 positions=None, rngs: nnx.Rngs):
         if num_heads < 1 or embed_dim % num_heads != 0:
             raise ValueError(
                 f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
@@ -199,6 +203,11 @@ class SelfAttention(nnx.Module):
             raise ValueError(
                 f"kind={kind!r} approximates scaled dot-product softmax attention: it needs scoring='dot', "
                 f"masking='neg_inf', fused=False, got scoring={scoring!r}, masking={masking!r}, fused={fused}")
+        if positions is not None:
+            _check_choice("positions", positions, positional.ATTENTION_POSITIONS)
+            if fused or kind != "exact":
+                raise ValueError(f"positions={positions!r} needs the explicit exact path (fused=False, "
+                                 f"kind='exact'), got fused={fused}, kind={kind!r}")
         if kind == "performer" and dropout > 0:
             raise ValueError(f"kind='performer' never forms attention weights, so it has no attention "
                              f"dropout (dropout={dropout}); use dropout=0")
@@ -208,6 +217,7 @@ class SelfAttention(nnx.Module):
         self.kind = kind
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.scoring, self.sharing, self.masking, self.fused = scoring, sharing, masking, fused
+        self.positions = positions
 
         def linear():
             return torch_linear(embed_dim, embed_dim, dtype=dtype, kernel_init=kernel_init,
@@ -287,6 +297,10 @@ class SelfAttention(nnx.Module):
             scores = self.score(queries, keys)
         # Softmax in at least float32 (bf16 exponentials are too coarse).
         scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
+        if self.positions == "alibi":
+            key_pos = np.arange(keys.shape[2])
+            query_pos = key_pos if query_slice is None else key_pos[query_slice]
+            scores = scores + positional.alibi_bias(self.num_heads, query_pos, key_pos).astype(scores.dtype)
         visible = self._visible(mask, queries.shape[0], keys.shape[2], causal, query_slice)
         if visible is None:
             weights = jax.nn.softmax(scores, axis=-1)
@@ -343,8 +357,11 @@ class SelfAttention(nnx.Module):
                 self.split_heads(q), self.split_heads(k), self.split_heads(v), mask, causal, query_slice,
                 queries_sliced=rows != slice(None)))
         else:
-            out = self.apply_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v),
-                                       mask, causal=causal, query_slice=query_slice)
+            qh, kh = self.split_heads(q), self.split_heads(k)
+            if self.positions == "rotary":  # keys at 0..S-1, queries at their rows of it
+                key_pos = np.arange(hidden_states.shape[1])
+                qh, kh = positional.rotary(qh, key_pos[rows]), positional.rotary(kh, key_pos)
+            out = self.apply_attention(qh, kh, self.split_heads(v), mask, causal=causal, query_slice=query_slice)
         if head_mask is not None:
             out = mask_heads(out, head_mask, self.num_heads)
         return self.resid_dropout(self.proj(out))

@@ -10,6 +10,11 @@ head. Linear and embedding weights are N(0, 0.02), biases zero, positions zero.
 `{"sharing": "qk"}`, `{"fused": True}`) swaps in the course's attention
 variants with the same parameter names, so checkpoints and tests carry over.
 
+`positions` (issue 12): 'learned' (minGPT's table, the default), 'sinusoidal' (a fixed
+table, no parameters), or 'rotary' / 'alibi' inside the attention variants (models/positions.py).
+`causal=False` lets every token attend both ways (a masked LM); it needs the variants too.
+`model.hidden(idx)` is the final LayerNorm's output (B, T, n_embd), the logits' input.
+
 `GPT(idx, head_mask)`: an optional (n_layer, n_head) array multiplies each head's
 attended values before the output projection (issue 13; None: no multiplication).
 """
@@ -22,6 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from models.positions import ATTENTION_POSITIONS, sinusoidal_table
+
+POSITIONS = ("learned", "sinusoidal") + ATTENTION_POSITIONS
 
 _normal = nnx.initializers.normal(stddev=0.02)
 
@@ -72,10 +81,11 @@ class CausalSelfAttention(nnx.Module):
 
 class Block(nnx.Module):
     def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float,
-                 attention: dict | None = None, *, rngs: nnx.Rngs):
+                 attention: dict | None = None, *, causal: bool = True, rngs: nnx.Rngs):
         self.ln1 = _layer_norm(n_embd, rngs)
         self.ln2 = _layer_norm(n_embd, rngs)
         self.variant = attention is not None
+        self.causal = causal
         if self.variant:
             from models.attention import SelfAttention
             self.attn = SelfAttention(n_embd, n_head, dropout=attn_pdrop, resid_dropout=resid_pdrop,
@@ -91,7 +101,7 @@ class Block(nnx.Module):
         if not self.variant:
             return self.attn(x, batch, head_mask)
         BT, C = x.shape  # SelfAttention takes (B, T, C)
-        return self.attn(x.reshape(batch, BT // batch, C), causal=True, head_mask=head_mask).reshape(BT, C)
+        return self.attn(x.reshape(batch, BT // batch, C), causal=self.causal, head_mask=head_mask).reshape(BT, C)
 
     def __call__(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
         x = x + self.attend(self.ln1(x), batch, head_mask)
@@ -114,20 +124,39 @@ class GPT(nnx.Module):
         attn_pdrop: float = 0.1,
         attention: dict | None = None,
         *,
+        positions: str = "learned",
+        causal: bool = True,
         rngs: nnx.Rngs,
     ):
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+        if attention is None and (positions in ATTENTION_POSITIONS or not causal):
+            raise ValueError(f"positions={positions!r}, causal={causal} need the attention variants "
+                             "(attention={...}, models/attention.py); minGPT's own attention is causal, no positions")
+        if positions in ATTENTION_POSITIONS:
+            attention = {**dict(attention), "positions": positions}
+        self.positions = positions
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.n_head = n_head
         self.tok_emb = nnx.Embed(vocab_size, n_embd, embedding_init=_normal, rngs=rngs)
-        self.pos_emb = nnx.Param(jnp.zeros((1, block_size, n_embd)))
+        if positions == "learned":
+            self.pos_emb = nnx.Param(jnp.zeros((1, block_size, n_embd)))
         self.drop = nnx.Dropout(embd_pdrop, rngs=rngs)
-        self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, attention, rngs=rngs)
+        self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, attention, causal=causal, rngs=rngs)
                                 for _ in range(n_layer)])
         self.ln_f = _layer_norm(n_embd, rngs)
         self.head = _linear(n_embd, vocab_size, rngs, use_bias=False)
 
     def __call__(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
+        B, T = idx.shape if idx.ndim == 2 else (None, None)
+        return self.head(self._rows(idx, head_mask)).reshape(B, T, self.vocab_size)
+
+    def hidden(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
+        """The last hidden states (B, T, n_embd): the final LayerNorm's output, which the head reads."""
+        return self._rows(idx, head_mask).reshape(*idx.shape, -1)
+
+    def _rows(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
         if idx.ndim != 2:
             raise ValueError(f"expected token ids of shape (batch, time), got {idx.shape}")
         T = idx.shape[1]
@@ -136,14 +165,19 @@ class GPT(nnx.Module):
         if head_mask is not None:
             from models.attention import check_head_mask
             head_mask = check_head_mask(head_mask, (len(self.blocks), self.n_head), "GPT")
-        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :T, :])
+        if self.positions == "learned":
+            x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :T, :])
+        elif self.positions == "sinusoidal":
+            x = self.drop(self.tok_emb(idx) + jnp.asarray(sinusoidal_table(T, self.tok_emb.features)))
+        else:  # rotary / alibi: positions enter inside attention
+            x = self.drop(self.tok_emb(idx))
         # Blocks work on (B*T, C) rows: XLA:CPU runs the weight-gradient matmuls
         # much faster on 2-D operands than on (B, T, C) ones.
         B, _, C = x.shape
         x = x.reshape(B * T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, B, None if head_mask is None else head_mask[i])
-        return self.head(self.ln_f(x)).reshape(B, T, self.vocab_size)
+        return self.ln_f(x)
 
 
 def greedy_decode(model: GPT, prompts: list[np.ndarray], steps: int, *, pad_id: int = 0,
