@@ -12,6 +12,7 @@ Scores (higher = more important):
             accuracy on a few hundred examples) are broken by the increase of the loss.
   gradient  I_h = E_x |dL(x)/d xi_h| at the current mask, divided by the l2 norm of its layer's
             scores over the heads still present (Michel et al.'s per-layer normalisation).
+  gradient_raw  the same without the per-layer normalisation (to see what the normalisation does).
   random    a random permutation (the baseline).
 Iterative pruning removes round(10%) of the remaining heads (at least one) with the lowest
 scores, re-scoring between steps for the gradient method (ablation and random rank once),
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-METHODS = ("ablation", "gradient", "random")
+METHODS = ("ablation", "gradient", "gradient_raw", "random")
 
 
 def fixed_batches(arrays: dict[str, np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
@@ -156,7 +157,7 @@ def pruning_curve(evaluator: MaskedEvaluator, method: str, *, fraction: float = 
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    if method != "gradient" and fixed_scores is None:
+    if not method.startswith("gradient") and fixed_scores is None:
         raise ValueError(f"method {method!r} ranks once: pass fixed_scores")
     alive = np.ones(evaluator.shape, bool)
     total = alive.size
@@ -165,6 +166,8 @@ def pruning_curve(evaluator: MaskedEvaluator, method: str, *, fraction: float = 
     while alive.any():
         if method == "gradient":
             score = normalise_per_layer(evaluator.gradient_importance(alive), alive)
+        elif method == "gradient_raw":
+            score = evaluator.gradient_importance(alive)
         else:
             score = fixed_scores
         out = heads_to_remove(score, alive, fraction)

@@ -43,7 +43,8 @@ def pct(x):
 
 def heat_maps(r, path):
     scores = r["scores"]
-    panels = [(k, t) for k, t in [("gradient", "gradient |dL/dξ|, normalised per layer"),
+    panels = [(k, t) for k, t in [("gradient_raw", "gradient E|dL/dξ| (raw)"),
+                                  ("gradient", "gradient, normalised per layer"),
                                   ("ablation_metric_drop", f"ablation: {METRIC_NAMES[r['metric']]} drop (points)")]
               if k in scores]
     if not panels:
@@ -124,7 +125,7 @@ def setup_section(r, out_dir):
     heat = f"{name}_importance.png"
     heat_maps(r, out_dir / heat)
     lines += [f"![importance]({heat})", ""]
-    metrics = [metric] + ([m for m in ("exact_match",) if m != metric and m in un] if name == "mingpt" else [])
+    metrics = [metric] + [m for m in ("char_accuracy", "exact_match") if m != metric and m in un]
     curve = f"{name}_pruning.png"
     curves_plot(r, metrics, out_dir / curve)
     lines += [f"![pruning curves]({curve})", ""]

@@ -168,6 +168,8 @@ def run(cfg) -> dict:
         result["seconds_gradient_scores"] = time.time() - t0
         log(f"gradient scores in {time.time() - t0:.1f} s")
         rankings["gradient"] = None
+    if "gradient_raw" in methods:
+        rankings["gradient_raw"] = None
     if "ablation" in methods:
         t0 = time.time()
         abl = hi.ablation_scores(evaluator, metric, log=log)
@@ -180,7 +182,7 @@ def run(cfg) -> dict:
             rankings[f"random_{seed}"] = rng.permutation(int(np.prod(shape))).reshape(shape).astype(float)
     for name, fixed in rankings.items():
         t0 = time.time()
-        method = name.split("_")[0]
+        method = "random" if name.startswith("random") else name
         result["curves"][name] = hi.pruning_curve(evaluator, method, fraction=cfg.fraction, fixed_scores=fixed,
                                                   stop_below=cfg.stop_below, metric=metric, log=log)
         result[f"seconds_curve_{name}"] = time.time() - t0
