@@ -12,8 +12,11 @@ and each process loads only the rows of each global batch that its own devices h
     sharding           'replicated': every device holds all parameters and optimizer state (the default).
                        'fsdp': each parameter and its optimizer state is split over the data axis
                           along its largest dimension divisible by the number of devices
-                          (replicated when none is); XLA gathers them for the forward and
-                          backward passes and reduce-scatters the gradients (ZeRO-3).
+                          (replicated when none is); XLA's partitioner all-gathers them for
+                          the forward and backward passes and reduces each gradient onto its
+                          shard (ZeRO-3). On XLA:CPU the tiny test model's step compiles to
+                          18 all-gathers, 26 all-reduces and 14 all-to-alls (replicated: 2
+                          all-reduces), no reduce-scatter op.
 """
 
 from __future__ import annotations
