@@ -186,15 +186,20 @@ def run(cfg) -> dict:
         result["curves"][name] = hi.pruning_curve(evaluator, method, fraction=cfg.fraction, fixed_scores=fixed,
                                                   stop_below=cfg.stop_below, metric=metric, log=log)
         result[f"seconds_curve_{name}"] = time.time() - t0
+        write(cfg.out, result)  # partial results survive a stopped run
     if "gradient" in methods and cfg.save_fraction > 0:
         result["pruned_checkpoint"] = save_and_check_pruned(cfg, model, evaluator, result["curves"]["gradient"],
                                                             shape, log)
     result["seconds_total"] = time.time() - t_start
-    out = pathlib.Path(cfg.out)
+    write(cfg.out, result)
+    log(f"wrote {cfg.out}")
+    return result
+
+
+def write(path, result):
+    out = pathlib.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_json(result), indent=1))
-    log(f"wrote {out}")
-    return result
 
 
 def save_and_check_pruned(cfg, model, evaluator, curve, shape, log) -> dict:

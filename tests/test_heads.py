@@ -266,6 +266,10 @@ def test_iterative_pruning_steps_and_thresholds():
     np.testing.assert_allclose(curve[2]["loss"], evaluator.evaluate(keep)["loss"])
     grad_curve = hi.pruning_curve(evaluator, "gradient", fraction=0.1, log=lambda _: None)
     assert [r["removed"] for r in grad_curve] == list(range(9))  # 10% of <= 8 heads rounds to one
+    raw = hi.pruning_curve(evaluator, "gradient_raw", fraction=0.5, log=lambda _: None)
+    assert [r["removed"] for r in raw] == [0, 4, 6, 7, 8]
+    lowest = np.argsort(evaluator.gradient_importance(np.ones((2, 4))).reshape(-1), kind="stable")[:4]
+    assert sorted(raw[1]["pruned"]) == sorted(tuple(int(i) for i in np.unravel_index(o, (2, 4))) for o in lowest)
     records = [{"removed": i, "fraction": i / 4, "accuracy": a} for i, a in enumerate([0.80, 0.795, 0.79, 0.70, 0.78])]
     assert hi.largest_fraction(records, "accuracy", points=1.0) == 0.5
     assert hi.largest_fraction(records, "accuracy", ratio=0.9) == 0.5  # 0.70 < 0.72 stops the scan
