@@ -164,16 +164,17 @@ def measure(config, run: dict) -> dict:
     model, task = run.pop("model"), run.pop("task")
     t = time.perf_counter()
     out = dict(run)
-    if config.windows:  # positions study: windows of the training length, then longer ones
-        out["dev"] = task.perplexity(model, "dev")
-        out["test"] = task.perplexity(model, "test")
+    if config.windows:  # positions study: dev windows of the training length and longer ones
         out["extrapolation"] = {}
         for length in config.extrapolation_lengths:
             if length > config.model.block_size:
                 continue
             rows = list(task.corpus.windows("dev", length))
-            batches = [task_batch(rows[i:i + 16]) for i in range(0, len(rows) - 15, 16)]
+            if not rows:  # no dev article is that long
+                continue
+            batches = [task_batch(rows[i:i + 16]) for i in range(0, len(rows), 16)]
             out["extrapolation"][str(length)] = task.perplexity(model, "dev", batches=batches)
+        out["dev"] = out["extrapolation"][str(config.windows)]
     else:
         out["train"] = task.perplexity(model, "train", config.train_eval_limit)
         out["dev"] = task.perplexity(model, "dev")

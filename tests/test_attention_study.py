@@ -153,6 +153,18 @@ def test_driver_trains_measures_and_records(corpus_dir, tmp_path):
     again = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", log=lambda *_: None)
     assert again == json.loads(path.read_text())  # finished runs are skipped
 
+    from analysis import attention_report
+    out = tmp_path / "report"
+    text = attention_report.write_report(tmp_path / "records", out)
+    assert "| dot product (baseline) | 0 |" in text and (out / "ablation_curves.png").is_file()
+    assert "Not yet run: `results/attention/theory/section.md`" in text
+    assert "## 3. Positional encodings" in text and "Not yet run: `python -m experiments.attention_study --study=positions" in text
+    (out / "theory").mkdir()
+    (out / "theory" / "a.png").write_bytes(b"png")
+    (out / "theory" / "section.md").write_text("## Theory\n\n![a](a.png) ![b](theory/a.png) [t](https://x.org/a.png)\n")
+    text = attention_report.write_report(tmp_path / "records", out)
+    assert "## Theory\n\n![a](theory/a.png) ![b](theory/a.png) [t](https://x.org/a.png)" in text
+
 
 def test_unknown_study_and_variant_are_named():
     from configs import attention_ablation
@@ -161,3 +173,29 @@ def test_unknown_study_and_variant_are_named():
         attention_ablation.get_config("dotty")
     with pytest.raises(ValueError, match="study 'bert'"):
         attention_study.study_module("bert")
+
+
+def test_positions_and_mlm_studies_run(corpus_dir, tmp_path):
+    """The other two studies end to end at toy size: extrapolation lengths, the probe along training."""
+    from configs import attention_mlm, attention_positions
+    from experiments import attention_study
+    corpus = bw.load_bbc_words(corpus_dir, vocab_cap=40, max_tokens=33)
+    config = attention_positions.get_config("rotary")
+    config.model.update(n_layer=1, n_head=2, n_embd=16, block_size=32)
+    config.update(data_dir=str(corpus_dir), vocab_cap=40, windows=8, seq_len=8, batch_size=4, max_steps=2,
+                  eval_every_steps=2, eval_limit=8, extrapolation_lengths=(8, 16, 64))
+    corpus.streams["dev"] = corpus.streams["train"][:3]  # long enough for a few 16-token windows
+    record = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", corpus, log=lambda *_: None)
+    assert sorted(record["extrapolation"]) == ["16", "8"]  # 64 > block_size is skipped
+    assert record["dev"] == record["extrapolation"]["8"]
+    config = attention_mlm.get_config("mlm")
+    config.model.update(n_layer=1, n_head=2, n_embd=16, block_size=32)
+    config.update(data_dir=str(corpus_dir), vocab_cap=40, seq_len=32, batch_size=4, max_steps=2,
+                  eval_every_steps=2, eval_limit=8, train_eval_limit=8)
+    record = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", corpus, log=lambda *_: None,
+                                     on_eval=attention_mlm.on_eval_hook(config, corpus))
+    valid = [json.loads(line) for line in (tmp_path / "records" / "mlm" / "mlm_s0.metrics.jsonl").read_text()
+             .splitlines() if json.loads(line)["split"] == "valid"]
+    assert [v["step"] for v in valid] == [0, 2]
+    assert all(0 <= v["probe_accuracy"] <= 1 for v in valid)
+    assert record["predicted_tokens"] < record["tokens_seen"] / 3  # ~15% of the tokens are predicted

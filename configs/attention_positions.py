@@ -1,0 +1,36 @@
+"""Seed 000, question 4: learned absolute against sinusoidal, rotary and ALiBi positions, with length extrapolation.
+
+Variants (`:name`): learned (minGPT's trained table), sinusoidal (Vaswani et al.'s fixed
+table), rotary (RoPE: queries and keys rotated by position), alibi (per-head linear distance
+penalty on the scores). The same mini-GPT as configs/attention_ablation.py, trained on
+contiguous article text in 64-token windows, scored on dev windows of 64, 128, 256 and 512.
+  python -m experiments.attention_study --study=positions --seeds=0
+  python -m analysis.attention_report
+Budget: 100 steps of batch 32 (205k tokens, about 0.25 epoch of the windows) per variant: a
+small budget set by the shared, overloaded machine (measured times in results/attention/report.md);
+`--max_steps=N` for more. Run so far: `--variants=learned,rotary,alibi --seeds=0`.
+Expected result: similar perplexity at 64; beyond it the learned table (its rows past 64 are
+never trained: no position information there) and sinusoidal degrade, rotary less, ALiBi
+(built for extrapolation) least.
+"""
+
+from configs.attention_ablation import study_config
+
+VARIANTS = ("learned", "sinusoidal", "rotary", "alibi")
+TRAIN_LENGTH = 64
+
+
+def get_config(variant: str = "learned"):
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} is not one of {VARIANTS}")
+    c = study_config("positions", variant)
+    c.model.positions = variant
+    c.windows = TRAIN_LENGTH
+    c.seq_len = TRAIN_LENGTH
+    c.model.block_size = 512  # the longest evaluation window; learned rows past 64 stay untrained
+    c.max_steps = 100
+    c.eval_every_steps = 50
+    c.eval_limit = 320
+    c.leak_check_sentences = 0
+    c.extrapolation_lengths = (64, 128, 256, 512)
+    return c
