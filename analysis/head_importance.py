@@ -148,10 +148,11 @@ def heads_to_remove(score: np.ndarray, alive: np.ndarray, fraction: float) -> li
 
 def pruning_curve(evaluator: MaskedEvaluator, method: str, *, fraction: float = 0.1,
                   fixed_scores: np.ndarray | None = None, stop_below: float | None = None,
-                  metric: str | None = None, log=print) -> list[dict]:
+                  metric: str | None = None, max_fraction: float = 1.0, log=print) -> list[dict]:
     """Iterative pruning to zero heads; one record per step (step 0 = unpruned).
 
-    stop_below (with metric): stop early once the metric falls below it (saves the costly tail).
+    stop_below (with metric): stop early once the metric falls below it (saves the costly tail);
+    max_fraction: stop once this fraction of the heads is removed.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -179,7 +180,7 @@ def pruning_curve(evaluator: MaskedEvaluator, method: str, *, fraction: float = 
         log(f"{method}: {removed}/{total} heads removed, " +
             ", ".join(f"{k} {v:.4f}" for k, v in rec.items() if isinstance(v, float) and k != "fraction") +
             f", {time.time() - t0:.0f} s")
-        if stop_below and rec[metric] < stop_below:
+        if (stop_below and rec[metric] < stop_below) or rec["fraction"] >= max_fraction:
             break
     return records
 

@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("results", "results/heads", "Directory of the JSON records; the report goes there too.")
 
 SETUPS = {
-    "sst2": "MiniLM (6 layers x 12 heads) fine-tuned on SST-2",
+    "sst2": "MiniLM (6 layers x 12 heads) fine-tuned on SST-2 (64 steps, runs/heads/sst2_short)",
     "mingpt": "CS224n minGPT (2 layers x 4 heads), real birth places (runs/birth_budget/finetune_e80)",
     "demo": "CS224n minGPT (2 layers x 4 heads), synthetic biographies (runs/demo/finetune)",
 }

@@ -50,5 +50,6 @@ def get_config(name: str = "sst2"):
     c.pruned_dir = f"runs/heads/{name}_pruned"
     c.methods = "gradient,ablation,random"  # which scores/curves to compute (a subset: run in parts)
     c.stop_below = 0.0            # > 0: end a pruning curve once the metric falls below this
+    c.max_fraction = 1.0          # end a pruning curve once this fraction of the heads is removed
     c.update(SETUPS[name])
     return c

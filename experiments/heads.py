@@ -168,6 +168,7 @@ def run(cfg) -> dict:
         result["seconds_gradient_scores"] = time.time() - t0
         log(f"gradient scores in {time.time() - t0:.1f} s")
         rankings["gradient"] = None
+        write(cfg.out, result)
     if "gradient_raw" in methods:
         rankings["gradient_raw"] = None
     if "ablation" in methods:
@@ -184,7 +185,8 @@ def run(cfg) -> dict:
         t0 = time.time()
         method = "random" if name.startswith("random") else name
         result["curves"][name] = hi.pruning_curve(evaluator, method, fraction=cfg.fraction, fixed_scores=fixed,
-                                                  stop_below=cfg.stop_below, metric=metric, log=log)
+                                                  stop_below=cfg.stop_below, metric=metric,
+                                                  max_fraction=cfg.max_fraction, log=log)
         result[f"seconds_curve_{name}"] = time.time() - t0
         write(cfg.out, result)  # partial results survive a stopped run
     if "gradient" in methods and cfg.save_fraction > 0:
