@@ -97,7 +97,10 @@ def threshold_rows(r, metric):
     for name, runs in groups.items():
         one = [largest_fraction(recs, metric, points=1.0) for recs in runs]
         ninety = [largest_fraction(recs, metric, ratio=0.9) for recs in runs]
-        fmt = lambda v: pct(v[0]) if len(v) == 1 else f"{pct(np.mean(v))} (mean of {len(v)} seeds; {pct(min(v))}–{pct(max(v))})"
+        # a curve stopped early (max_fraction) while still above the threshold: only a lower bound
+        bound = lambda v: "≥ " if len(runs) == 1 and v[0] == runs[0][-1]["fraction"] < 1.0 else ""
+        fmt = lambda v: (bound(v) + pct(v[0]) if len(v) == 1
+                         else f"{pct(np.mean(v))} (mean of {len(v)} seeds; {pct(min(v))}–{pct(max(v))})")
         at_half = []
         for recs in runs:
             near = min(recs, key=lambda rec: abs(rec["fraction"] - 0.5))
@@ -136,7 +139,8 @@ def setup_section(r, out_dir):
         lines += threshold_rows(r, m)
         lines.append("")
     if any(len(recs) and recs[-1]["removed"] < r["shape"][0] * r["shape"][1] for recs in r["curves"].values()):
-        lines += ["(Curves that end before 100% stopped once the metric fell below the config's `stop_below`.)", ""]
+        lines += ["(Curves that end before 100% were stopped by the config's `stop_below` (metric below it) or "
+                  "`max_fraction`; ≥ marks a fraction where the curve ended still within the threshold.)", ""]
     p = r.get("pruned_checkpoint")
     if p:
         lines.append(f"Physically pruned checkpoint (gradient ranking, {p['removed']} of "

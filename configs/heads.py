@@ -23,7 +23,18 @@ The trained models come from other runs:
 Scores and curves use the same data: SST-2's 872 dev sentences; the 500 (100 for demo) dev
 questions, scored teacher-forced (exact match = every answer character and the closing ⁇
 predicted, which is what greedy decoding gets right; the driver checks that equivalence).
-CPU budget (2 shared cores, measured under load): sst2 ~40 min, mingpt ~3 min, demo ~1 min.
+CPU time measured on the shared 2-core machine under load average 15-19 (results/heads/*.json):
+mingpt 1532 s (+781 s for --config.methods=gradient_raw --config.out=results/heads/mingpt.gradient_raw.json),
+demo 491 s. SST-2 was run in two parts on the first 400 dev sentences (the whole setup, with ablation,
+did not fit the time):
+  python -m experiments.heads --config=configs/heads.py:sst2 --config.methods=gradient --config.max_examples=400
+      --config.max_fraction=0.55 --config.out=results/heads/sst2.gradient.json                  # 1339 s
+  python -m experiments.heads --config=configs/heads.py:sst2 --config.methods=random --config.random_seeds=1
+      --config.max_examples=400 --config.out=results/heads/sst2.random.json                     # 615 s
+(ablation scores cost one evaluation per head, 72 x ~40 s there: about 50 min more).
+Measured (results/heads/report.md): SST-2 unpruned 83.0% on those 400 sentences, 81.5% with 47% of the
+heads removed by the gradient ranking, 79.5% by a random one; minGPT char accuracy 62.5% -> 60.2% with
+half the heads removed by ablation or raw gradient, 44.7% by the normalised gradient.
 """
 import ml_collections
 
