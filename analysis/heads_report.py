@@ -66,7 +66,7 @@ def heat_maps(r, path):
 
 
 def curves_plot(r, metrics, path):
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(8.0, 5.5 * len(metrics)), 4))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         for name, recs in r["curves"].items():
             x = [rec["fraction"] for rec in recs]
