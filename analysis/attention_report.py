@@ -123,7 +123,10 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
     lines += ["", "Mean ± sample standard deviation over the seeds listed (a single seed: its value). Train "
               "time is training wall-clock (validation excluded) measured while other jobs shared the "
               "machine's 2 CPU cores (load average 10-18): compare times between rows only loosely."
-              + (f" **{len(short)} run(s) were shortened (max_steps)**." if short else ""), ""]
+              + (f" Every run used its config's step budget (max_steps), not the seed's full epoch." if short else "")
+              + (f" **Not run**: {', '.join(ABLATION_LABEL[v] for v in ABLATION_ORDER if v not in runs)}."
+                 if any(v not in runs for v in ABLATION_ORDER) else "")
+              + (" Seeds other than those listed were not run." if max(len(runs[v]) for v in order) < 3 else ""), ""]
     lines += ["Seed 002's numbers (its own corpus of 1.56M tokens, 80,663 word types, its own code and machine):", "",
               "| | train time | final train loss | train ppl | dev ppl |", "|---|---:|---:|---:|---:|"]
     for v, s in SEED.items():
@@ -219,8 +222,9 @@ def ablation_findings(runs) -> list[str]:
     if dev["dot"] and dev["additive"]:
         out.append(
             f"**Dot product against additive scoring.** Dev perplexity {dev['dot']:.1f} (dot) against "
-            f"{dev['additive']:.1f} (additive), training {mmss(secs['dot'])} against {mmss(secs['additive'])} "
-            f"({secs['additive'] / secs['dot']:.1f}x, under load). The seed saw {SEED['dot']['dev_ppl']} against "
+            f"{dev['additive']:.1f} (additive); training took {mmss(secs['dot'])} against {mmss(secs['additive'])} of "
+            "wall-clock on the shared machine under varying load, which is not a speed measurement (the step-time "
+            "ratio is for `experiments/attention_step_benchmark.py` on a quiet machine). The seed saw {SEED['dot']['dev_ppl']} against "
             f"{SEED['additive']['dev_ppl']} and 3:35 against 20:29 (5.7x). Additive scoring evaluates a tanh "
             "layer on every (query, key) pair, O(T^2 d) work and memory that a matrix product does not have; "
             + (f"here it is {dev['dot'] - dev['additive']:.1f} perplexity points better than dot product"
@@ -230,12 +234,12 @@ def ablation_findings(runs) -> list[str]:
                else "."))
         out.append("")
     if dev["dot"] and (dev["qk"] or dev["qkv"]):
-        parts = [f"{ABLATION_LABEL[v]} {dev[v]:.1f}" for v in ("qk", "qkv") if dev[v]]
+        parts = [f"{ABLATION_LABEL[v]} {dev[v]:.1f}" if dev[v] else f"{ABLATION_LABEL[v]} not run"
+                 for v in ("qk", "qkv")]
         out.append(
             f"**Shared projections.** Dev perplexity: separate Q/K/V {dev['dot']:.1f}, " + ", ".join(parts) + ". "
             "With Q = K the score matrix QK^T is symmetric and each token's score with itself is a squared norm, "
-            "so attention is biased towards the token itself; with Q = K = V the values are the same projection "
-            "too. In a 2-layer model whose perplexity is dominated by the 10,000-word embeddings and head "
+            "which one expects to bias attention towards the token itself (not measured here). In a 2-layer model whose perplexity is dominated by the 10,000-word embeddings and head "
             "(1.28M of the 1.39M parameters) the attention projections are a small part, which is consistent "
             "with the seed finding no meaningful difference.")
         out.append("")
@@ -243,18 +247,26 @@ def ablation_findings(runs) -> list[str]:
     if zr and dev["dot"] and "leak_check" in zr[0]:
         lc = zr[0]["leak_check"]
         base = runs["dot"][0].get("leak_check")
+        normal, pad, shuf = (lc[k]["perplexity"] for k in ("normal", "future_pad", "future_shuffled"))
+        gone = lambda p: p >= (base["normal"]["perplexity"] if base else normal)  # advantage lost
         out.append(
             f"**0-masking is a leak, not a better model.** Its dev perplexity is {dev['zero_after']:.1f} against "
             f"{dev['dot']:.1f} for -inf masking (the seed: {SEED['zero_after']['dev_ppl']} against "
             f"{SEED['dot']['dev_ppl']}). Zeroing weights *after* the softmax leaves every future score in the "
-            "softmax denominator, so each kept weight is exp(s_j) / sum over *all* keys: the row's scale carries "
-            "information about the future tokens, and training learns to read it. Hidden from the input, the "
-            f"future stops helping: on {lc['normal']['tokens']:,} dev tokens its perplexity goes from "
-            f"{lc['normal']['perplexity']:.1f} to {lc['future_pad']['perplexity']:.1f} (future -> PAD) and "
-            f"{lc['future_shuffled']['perplexity']:.1f} (future shuffled)"
-            + (f", while the -inf model scores {base['normal']['perplexity']:.1f} / {base['future_pad']['perplexity']:.1f}"
-               f" / {base['future_shuffled']['perplexity']:.1f}, unchanged as a causal model must be" if base else "")
-            + ". Generation is the same situation (the future is not there yet), hence its degenerate samples above.")
+            "softmax denominator, so each kept weight is exp(s_j) / sum over *all* keys: the scale of a row's "
+            "output carries information about the future tokens, and training learns to read it. The leak check "
+            f"on {lc['normal']['tokens']:,} dev tokens: {normal:.1f} as trained; with the future input replaced "
+            f"by `<PAD>` {pad:.1f} ({'the advantage is gone' if gone(pad) else 'still below the -inf model'}); "
+            f"with the future shuffled {shuf:.1f} ({'the advantage is gone' if gone(shuf) else 'the advantage stays'})"
+            + (f"; the -inf model scores {base['normal']['perplexity']:.1f} / {base['future_pad']['perplexity']:.1f}"
+               f" / {base['future_shuffled']['perplexity']:.1f}, unchanged, as a causal model must" if base else "")
+            + ". "
+            + ("Shuffling keeps the advantage because the leak goes through the softmax *denominator*, a sum over "
+               "the future keys: it tells the model which words (and how many) are still to come, not in what "
+               "order, so a shuffled future leaks as much as the true one; only removing the future words "
+               "removes it. " if not gone(shuf) and gone(pad) else "")
+            + "Generation is the `<PAD>` situation (the future is not written yet), hence the degenerate, "
+            "immediately ending samples above, as in the seed.")
         out.append("")
     return out
 
@@ -313,9 +325,11 @@ def positions_section(runs, out) -> list[str]:
         + "Perplexity can fall with length for a scheme that generalises (later tokens "
         "have more context) and rises for one that meets positions it never saw. A learnable positional "
         "encoding, as seed 000 designs it, is a trained (max length x width) table added to the embeddings: "
-        "it learns only the positions it is trained on, which is what the learned row shows; relative schemes "
+        "it learns only the positions it is trained on (here its rows past the training length stay zero); relative schemes "
         "(rotary rotates queries and keys by position so scores depend on the offset only; ALiBi subtracts a "
-        "per-head slope times the distance) carry no table and apply unchanged to longer inputs.", ""]
+        "per-head slope times the distance) carry no table and apply unchanged to longer inputs."
+        + (f" Not run: {', '.join(v for v in POSITIONS_ORDER if v not in runs)}." if any(v not in runs for v in POSITIONS_ORDER)
+           else ""), ""]
     return lines
 
 

@@ -1,0 +1,73 @@
+"""Training-step time of the ablation variants (dot vs additive etc.), for a quiet machine.
+
+  QUIET_WAIT=120 /work/shared/tools/quiet-run .venv/bin/python -m experiments.attention_step_benchmark
+  python -m experiments.attention_step_benchmark --variants=dot,additive --widths=32,64,100 --steps=30
+
+The study's train_seconds were measured on a shared, overloaded machine; a speed *ratio* needs
+this benchmark on an idle one. For each variant of configs/attention_ablation.py and each
+padded width, it compiles the jit'ed train step (train/steps.py) of the 1.39M-parameter
+mini-GPT, runs `--steps` steps on random tokens (batch 32), and prints the median ms per
+step and the ratio to dot product. Expected: additive scoring several times slower at width
+100 (the seed: 20:29 vs 3:35 for its epoch), the sharing variants as fast as dot.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import numpy as np
+import optax
+from absl import app, flags
+from flax import nnx
+
+from configs import attention_ablation
+from experiments.attention_study import build_model
+from train import optim, steps
+from train.tasks.word_lm import cross_entropy
+
+FLAGS = flags.FLAGS
+
+
+def step_times(variant: str, width: int, n: int, batch: int = 32) -> float:
+    """Median seconds per train step of `variant` at `width` tokens (after one compiling step)."""
+    config = attention_ablation.get_config(variant)
+    model = build_model(config, config.vocab_cap)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optim.make_optimizer(config, params, optax.constant_schedule(config.learning_rate))
+    opt_state = tx.init(params)
+    mesh = steps.data_mesh(jax.devices()[:1])
+    step = steps.make_train_step(graphdef, tx, lambda m, b: cross_entropy(m(b[0]), b[1]), mesh)
+    rng = np.random.default_rng(0)
+    batch_ids = rng.integers(5, config.vocab_cap, size=(batch, width + 1)).astype(np.int32)
+    data = (batch_ids[:, :-1], batch_ids[:, 1:])
+    key = jax.random.key(0)
+    times = []
+    for i in range(n + 1):
+        t = time.perf_counter()
+        params, opt_state, metrics = step(params, rest, opt_state, data, jax.random.fold_in(key, i))
+        jax.block_until_ready(metrics["loss"])
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
+def main(argv):
+    del argv
+    widths = [int(w) for w in FLAGS.widths]
+    results = {(v, w): step_times(v, w, FLAGS.steps) for v in FLAGS.variants for w in widths}
+    print("| variant | " + " | ".join(f"ms/step @ {w} (x dot)" for w in widths) + " |")
+    print("|---|" + "---:|" * len(widths))
+    for v in FLAGS.variants:
+        cells = []
+        for w in widths:
+            ms = 1000 * results[(v, w)]
+            ratio = results[(v, w)] / results[("dot", w)] if ("dot", w) in results else float("nan")
+            cells.append(f"{ms:.1f} ({ratio:.2f}x)")
+        print(f"| {v} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_list("variants", list(attention_ablation.VARIANTS), "Variants to time (dot first for ratios).")
+    flags.DEFINE_list("widths", ["32", "64", "100"], "Padded sequence widths.")
+    flags.DEFINE_integer("steps", 20, "Timed steps per (variant, width), after one compiling step.")
+    app.run(main)
