@@ -224,8 +224,8 @@ def ablation_findings(runs) -> list[str]:
             f"**Dot product against additive scoring.** Dev perplexity {dev['dot']:.1f} (dot) against "
             f"{dev['additive']:.1f} (additive); training took {mmss(secs['dot'])} against {mmss(secs['additive'])} of "
             "wall-clock on the shared machine under varying load, which is not a speed measurement (the step-time "
-            "ratio is for `experiments/attention_step_benchmark.py` on a quiet machine). The seed saw {SEED['dot']['dev_ppl']} against "
-            f"{SEED['additive']['dev_ppl']} and 3:35 against 20:29 (5.7x). Additive scoring evaluates a tanh "
+            "ratio is for `benchmarks/attention_ablation.py` on a quiet machine). "
+            f"The seed saw {SEED['dot']['dev_ppl']} against {SEED['additive']['dev_ppl']} and 3:35 against 20:29 (5.7x). Additive scoring evaluates a tanh "
             "layer on every (query, key) pair, O(T^2 d) work and memory that a matrix product does not have; "
             + (f"here it is {dev['dot'] - dev['additive']:.1f} perplexity points better than dot product"
                if dev["additive"] < dev["dot"] else
@@ -418,6 +418,9 @@ def write_report(records: pathlib.Path, out: pathlib.Path) -> str:
              f"Runs recorded (variant x seeds): {runs_line}. Everything not listed was not run; all times were "
              "measured on a 2-core machine shared with other jobs.", ""]
     lines += ablation_section(data.get("ablation", {}), out)
+    benchmark = out / "step_benchmark.md"  # written by hand from benchmarks/attention_ablation.py on a quiet machine
+    if benchmark.is_file():
+        lines += ["### Step time (quiet machine)", "", benchmark.read_text().strip(), ""]
     lines += mlm_section(data.get("mlm", {}), out)
     lines += positions_section(data.get("positions", {}), out)
     lines += theory_section(out)

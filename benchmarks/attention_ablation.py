@@ -1,7 +1,7 @@
 """Training-step time of the ablation variants (dot vs additive etc.), for a quiet machine.
 
-  QUIET_WAIT=120 /work/shared/tools/quiet-run .venv/bin/python -m experiments.attention_step_benchmark
-  python -m experiments.attention_step_benchmark --variants=dot,additive --widths=32,64,100 --steps=30
+  QUIET_WAIT=120 /work/shared/tools/quiet-run .venv/bin/python -m benchmarks.attention_ablation
+  python -m benchmarks.attention_ablation --variants=dot,additive --widths=32,64,100 --steps=30
 
 The study's train_seconds were measured on a shared, overloaded machine; a speed *ratio* needs
 this benchmark on an idle one. For each variant of configs/attention_ablation.py and each
