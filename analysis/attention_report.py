@@ -102,7 +102,7 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
              f"(dot product); BBC News sentences `<START> words <STOP>` cut to {cfg['seq_len']} inputs; "
              f"{any_run['steps']} steps of batch {cfg['batch_size']} "
              f"({any_run['steps'] / (vocab['train']['sentences'] // cfg['batch_size']):.2f} epoch; the seed trained "
-             "one epoch, cut here because one step took 1-5 s on the shared machine), Adam at a constant {cfg['learning_rate']}, "
+             f"one epoch, cut here because one step took 1-5 s on the shared machine), Adam at a constant {cfg['learning_rate']}, "
              f"dropout {cfg['model']['embd_pdrop']}. **Vocabulary**: lowercased words capped at "
              f"{vocab['vocab_cap']:,} (5 special tokens included) of the {vocab['distinct_train_words']:,} distinct "
              f"train words; the rest is `<UNK>`: {100 * vocab['train']['unk_rate']:.1f}% of train, "
