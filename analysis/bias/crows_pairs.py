@@ -27,6 +27,7 @@ import dataclasses
 import difflib
 import json
 import pathlib
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -143,7 +144,18 @@ def causal_scorer(source, batch_size: int = 16):
 
     model, tokenizer = load_causal_lm(source)
     generator = Generator(model)
-    return lambda sentences: sentence_logprobs(generator, tokenizer, sentences, batch_size=batch_size)
+
+    def score(sentences, chunk: int = 128):  # in chunks, to show progress: a model takes minutes here
+        scores, start = [], time.time()
+        for i in range(0, len(sentences), chunk):
+            scores.append(sentence_logprobs(generator, tokenizer, sentences[i:i + chunk], batch_size=batch_size))
+            done = min(i + chunk, len(sentences))
+            rate = done / max(time.time() - start, 1e-9)
+            print(f"  {done}/{len(sentences)} sentences ({rate:.1f}/s, ETA {(len(sentences) - done) / rate:.0f} s)",
+                  flush=True)
+        return np.concatenate(scores) if scores else np.zeros(0)
+
+    return score
 
 
 def format_table(results: dict[str, dict]) -> str:
