@@ -78,6 +78,22 @@ class CausalSelfAttention(nnx.Module):
         y = y.transpose(0, 2, 1, 3).reshape(BT, self.n_head * head_size)
         return self.resid_drop(self.proj(y))
 
+    def decode(self, x: jax.Array, cache: tuple[jax.Array, jax.Array], pos: jax.Array):
+        """One new position of every row, dropout off. x: (B, C) at position `pos`;
+        cache: keys and values (B, n_head, W, head_size) of positions < pos, returned with pos written."""
+        B, _ = x.shape
+
+        def heads(t):  # (B, C) -> (B, n_head, 1, head_size)
+            return t.reshape(B, self.n_head, 1, self.head_size)
+
+        q = heads(self.query(x))
+        keys = jax.lax.dynamic_update_slice(cache[0], heads(self.key(x)), (0, 0, pos, 0))
+        values = jax.lax.dynamic_update_slice(cache[1], heads(self.value(x)), (0, 0, pos, 0))
+        att = (q @ keys.swapaxes(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, n_head, 1, W)
+        att = jnp.where(jnp.arange(keys.shape[2]) <= pos, att, -jnp.inf)  # slots past pos are stale
+        y = (jax.nn.softmax(att, axis=-1) @ values).reshape(B, self.n_head * self.head_size)
+        return self.proj(y), (keys, values)
+
 
 class Block(nnx.Module):
     def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float,
@@ -105,8 +121,16 @@ class Block(nnx.Module):
 
     def __call__(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
         x = x + self.attend(self.ln1(x), batch, head_mask)
-        h = jax.nn.gelu(self.mlp_fc(self.ln2(x)), approximate=False)  # nn.GELU() is the exact erf form
-        return x + self.mlp_drop(self.mlp_proj(h))
+        return x + self.mlp_drop(self.mlp_proj(self.mlp_hidden(x)))
+
+    def mlp_hidden(self, x: jax.Array) -> jax.Array:
+        return jax.nn.gelu(self.mlp_fc(self.ln2(x)), approximate=False)  # nn.GELU() is the exact erf form
+
+    def decode(self, x: jax.Array, cache, pos: jax.Array):
+        """`__call__` for one position of every row, with the attention's key/value cache; dropout off."""
+        y, cache = self.attn.decode(self.ln1(x), cache, pos)
+        x = x + y
+        return x + self.mlp_proj(self.mlp_hidden(x)), cache
 
 
 class GPT(nnx.Module):
@@ -179,46 +203,91 @@ class GPT(nnx.Module):
             x = block(x, B, None if head_mask is None else head_mask[i])
         return self.ln_f(x)
 
+    @property
+    def can_cache(self) -> bool:
+        """Whether `decode` works: minGPT's own attention with learned or sinusoidal positions."""
+        return not any(block.variant for block in self.blocks)
+
+    def init_cache(self, batch: int, width: int) -> list[tuple[jax.Array, jax.Array]]:
+        """Empty keys and values, (batch, n_head, width, head_size) per layer, for `decode`."""
+        shapes = [(batch, b.attn.n_head, width, b.attn.head_size) for b in self.blocks]  # pruned layers differ
+        return [(jnp.zeros(shape, self.head.kernel.dtype),) * 2 for shape in shapes]
+
+    def decode(self, idx: jax.Array, cache: list, pos: jax.Array):
+        """Logits (B, vocab) of tokens idx (B,) at position `pos`, attending to the cached
+        positions before it; returns them with the cache updated. Dropout off (evaluation)."""
+        if not self.can_cache:
+            raise ValueError("decode() needs minGPT's own attention (attention=None); the variants recompute")
+        x = self.tok_emb(idx)
+        if self.positions == "learned":
+            x = x + self.pos_emb[0, pos]
+        else:  # sinusoidal
+            x = x + jnp.asarray(sinusoidal_table(self.block_size, self.tok_emb.features))[pos]
+        new_cache = []
+        for block, layer_cache in zip(self.blocks, cache):
+            x, layer_cache = block.decode(x, layer_cache, pos)
+            new_cache.append(layer_cache)
+        return self.head(self.ln_f(x)), new_cache
+
 
 def greedy_decode(model: GPT, prompts: list[np.ndarray], steps: int, *, pad_id: int = 0,
-                  chunk: int = 256) -> list[np.ndarray]:
+                  chunk: int = 256, cache: bool | None = None) -> list[np.ndarray]:
     """Appends `steps` argmax tokens to each prompt (minGPT `sample` with sample=False).
 
-    Prompts are right-padded into one (N, T) buffer; the model is causal, so the
-    padding never influences the positions that are read.
+    Prompts are right-padded into one (N, width) buffer. `cache` (default: whenever the
+    model can) walks the buffer one position at a time with a key/value cache: prompt
+    tokens are read, later ones are the argmax, so each position is computed once. Without
+    it, every step runs the model on the whole buffer, as the course's `sample()` does;
+    the model is causal, so the padding never influences the positions that are read.
     """
     block_size = model.block_size
     longest = max(len(p) for p in prompts)
     if longest >= block_size:
         raise ValueError(f"a prompt of {longest} tokens leaves no room in block_size {block_size}")
     width = min(block_size, longest + steps)
+    if cache is None:
+        cache = model.can_cache
+    elif cache and not model.can_cache:
+        raise ValueError("a key/value cache needs minGPT's own attention (attention=None); the variants recompute")
     graphdef, state = nnx.split(model)
 
     @jax.jit
-    def run(state, tokens, lengths):
+    def recompute(state, tokens, lengths):
         model = nnx.merge(graphdef, state)
         rows = jnp.arange(tokens.shape[0])
 
-        def body(_, carry):
-            tokens, lengths = carry
-            logits = model(tokens)[rows, lengths - 1]
+        def body(i, tokens):
+            at = jnp.minimum(lengths + i, width - 1)
+            nxt = jnp.argmax(model(tokens)[rows, at - 1], axis=-1).astype(tokens.dtype)
+            room = lengths + i < width  # past the buffer: stop writing (the answer ended long before)
+            return tokens.at[rows, at].set(jnp.where(room, nxt, tokens[rows, at]))
+
+        return jax.lax.fori_loop(0, steps, body, tokens)
+
+    @jax.jit
+    def cached(state, tokens, lengths):
+        model = nnx.merge(graphdef, state)
+
+        def body(carry, pos):
+            tokens, kv = carry
+            logits, kv = model.decode(tokens[:, pos], kv, pos)
             nxt = jnp.argmax(logits, axis=-1).astype(tokens.dtype)
-            room = lengths < width  # past the buffer: stop writing (the answer ended long before)
-            tokens = tokens.at[rows, jnp.minimum(lengths, width - 1)].set(
-                jnp.where(room, nxt, tokens[rows, jnp.minimum(lengths, width - 1)]))
-            return tokens, lengths + room
+            keep = pos + 1 < lengths  # still inside the prompt
+            tokens = tokens.at[:, pos + 1].set(jnp.where(keep, tokens[:, pos + 1], nxt))
+            return (tokens, kv), None
 
-        return jax.lax.fori_loop(0, steps, body, (tokens, lengths))
+        kv = model.init_cache(tokens.shape[0], width)
+        return jax.lax.scan(body, (tokens, kv), jnp.arange(width - 1))[0][0]
 
+    run = cached if cache else recompute
     outputs = []
     for start in range(0, len(prompts), chunk):
         group = prompts[start:start + chunk]
-        n = len(group)
         tokens = np.full((chunk, width), pad_id, np.int32)  # fixed shape: one compilation
         lengths = np.ones(chunk, np.int32)
         for i, p in enumerate(group):
             tokens[i, :len(p)] = p
             lengths[i] = len(p)
-        out, out_len = jax.device_get(run(state, tokens, lengths))
-        outputs.extend(out[i, :out_len[i]] for i in range(n))
+        out = jax.device_get(run(state, tokens, lengths))
+        outputs.extend(out[i, :min(lengths[i] + steps, width)] for i in range(len(group)))
     return outputs

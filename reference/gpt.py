@@ -58,3 +58,22 @@ class TorchGPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=0)
         return logits, loss
+
+
+def flax_params(torch_model) -> dict:
+    """The parameters of models.gpt.GPT (a pure dict) from this model's: names mapped, Linear weights transposed."""
+    sd = {k: v.detach().numpy() for k, v in torch_model.state_dict().items() if not k.endswith("mask")}
+    p = {"tok_emb": {"embedding": sd["tok_emb.weight"]}, "pos_emb": sd["pos_emb"],
+         "ln_f": {"scale": sd["ln_f.weight"], "bias": sd["ln_f.bias"]}, "head": {"kernel": sd["head.weight"].T},
+         "blocks": {}}
+    n_layer = len(torch_model.blocks)
+    for i in range(n_layer):
+        t = f"blocks.{i}."
+        lin = lambda name: {"kernel": sd[t + name + ".weight"].T, "bias": sd[t + name + ".bias"]}
+        p["blocks"][i] = {
+            "ln1": {"scale": sd[t + "ln1.weight"], "bias": sd[t + "ln1.bias"]},
+            "ln2": {"scale": sd[t + "ln2.weight"], "bias": sd[t + "ln2.bias"]},
+            "attn": {n: lin("attn." + n) for n in ("key", "query", "value", "proj")},
+            "mlp_fc": lin("mlp.0"), "mlp_proj": lin("mlp.2"),
+        }
+    return p

@@ -9,27 +9,8 @@ from flax import nnx
 from torch.nn import functional as F
 
 from models.gpt import GPT
-from reference.gpt import TorchGPT
+from reference.gpt import TorchGPT, flax_params as torch_to_flax_params
 from train.tasks.char_gpt import masked_cross_entropy
-
-
-def torch_to_flax_params(torch_model) -> dict:
-    """Maps the course's parameter names onto ours (Linear weights are transposed)."""
-    sd = {k: v.detach().numpy() for k, v in torch_model.state_dict().items() if not k.endswith("mask")}
-    p = {"tok_emb": {"embedding": sd["tok_emb.weight"]}, "pos_emb": sd["pos_emb"],
-         "ln_f": {"scale": sd["ln_f.weight"], "bias": sd["ln_f.bias"]}, "head": {"kernel": sd["head.weight"].T},
-         "blocks": {}}
-    n_layer = len(torch_model.blocks)
-    for i in range(n_layer):
-        t = f"blocks.{i}."
-        lin = lambda name: {"kernel": sd[t + name + ".weight"].T, "bias": sd[t + name + ".bias"]}
-        p["blocks"][i] = {
-            "ln1": {"scale": sd[t + "ln1.weight"], "bias": sd[t + "ln1.bias"]},
-            "ln2": {"scale": sd[t + "ln2.weight"], "bias": sd[t + "ln2.bias"]},
-            "attn": {n: lin("attn." + n) for n in ("key", "query", "value", "proj")},
-            "mlp_fc": lin("mlp.0"), "mlp_proj": lin("mlp.2"),
-        }
-    return p
 
 
 def flax_grad_to_torch_names(grads: dict, n_layer: int) -> dict:
