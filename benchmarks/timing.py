@@ -88,3 +88,18 @@ def header() -> str:
             f"jax {jax.__version__} ({devices[0].platform}: {len(devices)} x {devices[0].device_kind}), "
             f"{torch_part}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')!r}, "
             f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average (1/5/15 min) {load_average()}")
+
+
+def emit_rows(benchmark: str, rows: list[dict]) -> None:
+    """Hands a benchmark's headline rows to benchmarks/run_all.py (a no-op when run alone).
+
+    Each row: {"workload": str, "ours_ms": float, "peer": str, "peer_ms": float} plus optional
+    "gflops" (our achieved GFLOP/s) and "note". run_all sets $BENCHMARK_ROWS to a JSON-lines file.
+    """
+    import json
+    path = os.environ.get("BENCHMARK_ROWS")
+    if not path:
+        return
+    with open(path, "a") as f:
+        for row in rows:
+            f.write(json.dumps({"benchmark": benchmark, **row}) + "\n")
