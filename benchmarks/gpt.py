@@ -14,7 +14,7 @@ import torch
 from absl import app, flags
 from flax import nnx
 
-from benchmarks.timing import header, measure
+from benchmarks.timing import emit_rows, header, measure
 from configs import birth_pretrain
 from models.build import build_model, trainable_filter
 from reference.gpt import TorchGPT
@@ -25,7 +25,38 @@ from train.tasks.char_gpt import masked_cross_entropy
 flags.DEFINE_integer("batch_size", 128, "Examples per step (the pretraining config's).")
 flags.DEFINE_integer("repeats", 5, "Timed steps per framework (after warm-up).")
 flags.DEFINE_integer("vocab_size", 256, "Character vocabulary (wiki.txt has about 250).")
+flags.DEFINE_string("rng_impl", "threefry2x32", "JAX's generator for the dropout bits: threefry2x32, rbg, unsafe_rbg.")
 FLAGS = flags.FLAGS
+
+
+def flops_of(jitted, *args) -> float:
+    """XLA's own count of the floating-point operations of one call (HLO cost analysis)."""
+    cost = jitted.lower(*args).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def jax_train_step(batch_size: int, vocab_size: int = 256, rng_impl: str = "threefry2x32"):
+    """The engine's jit'ed pretraining step on a random batch: (step() -> loss, flops of one step, step_fn, args)."""
+    config = birth_pretrain.get_config()
+    m = config.model
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, vocab_size, size=(batch_size, m.block_size - 1)).astype(np.int32)
+    y = rng.integers(0, vocab_size, size=(batch_size, m.block_size - 1)).astype(np.int32)
+    model = build_model(m, vocab_size=vocab_size, rngs=nnx.Rngs(0))
+    trainable = trainable_filter(m)
+    graphdef, params, rest = nnx.split(model, trainable, ...)
+    tx = make_optimizer(config, params, config.learning_rate)
+    state = {"params": params, "opt": tx.init(params)}
+    step_fn = make_train_step(graphdef, tx, lambda mdl, b: masked_cross_entropy(mdl(b[0]), b[1]), data_mesh(),
+                              trainable)
+    key = jax.random.key(0, impl=rng_impl)
+    args = (state["params"], rest, state["opt"], (x, y), key)
+
+    def step():
+        state["params"], state["opt"], metrics = step_fn(state["params"], rest, state["opt"], (x, y), key)
+        return metrics["loss"]
+
+    return step, flops_of(step_fn, *args), step_fn, args
 
 
 def main(argv):
@@ -33,23 +64,10 @@ def main(argv):
     config = birth_pretrain.get_config()
     m = config.model
     B, T, V = FLAGS.batch_size, m.block_size - 1, FLAGS.vocab_size
+    jax_step, flops, _, _ = jax_train_step(B, V, FLAGS.rng_impl)
     rng = np.random.default_rng(0)
     x = rng.integers(0, V, size=(B, T)).astype(np.int32)
     y = rng.integers(0, V, size=(B, T)).astype(np.int32)
-
-    # JAX: the engine's own jit'ed train step.
-    model = build_model(m, vocab_size=V, rngs=nnx.Rngs(0))
-    trainable = trainable_filter(m)
-    graphdef, params, rest = nnx.split(model, trainable, ...)
-    tx = make_optimizer(config, params, config.learning_rate)
-    state = {"params": params, "opt": tx.init(params)}
-    step_fn = make_train_step(graphdef, tx, lambda mdl, b: masked_cross_entropy(mdl(b[0]), b[1]), data_mesh(),
-                              trainable)
-    key = jax.random.key(0)
-
-    def jax_step():
-        state["params"], state["opt"], metrics = step_fn(state["params"], rest, state["opt"], (x, y), key)
-        return metrics["loss"]
 
     # PyTorch: the course's model and trainer step.
     tmodel = TorchGPT(V, m.block_size, m.n_layer, m.n_head, m.n_embd, pdrop=m.embd_pdrop).train()
@@ -70,10 +88,14 @@ def main(argv):
     print(f"minGPT training step, batch {B} x {T} tokens, {sum(p.numel() for p in tmodel.parameters()):,} parameters, "
           f"median of {FLAGS.repeats} interleaved steps")
     print(header())
-    print("| framework | median step (ms) | tokens/s | speed-up vs PyTorch |")
-    print("|---|---:|---:|---:|")
-    print(f"| JAX (jit, this engine) | {1e3 * j:.1f} | {tokens / j:,.0f} | {t / j:.2f}x |")
-    print(f"| PyTorch {torch.__version__} (eager) | {1e3 * t:.1f} | {tokens / t:,.0f} | 1.00x |")
+    print(f"XLA's cost analysis: {flops / 1e9:.0f} GFLOP per step; dropout bits from {FLAGS.rng_impl}")
+    print("| framework | median step (ms) | tokens/s | GFLOP/s | speed-up vs PyTorch |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| JAX (jit, this engine) | {1e3 * j:.1f} | {tokens / j:,.0f} | {flops / j / 1e9:.0f} | {t / j:.2f}x |")
+    print(f"| PyTorch {torch.__version__} (eager) | {1e3 * t:.1f} | {tokens / t:,.0f} | {flops / t / 1e9:.0f} | 1.00x |")
+    emit_rows("gpt", [{"workload": f"minGPT pretraining step, batch {B} x {T}, dropout 0.1, AdamW + clip",
+                       "ours_ms": 1e3 * j, "peer": f"PyTorch {torch.__version__} eager (course minGPT)",
+                       "peer_ms": 1e3 * t, "gflops": flops / j / 1e9, "note": f"dropout bits: {FLAGS.rng_impl}"}])
 
 
 if __name__ == "__main__":
