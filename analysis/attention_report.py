@@ -58,6 +58,22 @@ def stat(values, fmt="{:.1f}") -> str:
     return f"{fmt.format(np.mean(values))} ± {fmt.format(np.std(values, ddof=1))}"
 
 
+def train_time(record: dict) -> float:
+    """Training seconds as steps x the median seconds per step over the logging intervals: robust to
+    compilation, to a paused job and to bursts of other jobs (the raw wall clock is `train_seconds`)."""
+    logged = [(c["step"], c["train_seconds"]) for c in record.get("curve", []) if c.get("split") == "train"]
+    rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(logged, logged[1:]) if s1 > s0]
+    return float(np.median(rates)) * record["steps"] if len(rates) >= 2 else record["train_seconds"]
+
+
+def load_note(records: list[dict]) -> str:
+    """The load averages recorded at the start and end of the runs (older records have none)."""
+    loads = [x for r in records for x in r.get("load_average", [])]
+    if not loads:
+        return "load average not recorded (runs made while other jobs shared the machine)"
+    return f"load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts and ends"
+
+
 def mmss(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(round(seconds % 60)):02d}"
 
@@ -102,7 +118,8 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
              f"(dot product); BBC News sentences `<START> words <STOP>` cut to {cfg['seq_len']} inputs; "
              f"{any_run['steps']} steps of batch {cfg['batch_size']} "
              f"({any_run['steps'] / (vocab['train']['sentences'] // cfg['batch_size']):.2f} epoch; the seed trained "
-             f"one epoch, cut here because one step took 1-5 s on the shared machine), Adam at a constant {cfg['learning_rate']}, "
+             + ("one epoch, as here" if any_run.get("max_steps", -1) <= 0 else "one epoch, cut here by the config's max_steps")
+             + f"), Adam at a constant {cfg['learning_rate']}, "
              f"dropout {cfg['model']['embd_pdrop']}. **Vocabulary**: lowercased words capped at "
              f"{vocab['vocab_cap']:,} (5 special tokens included) of the {vocab['distinct_train_words']:,} distinct "
              f"train words; the rest is `<UNK>`: {100 * vocab['train']['unk_rate']:.1f}% of train, "
@@ -116,13 +133,15 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
         rs = runs[v]
         lines.append(
             f"| {ABLATION_LABEL.get(v, v)} | {', '.join(str(r['seed']) for r in rs)} | {rs[0]['parameters']:,} | "
-            f"{stat([r['train_seconds'] / 60 for r in rs], '{:.2f}')} min ({mmss(np.mean([r['train_seconds'] for r in rs]))}) | "
+            f"{stat([train_time(r) / 60 for r in rs], '{:.2f}')} min ({mmss(np.mean([train_time(r) for r in rs]))}) | "
             f"{stat([r['final_train_loss'] for r in rs], '{:.3f}')} | {stat([r['train']['perplexity'] for r in rs])} | "
             f"{stat([r['dev']['perplexity'] for r in rs])} | {stat([r['test']['perplexity'] for r in rs])} |")
     short = [r for v in order for r in runs[v] if r.get("max_steps", -1) > 0]
     lines += ["", "Mean ± sample standard deviation over the seeds listed (a single seed: its value). Train "
-              "time is training wall-clock (validation excluded) measured while other jobs shared the "
-              "machine's 2 CPU cores (load average 10-18): compare times between rows only loosely."
+              "time is the number of steps times the median seconds per step over the 20-step logging intervals "
+              "(validation and compilation excluded, robust to a paused run), on the machine's 2 CPU cores with "
+              f"{load_note([r for v in order for r in runs[v]])}: other jobs shared them at times, so compare "
+              "times between rows loosely; `benchmarks/attention_ablation.py` measures the step-time ratio alone."
               + (f" Every run used its config's step budget (max_steps), not the seed's full epoch." if short else "")
               + (f" **Not run**: {', '.join(ABLATION_LABEL[v] for v in ABLATION_ORDER if v not in runs)}."
                  if any(v not in runs for v in ABLATION_ORDER) else "")
@@ -217,14 +236,14 @@ def plot_ablation(runs, order, path):
 def ablation_findings(runs) -> list[str]:
     mean = lambda v, f: float(np.mean([f(r) for r in runs[v]])) if v in runs else None
     dev = {v: mean(v, lambda r: r["dev"]["perplexity"]) for v in ABLATION_ORDER}
-    secs = {v: mean(v, lambda r: r["train_seconds"]) for v in ABLATION_ORDER}
+    secs = {v: mean(v, train_time) for v in ABLATION_ORDER}
     out = ["### What the numbers show", ""]
     if dev["dot"] and dev["additive"]:
         out.append(
             f"**Dot product against additive scoring.** Dev perplexity {dev['dot']:.1f} (dot) against "
-            f"{dev['additive']:.1f} (additive); training took {mmss(secs['dot'])} against {mmss(secs['additive'])} of "
-            "wall-clock on the shared machine under varying load, which is not a speed measurement (the step-time "
-            "ratio is for `benchmarks/attention_ablation.py` on a quiet machine). "
+            f"{dev['additive']:.1f} (additive); training took {mmss(secs['dot'])} against {mmss(secs['additive'])} "
+            f"({secs['additive'] / secs['dot']:.1f}x; from the runs' logs, see the note under the table; "
+            "`benchmarks/attention_ablation.py` measures the step-time ratio alone on a quiet machine). "
             f"The seed saw {SEED['dot']['dev_ppl']} against {SEED['additive']['dev_ppl']} and 3:35 against 20:29 (5.7x). Additive scoring evaluates a tanh "
             "layer on every (query, key) pair, O(T^2 d) work and memory that a matrix product does not have; "
             + (f"here it is {dev['dot'] - dev['additive']:.1f} perplexity points better than dot product"
@@ -291,7 +310,7 @@ def positions_section(runs, out) -> list[str]:
         rs = runs[v]
         cells = [stat([r["extrapolation"].get(str(n), {}).get("perplexity") for r in rs]) for n in lengths]
         lines.append(f"| {v} | {', '.join(str(r['seed']) for r in rs)} | {rs[0]['parameters']:,} | "
-                     f"{mmss(np.mean([r['train_seconds'] for r in rs]))} | " + " | ".join(cells) + " |")
+                     f"{mmss(np.mean([train_time(r) for r in rs]))} | " + " | ".join(cells) + " |")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, v in enumerate(order):
@@ -358,7 +377,7 @@ def mlm_section(runs, out) -> list[str]:
         rs = runs[v]
         final = [[c for c in r["curve"] if c["split"] == "valid"][-1] for r in rs]
         lines.append(f"| {v} | {', '.join(str(r['seed']) for r in rs)} | "
-                     f"{mmss(np.mean([r['train_seconds'] for r in rs]))} | "
+                     f"{mmss(np.mean([train_time(r) for r in rs]))} | "
                      f"{np.mean([r['predicted_tokens'] / r['steps'] for r in rs]):.0f} | "
                      f"{stat([f['dev_nll'] for f in final], '{:.3f}')} | "
                      f"{stat([100 * f['probe_accuracy'] for f in final], '{:.1f}')}% |")

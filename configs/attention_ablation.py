@@ -59,7 +59,7 @@ def study_config(study: str, variant: str) -> ml_collections.ConfigDict:
     c.b1, c.b2, c.eps, c.weight_decay, c.no_decay, c.grad_clip = 0.9, 0.999, 1e-8, 0.0, ("bias",), 1.0
     c.num_epochs = 1
     c.batch_size = 32
-    c.max_steps = 300  # > 0 shortens a run; -1: the whole epoch (957 steps), the seed's budget
+    c.max_steps = -1  # -1: the whole epoch (957 steps), the seed's budget; > 0 shortens a run
     c.log_every_steps = 20
     c.eval_every_steps = 100  # dev perplexity on eval_limit sentences: the learning curves
     c.eval_at_start = False  # also at step 0 (the MLM study's curves start there)

@@ -26,12 +26,12 @@ def get_config(variant: str = "causal"):
     c = study_config("mlm", variant)
     c.objective = variant
     c.model.causal = variant == "causal"
-    c.max_steps = 100
-    c.eval_every_steps = 50
+    c.max_steps = -1  # one epoch, as the ablations
+    c.eval_every_steps = 100
     c.eval_at_start = True
     c.eval_limit = 320
     c.leak_check_sentences = 0
-    c.probe_every_steps = 50
+    c.probe_every_steps = 100
     return c
 
 

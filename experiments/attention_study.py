@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import pathlib
 import platform
 import shutil
@@ -214,11 +215,14 @@ def run_one(config, workdir: pathlib.Path, records: pathlib.Path, corpus=None, l
         log(f"{target}: finished earlier, skipped")
         return json.loads(target.read_text())
     run_dir = workdir / config.study / f"{config.variant}_s{config.seed}"
+    load_before = os.getloadavg()[0]
     run = train_run(config, run_dir, corpus, log, on_eval)
+    load_after = os.getloadavg()[0]
     record = measure(config, run)
+    # The load average says whether train_seconds was measured alone or beside other jobs.
     record.update(config=json.loads(config.to_json_best_effort()),
-                  max_steps=config.max_steps, machine=f"{platform.node()} ({jax.devices()[0].platform}), "
-                  "2 shared CPU cores under load")
+                  max_steps=config.max_steps, machine=f"{platform.node()} ({jax.devices()[0].platform}, "
+                  f"{os.cpu_count()} CPU cores)", load_average=[round(load_before, 2), round(load_after, 2)])
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "metrics.jsonl", target.with_suffix(".metrics.jsonl"))
     target.write_text(json.dumps(record, indent=1))
