@@ -1,6 +1,6 @@
 """Forward+backward timings of the JAX GRU family against PyTorch on this machine.
 
-    python -m benchmarks.gru [--repeats 7] [--batch 32] [--seq-len 256] [--quick]
+    python -m benchmarks.gru [--repeats 7] [--batch 32] [--seq-len 256] [--quick] [--threads 1]
 
 Cases (float32, CPU):
   * GRU, batch 32, length 256, input = hidden = 256: loss = sum of outputs and
@@ -19,10 +19,18 @@ JAX ms. The PyTorch classifier has its own random weights: only the work is the 
 
 Threads: both libraries use their defaults (all cores). On a machine shared with
 other jobs PyTorch's OpenMP threads can stall badly; to compare one core each,
-run with OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1".
+run with --threads 1: the script then re-runs itself with OMP_NUM_THREADS=1,
+MKL_NUM_THREADS=1, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1" (SINGLE_THREAD_ENV; XLA reads them when it starts) and
+calls torch.set_num_threads(1).
+
+GFLOP/s (emitted for benchmarks/run_all.py, and printed) is the matmul count of the GRU
+layer's forward and backward, 6 B S 3H (I + H): XLA's cost analysis counts a scan's loop
+body once, not once per step, so it cannot be used here.
 """
 import argparse
+import os
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -30,13 +38,33 @@ import torch
 from flax import nnx
 from torch import nn
 
-from benchmarks.timing import header, load_average, measure
+from benchmarks.timing import emit_rows, header, load_average, measure
 from configs import sentiment
 from models.build import build_model
 from models.gru import GRU, load_torch_gru_state_dict
 from reference.gru import CourseGRU
 from reference.seq2seq import TorchClassifier
 from train.tasks.text_classification import classification_loss
+
+
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
+
+
+def use_one_thread():
+    """Re-executes this script with SINGLE_THREAD_ENV unless it is set already; then one torch thread."""
+    if any(os.environ.get(k) != v for k, v in SINGLE_THREAD_ENV.items()):
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks.gru", *sys.argv[1:]],
+                  {**os.environ, **SINGLE_THREAD_ENV})
+    torch.set_num_threads(1)
+
+
+def gru_flops(B, S, size):
+    """Matmul FLOPs of one GRU forward + backward: 3 gates, input and hidden projections, x3 for backward."""
+    return 6 * B * S * 3 * size * (size + size)
 
 
 def course_repeats(repeats):
@@ -116,7 +144,11 @@ def main():
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--size", type=int, default=256, help="GRU input and hidden size")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, to check the script runs")
+    parser.add_argument("--threads", type=int, choices=(1,), default=None,
+                        help="1: one thread for both libraries (see the docstring); default: all cores")
     args = parser.parse_args()
+    if args.threads == 1:
+        use_one_thread()
     if args.quick:
         args.batch, args.seq_len, args.size, args.repeats = 4, 16, 32, 2
 
@@ -132,7 +164,21 @@ def main():
     print("|---|---:|---:|---:|")
     for name, jax_ms, torch_ms in rows:
         print(f"| {name} | {jax_ms:.1f} | {torch_ms:.1f} | {torch_ms / jax_ms:.2f}x |")
+    flops = gru_flops(args.batch, args.seq_len, args.size)
+    print(f"\nGRU layer: {flops / rows[0][1] / 1e6:.1f} GFLOP/s (matmul count 6 B S 3H (I + H) / JAX time)")
 
+    threads = ("1 thread each" if args.threads == 1
+               else f"default threads (torch {torch.get_num_threads()}, XLA all cores)")
+    peers = [f"torch.nn.GRU (torch {torch.__version__})", "course GRU in PyTorch (loop over time)",
+             "course classifier in PyTorch", "course classifier in PyTorch"]
+    emitted = []
+    for i, ((name, jax_ms, torch_ms), peer) in enumerate(zip(rows, peers)):
+        row = {"workload": f"{name.split(' vs ')[0]}{name[name.find(' ('):] if ' vs ' in name else ''}, {threads}",
+               "ours_ms": jax_ms, "peer": peer, "peer_ms": torch_ms}
+        if i < 2:  # the GRU layer rows: the same JAX step
+            row["gflops"] = flops / jax_ms / 1e6
+        emitted.append(row)
+    emit_rows("gru", emitted)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,10 @@ slows them alike; we report medians of wall time, and of process CPU time beside
 Attention table: SelfAttention (embed 256, 4 heads, batch 8, padding mask) forward and
 forward + backward, explicit vs fused; memory is XLA's own account of the compiled
 program (jax.jit(...).lower(...).compile().memory_analysis()).
+
+For benchmarks/run_all.py it emits two rows against PyTorch eager with the course
+attention formula: the full last layer (the same work as the course code) and, labelled
+as such, the CLS-only last layer; each with GFLOP/s from XLA's cost analysis of its step.
 """
 import argparse
 import functools
@@ -30,7 +34,7 @@ import optax
 import torch
 from flax import nnx
 
-from benchmarks.timing import header, load_average, measure, measure_one
+from benchmarks.timing import emit_rows, header, load_average, measure, measure_one
 from configs import sentiment
 from models.attention import SelfAttention
 from models.build import build_model
@@ -64,6 +68,20 @@ def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer
     on CPU than JAX's default threefry; the threefry row of the table shows by how much.
     fused and cls_only_last_layer are no config keys: they are switched on the built model.
     """
+    jitted, model, optimizer = _jax_train_step_parts(lr, dropout_prng, fused, cls_only_last_layer)
+    # cached_partial skips re-walking the module graph on every call.
+    return nnx.cached_partial(jitted, model, optimizer)
+
+
+def train_step_flops(args, **kwargs):
+    """XLA's FLOP count (HLO cost analysis) of one jax_train_step(**kwargs) on args (ids, mask, labels)."""
+    jitted, model, optimizer = _jax_train_step_parts(**kwargs)
+    cost = jitted.lower(model, optimizer, *args).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def _jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True):
+    """(nnx.jit'ed step(model, optimizer, ids, mask, labels), model, optimizer)."""
     rngs = nnx.Rngs(params=0, dropout=jax.random.key(0, impl=dropout_prng))
     model = build_model(COURSE, num_classes=2, rngs=rngs)
     model.encoder.cls_only_last_layer = cls_only_last_layer
@@ -78,8 +96,7 @@ def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer
         optimizer.update(model, grads)
         return loss
 
-    # cached_partial skips re-walking the module graph on every call.
-    return nnx.cached_partial(nnx.jit(step, donate_argnums=(0, 1)), model, optimizer)
+    return nnx.jit(step, donate_argnums=(0, 1)), model, optimizer
 
 
 def torch_train_step(sdpa, lr=1e-4):
@@ -100,16 +117,24 @@ def torch_train_step(sdpa, lr=1e-4):
     return run
 
 
+FULL_LAST_LAYER = "JAX, explicit, full last layer like the course (jit)"
+CLS_ONLY = "JAX, explicit attention (jit)"
+
+
+def train_batch():
+    """The benchmark's batch (ids, mask, labels) as NumPy arrays."""
+    return make_batch(32, COURSE.max_positions, COURSE.vocabulary_size)
+
+
 def bench_train(repeats):
     """{implementation: Timing} of one training step each, interleaved round by round."""
-    ids, mask, labels = make_batch(32, COURSE.max_positions, COURSE.vocabulary_size)
+    ids, mask, labels = train_batch()
     jax_args = tuple(jnp.asarray(a) for a in (ids, mask, labels))
     torch_args = tuple(torch.tensor(a) for a in (ids, mask, labels))
     runs = {
-        "JAX, explicit attention (jit)": (jax_train_step(), jax_args),
+        CLS_ONLY: (jax_train_step(), jax_args),
         "JAX, fused jax.nn.dot_product_attention (jit)": (jax_train_step(fused=True), jax_args),
-        "JAX, explicit, full last layer like the course (jit)":
-            (jax_train_step(cls_only_last_layer=False), jax_args),
+        FULL_LAST_LAYER: (jax_train_step(cls_only_last_layer=False), jax_args),
         "JAX, explicit, threefry dropout keys (jit)":
             (jax_train_step(dropout_prng="threefry2x32"), jax_args),
         "PyTorch eager, course attention formula": (torch_train_step(sdpa=False), torch_args),
@@ -150,6 +175,23 @@ def bench_attention(seqs, repeats):
     return rows
 
 
+def emit_train_rows(times, eager):
+    """The headline rows for benchmarks/run_all.py: full last layer, then the CLS-only shortcut."""
+    args = tuple(jnp.asarray(a) for a in train_batch())
+    shape = f"batch 32 x (1 + {COURSE.max_positions}), {COURSE.num_layers} layers, dropout {COURSE.dropout}, AdamW"
+    rows = []
+    for name, cls_only, label in ((FULL_LAST_LAYER, False, "full last layer (as the course)"),
+                                  (CLS_ONLY, True, "CLS-only last layer (our shortcut)")):
+        flops = train_step_flops(args, cls_only_last_layer=cls_only)
+        rows.append({"workload": f"Transformer classifier training step, {label}, {shape}",
+                     "ours_ms": times[name].ms, "peer": f"PyTorch {torch.__version__} eager, course attention",
+                     "peer_ms": times[eager].ms, "gflops": flops / times[name].median / 1e9,
+                     "note": f"{flops / 1e9:.1f} GFLOP/step (XLA cost analysis)"})
+    print("\nGFLOP/s (XLA cost analysis of the step / median wall time): "
+          + "; ".join(f"{r['workload'].split(', ')[1]} {r['gflops']:.1f} ({r['note']})" for r in rows))
+    emit_rows("transformer", rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sequence lengths")
@@ -170,6 +212,7 @@ def main():
     for name, t in times.items():
         print(f"| {name} | {t.ms:.0f} | {times[eager].ms / t.ms:.2f}x | {times[sdpa].ms / t.ms:.2f}x "
               f"| {t.cpu_ms:.0f} |")
+    emit_train_rows(times, eager)
 
     rows = bench_attention(seqs, min(repeats, 5))
     print("\n## Attention alone: SelfAttention(embed 256, 4 heads), batch 8, padding mask "
