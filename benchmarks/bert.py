@@ -9,6 +9,9 @@ pooler's pooling as BertForSequenceClassification. Steps alternate between the t
 alike.
 
     .venv/bin/python -m benchmarks.bert --batch 32 --length 128 --steps 6
+
+GFLOP/s: XLA's cost analysis of the compiled step (the same executable that is timed)
+over its median wall time. The row for benchmarks/run_all.py: ms/step against transformers.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks.timing import header, load_average, measure
+from benchmarks.timing import emit_rows, header, load_average, measure
 from configs import bert_finetune
 from models.bert import BertConfig
 from models.build import build_model, trainable_filter
@@ -112,13 +115,16 @@ def main(argv=None):
 
     def flax_step():
         nonlocal state
-        loss, state = step(state, *j_in)
+        loss, state = compiled(state, *j_in)
         return loss
 
     machine = header()
     t0 = time.perf_counter()
+    compiled = step.lower(state, *j_in).compile()  # compiled once: timed, and its FLOPs counted
     jax.block_until_ready(flax_step())
     compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
     times = measure({"torch": torch_step, "flax": flax_step}, args.steps, warmup=args.warmup)
 
     eps = {k: args.batch / t.median for k, t in times.items()}
@@ -134,7 +140,14 @@ def main(argv=None):
           f"{__import__('flax').__version__}, jit) | {eps['flax']:.1f} | "
           f"{times['flax'].ms:.0f} | {eps['flax'] / eps['torch']:.2f}x |")
     print(f"\nload average at the end {load_average()}; Flax compile {compile_s:.1f} s; "
-          f"max |logit difference| before training {diff:.1e}")
+          f"max |logit difference| before training {diff:.1e}; XLA cost analysis {flops / 1e9:.1f} GFLOP/step, "
+          f"{flops / times['flax'].median / 1e9:.1f} GFLOP/s")
+    emit_rows("bert", [{
+        "workload": f"BERT fine-tuning step ({(args.source or DEFAULT_SOURCE).split('/')[-1]}), batch {args.batch} "
+                    f"x {args.length}, dropout on, AdamW",
+        "ours_ms": times["flax"].ms, "peer": f"transformers {transformers.__version__} (torch {torch.__version__})",
+        "peer_ms": times["torch"].ms, "gflops": flops / times["flax"].median / 1e9,
+        "note": f"{eps['flax']:.1f} vs {eps['torch']:.1f} examples/s"}])
 
 
 if __name__ == "__main__":

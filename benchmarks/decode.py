@@ -11,6 +11,8 @@ characters each (the evaluation's decode_steps). Rows:
   - the course's utils.sample loop in PyTorch, one question at a time, on the first
     `torch_questions` questions and scaled to `questions` (it is the slow one).
 Every row must give the same completions (checked; the table says so).
+For benchmarks/run_all.py it emits two rows, ours = the cached decoder, against JAX
+recomputation and against the course's PyTorch sample() loop.
 """
 
 import time
@@ -21,7 +23,7 @@ import torch
 from absl import app, flags
 from flax import nnx
 
-from benchmarks.timing import header, measure_one
+from benchmarks.timing import emit_rows, header, measure_one
 from configs import birth_pretrain
 from data import birth_places
 from data.paths import resolve_data_dir
@@ -87,6 +89,15 @@ def main(argv):
     for label, key in rows:
         print(f"| {label} | {times[key]:.2f} | {len(prompts) / times[key]:.1f} | "
               f"{times['recompute'] / times[key]:.2f}x |")
+    workload = (f"greedy decoding, {len(prompts)} birth-place dev questions x {steps} characters, "
+                f"key/value cache (jit, scan)")
+    same_note = "same completions" if same else "completions DIFFER"
+    emit_rows("decode", [
+        {"workload": workload, "ours_ms": 1e3 * times["cached"], "peer": "JAX recompute",
+         "peer_ms": 1e3 * times["recompute"], "note": same_note},
+        {"workload": workload, "ours_ms": 1e3 * times["cached"], "peer": "PyTorch course sample()",
+         "peer_ms": 1e3 * times["torch"],
+         "note": f"{same_note}; PyTorch timed on {n_torch} questions, scaled to {len(prompts)}"}])
 
 
 if __name__ == "__main__":
