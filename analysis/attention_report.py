@@ -437,7 +437,7 @@ def write_report(records: pathlib.Path, out: pathlib.Path) -> str:
              f"Runs recorded (variant x seeds): {runs_line}. Everything not listed was not run; all times were "
              "measured on a 2-core machine shared with other jobs.", ""]
     lines += ablation_section(data.get("ablation", {}), out)
-    benchmark = out / "step_benchmark.md"  # written by hand from benchmarks/attention_ablation.py on a quiet machine
+    benchmark = out / "step_benchmark.md"  # benchmarks/attention_ablation.py --out=... on a quiet machine
     if benchmark.is_file():
         lines += ["### Step time (quiet machine)", "", benchmark.read_text().strip(), ""]
     lines += mlm_section(data.get("mlm", {}), out)

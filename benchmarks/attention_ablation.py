@@ -2,6 +2,7 @@
 
   QUIET_WAIT=120 /work/shared/tools/quiet-run .venv/bin/python -m benchmarks.attention_ablation
   python -m benchmarks.attention_ablation --variants=dot,additive --widths=32,64,100 --steps=30
+  python -m benchmarks.attention_ablation --out=results/attention/step_benchmark.md   # the report's table
 
 The study's train_seconds were measured on a shared, overloaded machine; a speed *ratio* needs
 this benchmark on an idle one. For each variant of configs/attention_ablation.py and each
@@ -12,6 +13,7 @@ step and the ratio to dot product. Expected: additive scoring several times slow
 """
 from __future__ import annotations
 
+import pathlib
 import statistics
 import time
 
@@ -21,6 +23,7 @@ import optax
 from absl import app, flags
 from flax import nnx
 
+from benchmarks.timing import header, load_average
 from configs import attention_ablation
 from experiments.attention_study import build_model
 from train import optim, steps
@@ -54,20 +57,29 @@ def step_times(variant: str, width: int, n: int, batch: int = 32) -> float:
 def main(argv):
     del argv
     widths = [int(w) for w in FLAGS.widths]
+    load_before = load_average()
     results = {(v, w): step_times(v, w, FLAGS.steps) for v in FLAGS.variants for w in widths}
-    print("| variant | " + " | ".join(f"ms/step @ {w} (x dot)" for w in widths) + " |")
-    print("|---|" + "---:|" * len(widths))
+    lines = [f"Measured by `python -m benchmarks.attention_ablation --steps={FLAGS.steps}` (training step of the "
+             f"1.39M-parameter mini-GPT, batch 32, median ms per step of {FLAGS.steps} at each padded width, ratio "
+             f"to dot product); load average (1/5/15 min) {load_before} before, {load_average()} after.", "",
+             header(), "",
+             "| variant | " + " | ".join(f"ms/step @ {w} (x dot)" for w in widths) + " |",
+             "|---|" + "---:|" * len(widths)]
     for v in FLAGS.variants:
         cells = []
         for w in widths:
             ms = 1000 * results[(v, w)]
             ratio = results[(v, w)] / results[("dot", w)] if ("dot", w) in results else float("nan")
             cells.append(f"{ms:.1f} ({ratio:.2f}x)")
-        print(f"| {v} | " + " | ".join(cells) + " |")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    if FLAGS.out:
+        pathlib.Path(FLAGS.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
     flags.DEFINE_list("variants", list(attention_ablation.VARIANTS), "Variants to time (dot first for ratios).")
     flags.DEFINE_list("widths", ["32", "64", "100"], "Padded sequence widths.")
     flags.DEFINE_integer("steps", 20, "Timed steps per (variant, width), after one compiling step.")
+    flags.DEFINE_string("out", "", "Also write the table here (results/attention/step_benchmark.md for the report).")
     app.run(main)
