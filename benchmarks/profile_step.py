@@ -7,7 +7,9 @@ jax.profiler, sums the time of each compiled XLA operation (the "thunks" XLA:CPU
 fusions, matmuls, loops), and assigns each to a part of the step from what the
 optimized HLO says it computes (the JAX primitives in its `op_name` metadata):
 
-  matmul fwd / matmul bwd   a dot_general (forward; or inside transpose(...): the backward)
+  attention / dense matmul  a dot_general with batch dimensions (q.k, weights.v: one small matmul
+    fwd / bwd               per (example, head)) or without (the Linear layers); forward, or inside
+                            transpose(...): the backward
   dropout bits              threefry / bernoulli / uniform: the random numbers
   softmax, GELU, layer norm exp and max-reductions; erf; rsqrt and squares
   optimizer                 ops outside the differentiated function (AdamW, clipping)
@@ -40,16 +42,17 @@ from benchmarks.timing import header, measure_one
 flags.DEFINE_integer("steps", 3, "Traced steps (after warm-up).")  # --batch_size, --rng_impl: benchmarks/gpt.py's
 FLAGS = flags.FLAGS
 
-PARTS = ("matmul fwd", "matmul bwd", "dropout bits", "softmax", "GELU", "layer norm", "optimizer", "other")
+PARTS = ("attention matmul fwd", "attention matmul bwd", "dense matmul fwd", "dense matmul bwd", "dropout bits", "softmax", "GELU", "layer norm", "optimizer", "other")
 _RNG = ("threefry", "_bernoulli", "_uniform", "random_bits", "rng_bit_generator", "RngStream")
 
 
 def part_of(op_names: list[str], opcodes: list[str]) -> str:
     """The step's part for one thunk, from the op_names and opcodes of the HLO it runs."""
     names = " ".join(op_names)
-    if "dot" in opcodes or "convolution" in opcodes or "/dot_general" in names:
-        dots = [n for n, o in zip(op_names, opcodes) if o == "dot" or n.endswith("dot_general")]
-        return "matmul bwd" if any("transpose(" in n for n in dots) else "matmul fwd"
+    if any(o.startswith("dot") for o in opcodes) or "convolution" in opcodes:
+        dots = [(n, o) for n, o in zip(op_names, opcodes) if o.startswith("dot")]
+        kind = "attention" if any(o == "dot_batched" for _, o in dots) else "dense"
+        return f"{kind} matmul " + ("bwd" if any("transpose(" in n for n, _ in dots) else "fwd")
     if any(k in names for k in _RNG) or "rng-bit-generator" in opcodes:
         return "dropout bits"
     if "/exp" in names and "reduce_max" in names:
@@ -76,7 +79,8 @@ def hlo_parts(hlo_text: str) -> dict[str, str]:
         if current is not None and inst:
             op_name = re.search(r'op_name="([^"]+)"', line)
             calls = re.search(r"(?:calls|body|to_apply)=%([\w.-]+)", line)
-            current.append((inst.group(1), inst.group(2), op_name.group(1) if op_name else "",
+            opcode = "dot_batched" if inst.group(2) == "dot" and "lhs_batch_dims" in line else inst.group(2)
+            current.append((inst.group(1), opcode, op_name.group(1) if op_name else "",
                             calls.group(1) if calls else None))
 
     def contents(comp: str, seen: set) -> tuple[list[str], list[str]]:
