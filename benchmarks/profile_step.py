@@ -1,6 +1,6 @@
 """Where a minGPT training step spends its time: an XLA profile, grouped into the step's parts.
 
-  python -m benchmarks.profile_step [--batch_size=128] [--steps=3] [--rng_impl=threefry2x32]
+  python -m benchmarks.profile_step [--batch_size=128] [--steps=3] [--dropout_bits=threefry|hash]
 
 Traces `steps` calls of the engine's pretraining step (benchmarks/gpt.py) with
 jax.profiler, sums the time of each compiled XLA operation (the "thunks" XLA:CPU runs:
@@ -10,7 +10,7 @@ optimized HLO says it computes (the JAX primitives in its `op_name` metadata):
   attention / dense matmul  a dot_general with batch dimensions (q.k, weights.v: one small matmul
     fwd / bwd               per (example, head)) or without (the Linear layers); forward, or inside
                             transpose(...): the backward
-  dropout bits              threefry / bernoulli / uniform: the random numbers
+  dropout bits              threefry / bernoulli / uniform / hash_bits: the random numbers
   softmax, GELU, layer norm exp and max-reductions; erf; rsqrt and squares
   optimizer                 ops outside the differentiated function (AdamW, clipping)
   other                     masks, adds, reshapes, copies, the loss
@@ -39,11 +39,11 @@ from absl import app, flags
 from benchmarks.gpt import jax_train_step
 from benchmarks.timing import header, measure_one
 
-flags.DEFINE_integer("steps", 3, "Traced steps (after warm-up).")  # --batch_size, --rng_impl: benchmarks/gpt.py's
+flags.DEFINE_integer("steps", 3, "Traced steps (after warm-up).")  # --batch_size, --dropout_bits: benchmarks/gpt.py's
 FLAGS = flags.FLAGS
 
 PARTS = ("attention matmul fwd", "attention matmul bwd", "dense matmul fwd", "dense matmul bwd", "dropout bits", "softmax", "GELU", "layer norm", "optimizer", "other")
-_RNG = ("threefry", "_bernoulli", "_uniform", "random_bits", "rng_bit_generator", "RngStream")
+_RNG = ("threefry", "_bernoulli", "_uniform", "random_bits", "rng_bit_generator", "RngStream", "hash_bits")
 
 
 def part_of(op_names: list[str], opcodes: list[str]) -> str:
@@ -124,7 +124,8 @@ def matmul_ceiling(n: int = 2048) -> float:
 
 def main(argv):
     del argv
-    step, flops, step_fn, args = jax_train_step(FLAGS.batch_size, rng_impl=FLAGS.rng_impl)
+    step, flops, step_fn, args = jax_train_step(FLAGS.batch_size, rng_impl=FLAGS.rng_impl,
+                                                dropout_bits=FLAGS.dropout_bits)
     parts = hlo_parts(step_fn.lower(*args).compile().as_text())
     for _ in range(2):
         jax.block_until_ready(step())
@@ -141,7 +142,7 @@ def main(argv):
             by_part[parts[name]] += seconds / FLAGS.steps
     total = sum(by_part.values())
     ceiling = matmul_ceiling()
-    print(f"minGPT pretraining step, batch {FLAGS.batch_size}, dropout bits from {FLAGS.rng_impl}: "
+    print(f"minGPT pretraining step, batch {FLAGS.batch_size}, dropout bits {FLAGS.dropout_bits}: "
           f"{wall * 1e3:.0f} ms per traced step (profiling on), {flops / 1e9:.0f} GFLOP (XLA cost analysis), "
           f"{flops / wall / 1e9:.0f} GFLOP/s = {flops / wall / 1e9 / ceiling:.0%} of this machine's "
           f"{ceiling:.0f} GFLOP/s float32 matmul ceiling")

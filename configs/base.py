@@ -28,6 +28,9 @@ def model_config(kind: str, **values) -> ml_collections.ConfigDict:
         # CS224n minGPT (models/gpt.py); the vocabulary size comes from the corpus.
         "gpt": dict(
             block_size=128, n_layer=4, n_head=8, n_embd=256, embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1,
+            # where dropout's random bits come from: "threefry" (jax.random, nnx.Dropout) or "hash" (a
+            # counter hash, models/layers.HashDropout: same dropout, cheaper bits on CPU; issue 15)
+            dropout_bits="threefry",
             # module "mingpt": minGPT's own attention (the course). "variants": models.attention.SelfAttention
             # with these options (seed 002's ablations), e.g. --config.model.attention.module=variants
             # --config.model.attention.scoring=additive
@@ -176,6 +179,7 @@ def validate(config) -> None:
                  f"exceeds config.model.max_positions={model.max_positions}")
     else:
         need(not config.eval_split, "eval_split", "the CS224n tasks score a file: use eval_file")
+        need(model.dropout_bits in ("threefry", "hash"), "model.dropout_bits", "must be threefry or hash")
         need(config.decode_steps > 0, "decode_steps", "must be positive")
     for key, value in model.items():
         if key.endswith(("pdrop", "dropout")):

@@ -15,6 +15,9 @@ table, no parameters), or 'rotary' / 'alibi' inside the attention variants (mode
 `causal=False` lets every token attend both ways (a masked LM); it needs the variants too.
 `model.hidden(idx)` is the final LayerNorm's output (B, T, n_embd), the logits' input.
 
+`dropout_bits="hash"` draws dropout's random bits from a counter hash instead of
+jax.random's threefry (models/layers.HashDropout: the same dropout, cheaper on CPU).
+
 `GPT(idx, head_mask)`: an optional (n_layer, n_head) array multiplies each head's
 attended values before the output projection (issue 13; None: no multiplication).
 """
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from models.layers import DROPOUT_BITS
 from models.positions import ATTENTION_POSITIONS, sinusoidal_table
 
 POSITIONS = ("learned", "sinusoidal") + ATTENTION_POSITIONS
@@ -45,7 +49,8 @@ def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 class CausalSelfAttention(nnx.Module):
-    def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float, *, rngs: nnx.Rngs):
+    def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float, *,
+                 dropout: type[nnx.Dropout] = nnx.Dropout, rngs: nnx.Rngs):
         if n_embd % n_head:
             raise ValueError(f"n_embd {n_embd} is not divisible by n_head {n_head}")
         self.n_head = n_head
@@ -54,8 +59,8 @@ class CausalSelfAttention(nnx.Module):
         self.query = _linear(n_embd, n_embd, rngs)
         self.value = _linear(n_embd, n_embd, rngs)
         self.proj = _linear(n_embd, n_embd, rngs)
-        self.attn_drop = nnx.Dropout(attn_pdrop, rngs=rngs)
-        self.resid_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
+        self.attn_drop = dropout(attn_pdrop, rngs=rngs)
+        self.resid_drop = dropout(resid_pdrop, rngs=rngs)
 
     def __call__(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
         """x: (B*T, C) token rows of `batch` sequences; head_mask: (n_head,) or None."""
@@ -97,7 +102,8 @@ class CausalSelfAttention(nnx.Module):
 
 class Block(nnx.Module):
     def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float,
-                 attention: dict | None = None, *, causal: bool = True, rngs: nnx.Rngs):
+                 attention: dict | None = None, *, causal: bool = True,
+                 dropout: type[nnx.Dropout] = nnx.Dropout, rngs: nnx.Rngs):
         self.ln1 = _layer_norm(n_embd, rngs)
         self.ln2 = _layer_norm(n_embd, rngs)
         self.variant = attention is not None
@@ -108,10 +114,10 @@ class Block(nnx.Module):
                                       kernel_init=_normal, bias_init=nnx.initializers.zeros, rngs=rngs,
                                       **dict(attention))
         else:
-            self.attn = CausalSelfAttention(n_embd, n_head, attn_pdrop, resid_pdrop, rngs=rngs)
+            self.attn = CausalSelfAttention(n_embd, n_head, attn_pdrop, resid_pdrop, dropout=dropout, rngs=rngs)
         self.mlp_fc = _linear(n_embd, 4 * n_embd, rngs)
         self.mlp_proj = _linear(4 * n_embd, n_embd, rngs)
-        self.mlp_drop = nnx.Dropout(resid_pdrop, rngs=rngs)
+        self.mlp_drop = dropout(resid_pdrop, rngs=rngs)
 
     def attend(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
         if not self.variant:
@@ -150,6 +156,7 @@ class GPT(nnx.Module):
         *,
         positions: str = "learned",
         causal: bool = True,
+        dropout_bits: str = "threefry",
         rngs: nnx.Rngs,
     ):
         if positions not in POSITIONS:
@@ -157,6 +164,9 @@ class GPT(nnx.Module):
         if attention is None and (positions in ATTENTION_POSITIONS or not causal):
             raise ValueError(f"positions={positions!r}, causal={causal} need the attention variants "
                              "(attention={...}, models/attention.py); minGPT's own attention is causal, no positions")
+        if dropout_bits not in DROPOUT_BITS:
+            raise ValueError(f"dropout_bits must be one of {sorted(DROPOUT_BITS)}, got {dropout_bits!r}")
+        dropout = DROPOUT_BITS[dropout_bits]
         if positions in ATTENTION_POSITIONS:
             attention = {**dict(attention), "positions": positions}
         self.positions = positions
@@ -166,9 +176,9 @@ class GPT(nnx.Module):
         self.tok_emb = nnx.Embed(vocab_size, n_embd, embedding_init=_normal, rngs=rngs)
         if positions == "learned":
             self.pos_emb = nnx.Param(jnp.zeros((1, block_size, n_embd)))
-        self.drop = nnx.Dropout(embd_pdrop, rngs=rngs)
-        self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, attention, causal=causal, rngs=rngs)
-                                for _ in range(n_layer)])
+        self.drop = dropout(embd_pdrop, rngs=rngs)
+        self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, attention, causal=causal,
+                                      dropout=dropout, rngs=rngs) for _ in range(n_layer)])
         self.ln_f = _layer_norm(n_embd, rngs)
         self.head = _linear(n_embd, vocab_size, rngs, use_bias=False)
 

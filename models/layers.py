@@ -80,3 +80,53 @@ def sinusoidal_positions(length, dim, dtype=jnp.float32):
     # Interleave sin and cos so column 2i is the sine and 2i + 1 the cosine.
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(length, -1)
     return pe[:, :dim].astype(dtype)
+
+
+def _fmix32(x: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser: a bijection that mixes every input bit into every output bit."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """32 random bits per element: two finaliser rounds over the element counter, seeded by two
+    words drawn from `key`. Much cheaper on CPU than threefry's 20 rounds per pair of words."""
+    n = math.prod(shape)
+    if n >= 2 ** 32:
+        raise ValueError(f"hash_bits counts elements in 32 bits; {shape} has {n}")
+    with jax.named_scope("hash_bits"):  # names the ops in profiles (benchmarks/profile_step.py)
+        seed = jax.random.bits(key, (2,), jnp.uint32)
+        counter = jax.lax.iota(jnp.uint32, n).reshape(shape)
+        return _fmix32(_fmix32(counter * jnp.uint32(0x9E3779B9) + seed[0]) ^ seed[1])
+
+
+class HashDropout(nnx.Dropout):
+    """nnx.Dropout with the same semantics (zero with probability `rate`, scale the rest by
+    1 / (1 - rate)) and cheaper random bits (hash_bits): an element is dropped when its 32 bits
+    fall below rate * 2^32. Keys come from the same rng stream, so reseeding works as for nnx.Dropout."""
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if self.rate == 0.0 or deterministic:
+            return inputs
+        if self.rate == 1.0:
+            return jnp.zeros_like(inputs)
+        rngs = self.rngs if rngs is None else rngs
+        if isinstance(rngs, nnx.Rngs):
+            key = rngs[self.rng_collection]()
+        elif isinstance(rngs, nnx.RngStream):
+            key = rngs()
+        else:
+            key = rngs
+        shape = list(inputs.shape)
+        for dim in self.broadcast_dims:
+            shape[dim] = 1
+        keep = hash_bits(key, tuple(shape)) >= jnp.uint32(round(self.rate * 2 ** 32))
+        keep = jnp.broadcast_to(keep, inputs.shape)
+        return jax.lax.select(keep, inputs / (1.0 - self.rate), jnp.zeros_like(inputs))
+
+
+DROPOUT_BITS = {"threefry": nnx.Dropout, "hash": HashDropout}

@@ -1,0 +1,69 @@
+"""HashDropout (models/layers.py): nnx.Dropout's semantics with a counter-hash generator (issue 15)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from models.gpt import GPT
+from models.layers import HashDropout, hash_bits
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_drop_rate_and_scaling(rate):
+    x = jnp.full((1000, 2000), 3.0)
+    y = np.asarray(HashDropout(rate, rngs=nnx.Rngs(dropout=0))(x))
+    dropped = (y == 0).mean()
+    sigma = np.sqrt(rate * (1 - rate) / y.size)
+    assert abs(dropped - rate) < 5 * sigma, (dropped, rate)
+    np.testing.assert_allclose(np.unique(y[y != 0]), [3.0 / (1 - rate)], rtol=1e-6)
+
+
+def test_bits_are_uniform_and_independent_across_keys_and_positions():
+    n = 1 << 20
+    a = np.asarray(hash_bits(jax.random.key(0), (n,)))
+    b = np.asarray(hash_bits(jax.random.fold_in(jax.random.key(0), 1), (n,)))
+    counts = np.bincount(a >> 24, minlength=256)  # top byte: 256 cells of ~4096
+    chi2 = ((counts - n / 256) ** 2 / (n / 256)).sum()
+    assert chi2 < 400, chi2  # 255 degrees of freedom: mean 255, sd ~23
+    for bit in (0, 15, 31):  # every bit a fair coin
+        assert abs(((a >> bit) & 1).mean() - 0.5) < 5 * 0.5 / np.sqrt(n)
+    # masks of two keys, and of one key at neighbouring positions, are uncorrelated
+    ma, mb = (a < 2 ** 31).astype(float), (b < 2 ** 31).astype(float)
+    for u, v in [(ma, mb), (ma[1:], ma[:-1]), (ma[7:], mb[:-7])]:
+        assert abs(np.corrcoef(u, v)[0, 1]) < 5 / np.sqrt(n)
+
+
+def test_same_key_same_mask_and_reseeding_changes_it():
+    d = HashDropout(0.3, rngs=nnx.Rngs(dropout=0))
+    x = jnp.ones((64, 64))
+    first, second = np.asarray(d(x)), np.asarray(d(x))  # the stream advances
+    assert not np.array_equal(first, second)
+    nnx.reseed(d, dropout=0)
+    np.testing.assert_array_equal(np.asarray(d(x)), first)
+
+
+def test_edge_cases_and_gradient():
+    x = jnp.arange(1.0, 11.0)
+    assert np.array_equal(HashDropout(0.5, deterministic=True, rngs=nnx.Rngs(0))(x), x)
+    assert np.array_equal(HashDropout(0.0, rngs=nnx.Rngs(0))(x), x)
+    assert not np.asarray(HashDropout(1.0, rngs=nnx.Rngs(0))(x)).any()
+    d = HashDropout(0.25, rngs=nnx.Rngs(dropout=3))
+    y = d(x, rngs=jax.random.key(5))
+    grad = jax.grad(lambda v: d(v, rngs=jax.random.key(5)).sum())(x)
+    np.testing.assert_allclose(np.asarray(grad), np.where(np.asarray(y) != 0, 1 / 0.75, 0.0))
+
+
+def test_gpt_with_hash_dropout_is_unchanged_in_eval_and_trains():
+    idx = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 9)))
+    models = {bits: GPT(11, 16, 2, 2, 8, dropout_bits=bits, rngs=nnx.Rngs(0)) for bits in ("threefry", "hash")}
+    for m in models.values():
+        m.eval()
+    np.testing.assert_array_equal(models["threefry"](idx), models["hash"](idx))  # same init, dropout off
+    train = models["hash"]
+    train.train()
+    out = np.asarray(train(idx))
+    assert np.isfinite(out).all() and not np.allclose(out, models["threefry"](idx))
+    with pytest.raises(ValueError, match="dropout_bits"):
+        GPT(11, 16, 1, 2, 8, dropout_bits="philox", rngs=nnx.Rngs(0))
