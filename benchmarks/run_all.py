@@ -109,12 +109,12 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_outputs(out: pathlib.Path, machine: str, rows: list[dict], runs: list[dict], command: str,
-                  extra: dict | None = None) -> str:
-    """Writes <out>/table.md and <out>/table.json; returns the Markdown (machine line, table)."""
+                  remarks: list[str] = (), extra: dict | None = None) -> str:
+    """Writes <out>/table.md and <out>/table.json; returns the Markdown (machine line, remarks, table)."""
     out.mkdir(parents=True, exist_ok=True)
-    text = f"{machine}\n\n{markdown_table(rows)}\n"
+    text = "\n".join([machine, *remarks]) + f"\n\n{markdown_table(rows)}\n"
     (out / "table.md").write_text(text)
-    record = {"command": command, "machine": machine, **(extra or {}),
+    record = {"command": command, "machine": machine, "remarks": list(remarks), **(extra or {}),
               "rows": [with_ratio(r) for r in rows], "benchmarks": runs}
     (out / "table.json").write_text(json.dumps(record, indent=1) + "\n")
     return text
@@ -169,7 +169,7 @@ def run_benchmark(bench: Benchmark, quick: bool, logs: pathlib.Path) -> tuple[li
     record = {"name": bench.name, "command": shlex.join(["python", *argv[1:]]), "env": dict(bench.env),
               "returncode": proc.returncode, "wall_s": round(wall, 1), "rows": len(rows),
               "load_before": load_before, "load_after": os.getloadavg(),
-              "log": str(logs / f"{bench.name}.txt")}
+              "log": f"{logs.name}/{bench.name}.txt"}
     return rows, record
 
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.timing import header  # imports jax (and torch): after the argument errors
     busy = wait_for_quiet()
-    machine = header() + (f"\n{busy}" if busy else "")
+    machine, remarks = header(), [busy] if busy else []
     started = datetime.datetime.now(datetime.timezone.utc)
     rows, runs = [], []
     for i, bench in enumerate(benchmarks, 1):
@@ -198,15 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_rows
         runs.append(record)
         status = "ok" if record["returncode"] == 0 else f"FAILED (exit status {record['returncode']})"
-        print(f"    {status}, {record['wall_s']:.0f} s, {len(bench_rows)} rows; log {record['log']}",
+        print(f"    {status}, {record['wall_s']:.0f} s, {len(bench_rows)} rows; log {out / record['log']}",
               file=sys.stderr, flush=True)
     from benchmarks.timing import load_average
-    machine += f"\nload average at the end (1/5/15 min) {load_average()}"
+    remarks.append(f"load average at the end (1/5/15 min) {load_average()}")
     if args.quick:
-        machine += "\n--quick: small shapes and few repeats, a smoke test; these numbers mean nothing"
+        remarks.append("--quick: small shapes and few repeats, a smoke test; these numbers mean nothing")
     extra = {"quick": args.quick, "started": started.isoformat(timespec="seconds"),
              "wall_s": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1)}
-    text = write_outputs(out, machine, rows, runs, command, extra)
+    text = write_outputs(out, machine, rows, runs, command, remarks, extra)
     print(text)
     failed = [r["name"] for r in runs if r["returncode"] != 0]
     silent = [r["name"] for r in runs if r["returncode"] == 0 and r["rows"] == 0]

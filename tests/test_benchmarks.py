@@ -23,8 +23,8 @@ def test_table_and_json_ratio_failed_row_and_blank_gflops(tmp_path):
         {"benchmark": "b", "workload": "step B", "ours_ms": 200.0, "peer": "torch | eager", "peer_ms": 100.0},
         {"benchmark": "c", "workload": "c (benchmarks.c)", "note": "failed: ValueError: bad"},
     ]
-    text = run_all.write_outputs(tmp_path, "MACHINE LINE", rows, [{"name": "a"}], "python -m x")
-    assert text.startswith("MACHINE LINE\n\n|")
+    text = run_all.write_outputs(tmp_path, "MACHINE LINE", rows, [{"name": "a"}], "python -m x", ["busy"])
+    assert text.startswith("MACHINE LINE\nbusy\n\n|")
     assert (tmp_path / "table.md").read_text() == text
     a, b, c = _table_rows(text)
     assert a == ["step A", "100", "torch", "300", "3.00x", "50.0", "n"]
@@ -33,6 +33,7 @@ def test_table_and_json_ratio_failed_row_and_blank_gflops(tmp_path):
 
     record = json.loads((tmp_path / "table.json").read_text())
     assert record["machine"] == "MACHINE LINE" and record["command"] == "python -m x"
+    assert record["remarks"] == ["busy"]
     assert record["benchmarks"] == [{"name": "a"}]
     assert [r["ratio"] for r in record["rows"]] == [3.0, 0.5, None]
     assert record["rows"][0]["gflops"] == 50.0 and "gflops" not in record["rows"][1]
@@ -86,12 +87,14 @@ def test_run_all_collects_rows_logs_failures(tmp_path, monkeypatch, capsys):
 
     record = json.loads((out / "table.json").read_text())
     assert record["quick"] is True and "--only=good,bad,silent" in record["command"]
+    assert record["machine"] == "FAKE MACHINE" and "--quick" in record["remarks"][-1]
     runs = {r["name"]: r for r in record["benchmarks"]}
     assert list(runs) == ["good", "bad", "silent"]
     assert runs["good"]["returncode"] == 0 and runs["bad"]["returncode"] != 0
     assert [runs[n]["rows"] for n in runs] == [2, 2, 0]
     assert all(r["wall_s"] >= 0 for r in runs.values())
     assert [r["benchmark"] for r in record["rows"]] == ["good", "good", "bad", "bad"]
+    assert runs["good"]["log"] == "logs/good.txt"
     assert "args ['--tiny']" in (out / "logs" / "good.txt").read_text()  # quick options, stdout kept
     assert (out / "logs" / "bad.txt").read_text() == "bad starts\n"
     assert "RuntimeError: boom" in (out / "logs" / "bad.stderr.txt").read_text()
