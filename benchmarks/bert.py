@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks.timing import emit_rows, header, load_average, measure
+from benchmarks.timing import compiled_flops, emit_rows, header, load_average, measure
 from configs import bert_finetune
 from models.bert import BertConfig
 from models.build import build_model, trainable_filter
@@ -123,8 +123,7 @@ def main(argv=None):
     compiled = step.lower(state, *j_in).compile()  # compiled once: timed, and its FLOPs counted
     jax.block_until_ready(flax_step())
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    flops = compiled_flops(compiled)
     times = measure({"torch": torch_step, "flax": flax_step}, args.steps, warmup=args.warmup)
 
     eps = {k: args.batch / t.median for k, t in times.items()}

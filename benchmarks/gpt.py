@@ -14,7 +14,7 @@ import torch
 from absl import app, flags
 from flax import nnx
 
-from benchmarks.timing import emit_rows, header, measure
+from benchmarks.timing import compiled_flops, emit_rows, header, measure
 from configs import birth_pretrain
 from models.build import build_model, trainable_filter
 from reference.gpt import TorchGPT
@@ -28,12 +28,6 @@ flags.DEFINE_integer("vocab_size", 256, "Character vocabulary (wiki.txt has abou
 flags.DEFINE_string("rng_impl", "threefry2x32", "JAX's generator for the dropout keys: threefry2x32, rbg, unsafe_rbg.")
 flags.DEFINE_enum("dropout_bits", "threefry", ["threefry", "hash"], "config.model.dropout_bits: jax.random or a counter hash.")
 FLAGS = flags.FLAGS
-
-
-def flops_of(jitted, *args) -> float:
-    """XLA's own count of the floating-point operations of one call (HLO cost analysis)."""
-    cost = jitted.lower(*args).compile().cost_analysis()
-    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
 
 
 def jax_train_step(batch_size: int, vocab_size: int = 256, rng_impl: str = "threefry2x32",
@@ -59,7 +53,7 @@ def jax_train_step(batch_size: int, vocab_size: int = 256, rng_impl: str = "thre
         state["params"], state["opt"], metrics = step_fn(state["params"], rest, state["opt"], (x, y), key)
         return metrics["loss"]
 
-    return step, flops_of(step_fn, *args), step_fn, args
+    return step, compiled_flops(step_fn.lower(*args).compile()), step_fn, args
 
 
 def main(argv):

@@ -70,6 +70,13 @@ def measure_one(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> Timing:
     return measure({"": fn}, repeats, warmup)[""]
 
 
+def compiled_flops(compiled) -> float:
+    """XLA's own count of the floating-point operations of a compiled computation (HLO cost analysis;
+    a loop body counts once, however often it runs)."""
+    cost = compiled.cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
 def load_average() -> str:
     """os.getloadavg() over 1, 5 and 15 minutes."""
     return "/".join(f"{x:.2f}" for x in os.getloadavg())

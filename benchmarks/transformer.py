@@ -34,7 +34,7 @@ import optax
 import torch
 from flax import nnx
 
-from benchmarks.timing import emit_rows, header, load_average, measure, measure_one
+from benchmarks.timing import compiled_flops, emit_rows, header, load_average, measure, measure_one
 from configs import sentiment
 from models.attention import SelfAttention
 from models.build import build_model
@@ -76,8 +76,7 @@ def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer
 def train_step_flops(args, **kwargs):
     """XLA's FLOP count (HLO cost analysis) of one jax_train_step(**kwargs) on args (ids, mask, labels)."""
     jitted, model, optimizer = _jax_train_step_parts(**kwargs)
-    cost = jitted.lower(model, optimizer, *args).compile().cost_analysis()
-    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    return compiled_flops(jitted.lower(model, optimizer, *args).compile())
 
 
 def _jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True):
