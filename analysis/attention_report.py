@@ -359,8 +359,7 @@ def mlm_section(runs, out) -> list[str]:
                        "variants are needed). The pipeline (configs/attention_mlm.py: the same mini-GPT with "
                        "`causal=False` and BERT's 15% masking, the dev loss on predicted tokens and a linear BBC "
                        "topic probe of the frozen features along training, against steps and input tokens) is "
-                       "tested end to end at toy size in tests/test_attention_study.py; a 100-step run did not fit "
-                       "the CPU time this session had on the shared machine.", ""]
+                       "tested end to end at toy size in tests/test_attention_study.py.", ""]
     any_run = runs["causal"][0]
     cfg = any_run["config"]
     lines = head + [
@@ -417,8 +416,10 @@ def mlm_section(runs, out) -> list[str]:
         f"and the masked LM on {per_step['mlm']:.0f}: per step and per input token the masked LM gets "
         f"{per_step['causal'] / per_step['mlm']:.1f}x fewer training signals, which is the usual reason a masked "
         "LM needs *more* pretraining steps to converge (ELECTRA's motivation), against seed 000's answer that "
-        "bidirectional context makes it converge in fewer. At this budget (a fraction of an epoch, one seed) the "
-        "measured probe curves are the evidence, and a longer run would be needed to see where each converges.", ""]
+        "bidirectional context makes it converge in fewer. "
+        + f"At this budget ({any_run['steps']} steps, {len(runs['causal'])} seed(s); the probe points are seed "
+        f"{runs['causal'][0]['seed']}'s) the measured curves are the evidence; where each objective converges "
+        "would take longer runs.", ""]
     return lines
 
 
