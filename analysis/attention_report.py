@@ -363,6 +363,16 @@ def positions_section(runs, out) -> list[str]:
            "the schemes differ by less than the run-to-run noise one would expect: this is a working pipeline, "
            "not yet an answer.** " if max(at(v, train_len) for v in order) / min(at(v, train_len) for v in order)
            < 1.05 else "")
+        + ("**Sinusoidal is far behind at every length, the training length included**: its fixed table has "
+           "amplitude 1 (rms 0.71 per component) while minGPT's token embeddings start at N(0, 0.02), so at "
+           "initialisation the position signal is ~35 times the token signal and the model must first grow its "
+           "embeddings (Vaswani et al. scale embeddings by sqrt(d_model); minGPT's initialisation does not). This "
+           "is a finding about that table with this initialisation, not about sinusoidal positions as such. "
+           if "sinusoidal" in runs and at("sinusoidal", train_len) > 1.5 * min(at(v, train_len) for v in order) else "")
+        + ("The learned table does not degrade past its trained rows: with those rows at zero the model falls back "
+           "on what the causal mask alone tells it about position (a causal LM can infer position without any "
+           "encoding; Haviv et al., 2022). "
+           if "learned" in runs and at("learned", longest) <= 1.05 * at("learned", train_len) else "")
         + "Perplexity can fall with length for a scheme that generalises (later tokens "
         "have more context) and rises for one that meets positions it never saw. A learnable positional "
         "encoding, as seed 000 designs it, is a trained (max length x width) table added to the embeddings: "
