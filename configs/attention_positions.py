@@ -6,12 +6,14 @@ penalty on the scores). The same mini-GPT as configs/attention_ablation.py, trai
 contiguous article text in 64-token windows, scored on dev windows of 64, 128, 256 and 512.
   python -m experiments.attention_study --study=positions --seeds=0
   python -m analysis.attention_report
-Budget: 100 steps of batch 32 (205k tokens, about 0.25 epoch of the windows) per variant: a
-small budget set by the shared, overloaded machine (measured times in results/attention/report.md);
-`--max_steps=N` for more. Run so far: `--variants=learned,rotary,alibi --seeds=0`.
+Budget: one epoch of the training windows (374 steps of batch 32, 766k tokens); about 3 minutes
+of training per run on 2 cores shared with other jobs, plus a minute of extrapolation scoring.
 Expected result: similar perplexity at 64; beyond it the learned table (its rows past 64 are
 never trained: no position information there) and sinusoidal degrade, rotary less, ALiBi
 (built for extrapolation) least.
+Measured (seed 0, dev perplexity at 64 / 512 tokens): learned 236.5 / 238.4, sinusoidal
+562.0 / 551.7 (its unit-amplitude table swamps minGPT's N(0, 0.02) embeddings), rotary
+229.4 / 230.2, ALiBi 226.9 / 223.6: no scheme degrades at 8x the training length here.
 """
 
 from configs.attention_ablation import study_config
