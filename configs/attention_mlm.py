@@ -8,11 +8,14 @@ topic probe: a linear classifier of the 5 BBC topics on the frozen mean-pooled l
 states of each article's first 100 tokens (train articles to fit, dev articles to score).
   python -m experiments.attention_study --study=mlm --seeds=0
   python -m analysis.attention_report
-Budget: 100 steps of batch 32 (0.10 epoch) per variant, set by the shared, overloaded machine;
-`--max_steps=N` for more.
+Budget: one epoch (957 steps of batch 32) per variant, as the ablations; about 3 minutes of
+training per run on 2 cores, plus a topic probe every 100 steps (a few seconds each).
 Expected result: per step and per input token the causal LM gets ~6.7x more predicted
 tokens; which objective's features make the better topic probe at equal steps is what the
 report measures.
+Measured (seed 0): final dev loss on predicted tokens causal 5.336, MLM 6.058; topic probe
+(5 classes, dev articles) 49% -> 62% for causal and 54% -> 52% for MLM over the epoch: the
+causal features probe better at 9 of 10 points after step 0.
 """
 
 from configs.attention_ablation import study_config
