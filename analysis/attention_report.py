@@ -239,16 +239,17 @@ def ablation_findings(runs) -> list[str]:
     secs = {v: mean(v, train_time) for v in ABLATION_ORDER}
     out = ["### What the numbers show", ""]
 
-    def versus_spread(v: str) -> str:
-        """Whether v's mean dev perplexity differs from dot product's by more than either's seed spread."""
-        sd = max(float(np.std([r["dev"]["perplexity"] for r in runs[u]], ddof=1)) if len(runs[u]) > 1 else 0.0
-                 for u in ("dot", v))
-        return f"{'more' if beyond(v) else 'less'} than the larger seed standard deviation ({sd:.1f})"
+    def spread(v: str) -> float:
+        """The larger seed standard deviation of dev perplexity, v's or dot product's."""
+        return max(float(np.std([r["dev"]["perplexity"] for r in runs[u]], ddof=1)) if len(runs[u]) > 1 else 0.0
+                   for u in ("dot", v))
 
     def beyond(v: str) -> bool:
-        sd = max(float(np.std([r["dev"]["perplexity"] for r in runs[u]], ddof=1)) if len(runs[u]) > 1 else 0.0
-                 for u in ("dot", v))
-        return abs(dev[v] - dev["dot"]) > sd
+        return abs(dev[v] - dev["dot"]) > spread(v)
+
+    def versus_spread(v: str) -> str:
+        return f"{'more' if beyond(v) else 'less'} than the larger seed standard deviation ({spread(v):.1f})"
+
     if dev["dot"] and dev["additive"]:
         out.append(
             f"**Dot product against additive scoring.** Dev perplexity {dev['dot']:.1f} (dot) against "

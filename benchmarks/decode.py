@@ -28,23 +28,13 @@ from configs import birth_pretrain
 from data import birth_places
 from data.paths import resolve_data_dir
 from models.gpt import GPT, greedy_decode
-from reference.gpt import TorchGPT, flax_params
+from reference.gpt import TorchGPT, course_greedy, flax_params
 
 flags.DEFINE_integer("questions", 500, "Dev questions decoded by the JAX rows.")
 flags.DEFINE_integer("torch_questions", 50, "Questions decoded by the PyTorch loop (time scaled up).")
 flags.DEFINE_integer("repeats", 3, "Timed runs of each JAX decoder (after warm-up).")
 flags.DEFINE_string("data_dir", "", "wiki.txt and birth_dev.tsv (default: the pretraining config's).")
 FLAGS = flags.FLAGS
-
-
-def torch_sample(model: TorchGPT, prompt: np.ndarray, steps: int, block_size: int) -> np.ndarray:
-    """The course's sample(): the whole cropped context through the model for every new token."""
-    x = torch.tensor(prompt, dtype=torch.long)[None]
-    with torch.no_grad():
-        for _ in range(steps):
-            logits, _ = model(x[:, -block_size:])
-            x = torch.cat([x, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return x[0].numpy()
 
 
 def main(argv):
@@ -72,7 +62,7 @@ def main(argv):
         times[name] = measure_one(run, FLAGS.repeats, warmup=1).median
     n_torch = min(FLAGS.torch_questions, len(prompts))
     start = time.perf_counter()
-    outputs["torch"] = [torch_sample(reference, p, steps, m.block_size) for p in prompts[:n_torch]]
+    outputs["torch"] = [course_greedy(reference, p, steps, m.block_size) for p in prompts[:n_torch]]
     times["torch"] = (time.perf_counter() - start) * len(prompts) / n_torch
     # Recomputing crops nothing (prompts + 32 fit in 128), so all three decode the same characters.
     same = all(np.array_equal(a, b) for a, b in zip(outputs["cached"], outputs["recompute"])) and all(

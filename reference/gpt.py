@@ -77,3 +77,14 @@ def flax_params(torch_model) -> dict:
             "mlp_fc": lin("mlp.0"), "mlp_proj": lin("mlp.2"),
         }
     return p
+
+
+def course_greedy(model: TorchGPT, prompt, steps: int, block_size: int):
+    """The course's utils.sample with sample=False: the whole cropped context through the model for
+    every new token. prompt: a 1-D integer array; returns prompt + steps tokens as a numpy array."""
+    x = torch.tensor(prompt, dtype=torch.long)[None]
+    with torch.no_grad():
+        for _ in range(steps):
+            logits, _ = model(x[:, -block_size:])
+            x = torch.cat([x, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return x[0].numpy()

@@ -9,25 +9,15 @@ from flax import nnx
 
 from models import pruning
 from models.gpt import GPT, greedy_decode
-from reference.gpt import TorchGPT
-from tests.test_gpt import torch_to_flax_params
+from reference.gpt import TorchGPT, course_greedy, flax_params
+
 
 VOCAB, BLOCK = 19, 24
 
 
-def torch_greedy(ref: TorchGPT, prompt: np.ndarray, steps: int) -> np.ndarray:
-    """The course's utils.sample with sample=False: the whole (cropped) context every step."""
-    x = torch.tensor(prompt)[None]
-    with torch.no_grad():
-        for _ in range(steps):
-            logits, _ = ref(x[:, -BLOCK:])
-            x = torch.cat([x, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return x[0].numpy()
-
-
 def copied_model(ref: TorchGPT, n_layer, n_head, n_embd, positions="learned") -> GPT:
     model = GPT(VOCAB, BLOCK, n_layer, n_head, n_embd, 0.0, 0.0, 0.0, positions=positions, rngs=nnx.Rngs(0))
-    params = torch_to_flax_params(ref)
+    params = flax_params(ref)
     if positions != "learned":
         del params["pos_emb"]
     nnx.replace_by_pure_dict(state := nnx.state(model, nnx.Param), params)
@@ -58,7 +48,7 @@ def test_cached_greedy_equals_recompute_and_the_course_loop(reference):
         cached = greedy_decode(model, group, 8, chunk=4, cache=True)  # two chunks, one partial
         recomputed = greedy_decode(model, group, 8, chunk=4, cache=False)
     for p, c, r in zip(group, cached, recomputed):
-        expected = torch_greedy(reference, p, 8)
+        expected = course_greedy(reference, p, 8, BLOCK)
         np.testing.assert_array_equal(c, expected)
         np.testing.assert_array_equal(r, expected)
 
