@@ -14,8 +14,8 @@ batched by similar length (train/tasks/word_lm.py), about 3x fewer padded positi
 random batches.
 Runtime: on a quiet 2-core machine about 2 minutes of training per dot-product run (about
 10 steps/s), twice that for additive scoring; validation, the leak check and samples add
-1-2 minutes. The 15 runs (5 variants x 3 seeds) took about 85 minutes of wall clock here,
-while other jobs shared the machine.
+1-2 minutes. The 15 runs (5 variants x 3 seeds) took about 100 minutes of wall clock here
+(20:07-21:50 UTC), while other jobs shared the machine and with pauses for benchmarks.
 Measured (seeds 0-2, dev perplexity): dot 212.2 +- 2.9, additive 212.6 +- 2.3, Q=K 216.2 +-
 2.9, Q=K=V 217.3 +- 2.7, zero_after 162.7 +- 3.6, which with the future hidden (PAD) rises to
 1019-1190; generations of zero_after end at once. results/attention/report.md.
