@@ -78,6 +78,10 @@ def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
     config.eval_split = ""
     config.eval_batch_size = 64
     config.eval_every_steps = 0  # > 0: validation metrics every N steps (tasks with a validation set)
+    # Model selection: "" keeps the last step; a validation metric ("accuracy", "loss") keeps the
+    # parameters of its best validation pass in workdir/best, and the final evaluation scores those.
+    config.select_best = ""
+    config.early_stopping_patience = 0  # > 0 (with select_best): stop after N validations without a new best
     if task in ("span_corruption", "birth_places"):  # train/tasks/char_gpt.py
         config.pretrain_corpus = "wiki.txt"  # the vocabulary always comes from it, as in the course
         config.train_file = "birth_places_train.tsv"
@@ -150,6 +154,12 @@ def validate(config) -> None:
     need(isinstance(config.eval_every_steps, int) and config.eval_every_steps >= 0, "eval_every_steps",
          "must be 0 (off) or a positive integer")
     need(config.max_steps == -1 or config.max_steps > 0, "max_steps", "must be -1 (the whole run) or positive")
+    need(not config.select_best or config.eval_every_steps > 0, "select_best",
+         "needs validation passes: set eval_every_steps > 0")
+    need(isinstance(config.early_stopping_patience, int) and config.early_stopping_patience >= 0,
+         "early_stopping_patience", "must be 0 (off) or a positive number of validation passes")
+    need(not config.early_stopping_patience or bool(config.select_best), "early_stopping_patience",
+         "needs select_best (the metric whose best pass it waits for)")
     need(config.init_from_step >= 0, "init_from_step", "must be 0 (the latest) or a checkpoint step")
     need(config.learning_rate > 0, "learning_rate", "must be positive")
     need(config.grad_clip >= 0, "grad_clip", "must be 0 (off) or positive")

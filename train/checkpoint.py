@@ -96,14 +96,11 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, params, opt_state, meta: dict) -> None:
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(flatten(params)),
-                opt_state=ocp.args.StandardSave(flatten(opt_state)),
-                meta=ocp.args.JsonSave(meta),
-            ),
-        )
+        """opt_state None saves parameters only (restore them with opt_state_template=None)."""
+        items = dict(params=ocp.args.StandardSave(flatten(params)), meta=ocp.args.JsonSave(meta))
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardSave(flatten(opt_state))
+        self.manager.save(step, args=ocp.args.Composite(**items))
 
     def meta(self, step: int) -> dict:
         return self._restore(step, "meta", ocp.args.JsonRestore())

@@ -87,6 +87,47 @@ def eval_graphdef(graphdef, params, rest):
     return nnx.graphdef(model)
 
 
+class BestValidation:
+    """The parameters of the best validation pass so far (config.select_best), kept in `directory`.
+
+    Its step and value live in the checkpoint's meta, so a resumed run knows them and
+    early stopping counts from the same step as before the interruption.
+    """
+
+    def __init__(self, directory: pathlib.Path, metric: str, patience: int, eval_every_steps: int):
+        self.metric, self.patience, self.every = metric, patience, eval_every_steps
+        self.lower_is_better = metric == "loss" or metric.endswith(("_loss", "perplexity"))
+        self.ckpt = Checkpointer(directory, keep=1)
+        self.step = self.ckpt.latest_step()
+        self.value = None if self.step is None else self.ckpt.meta(self.step)["value"]
+
+    def update(self, step: int, metrics: dict, params, meta: dict) -> bool:
+        """Saves `params` if this pass beats the best one; True when it does."""
+        if self.metric not in metrics:
+            raise base.ConfigError(f"config.select_best={self.metric!r}: validation reports only "
+                                   f"{sorted(k for k in metrics if k != 'seconds')}")
+        value = float(metrics[self.metric])
+        better = self.value is None or (value < self.value if self.lower_is_better else value > self.value)
+        if better:
+            self.ckpt.save(step, params, None, {**meta, "metric": self.metric, "value": value})
+            self.step, self.value = step, value
+        return better
+
+    def should_stop(self, step: int) -> bool:
+        """True once `patience` validation passes after the best one brought nothing better."""
+        return bool(self.patience) and self.step is not None and step - self.step >= self.patience * self.every
+
+    def restore(self, params_template, shardings=None):
+        self.ckpt.wait()
+        params, _ = self.ckpt.restore(self.step, params_template,
+                                      shardings=None if shardings is None else (shardings, None))
+        return params
+
+    def close(self) -> None:
+        self.ckpt.wait()
+        self.ckpt.close()
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, stop_after: int | None = None) -> dict:
     """Trains (or resumes) the run in `workdir`, evaluates it, returns the final metrics.
 
@@ -172,6 +213,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                                       "processes": jax.process_count(), "sharding": config.sharding,
                                       "state_bytes_per_device": state_bytes})
 
+    best = (BestValidation(workdir / "best", config.select_best, config.early_stopping_patience,
+                           config.eval_every_steps) if config.select_best else None)
+
     def validate(step: int) -> dict:
         """Task metrics on held-out data through the jit'ed eval step (no dropout)."""
         t = time.perf_counter()
@@ -183,8 +227,13 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     bar = tqdm(total=total_steps, initial=start_step, desc=config.name, unit="step", dynamic_ncols=True,
                disable=not primary)
     t0 = time.perf_counter()
+    last_step = start_step
     try:
         for step in range(start_step + 1, total_steps + 1):
+            if best is not None and best.should_stop(last_step):
+                tqdm.write(f"early stopping at step {last_step}: no better validation {best.metric} than "
+                           f"{best.value:.4f} (step {best.step}) in {best.patience} passes")
+                break
             if jax.process_count() == 1:
                 batch = jax.device_put(pipeline[step - 1], sharded)
             else:  # each process loads only the rows its devices hold
@@ -197,26 +246,37 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                 summary = logger.log(step, t0)
                 bar.set_postfix(loss=f"{summary['loss']:.4f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
                 t0 = time.perf_counter()
-            if step % config.checkpoint_every_steps == 0 or step == total_steps:
-                logger.drain()
-                ckpt.save(step, params, opt_state, task.meta)
-                logger.last_saved = step
-            if eval_step is not None and (step % config.eval_every_steps == 0 or step == total_steps):
+            last_step = step
+            validated = eval_step is not None and (step % config.eval_every_steps == 0 or step == total_steps)
+            if validated:
                 validation = validate(step)
                 t0 += validation["seconds"]  # validation is not training time
                 bar.set_postfix(valid=", ".join(f"{k}={v:.4f}" for k, v in validation.items() if k != "seconds"))
+                if best is not None:
+                    best.update(step, validation, params, task.meta)
+            stopping = validated and best is not None and best.should_stop(step)
+            if step % config.checkpoint_every_steps == 0 or step == total_steps or stopping:
+                logger.drain()
+                ckpt.save(step, params, opt_state, task.meta)
+                logger.last_saved = step
             if stop_after is not None and step - start_step >= stop_after:
                 return {"stopped_at": step}  # as if killed: no final checkpoint
         bar.close()
 
-        results = {"step": total_steps}
+        results = {"step": last_step}
+        eval_params = params
+        if best is not None and best.step is not None:
+            eval_params = best.restore(params, param_shardings)
+            results.update(selected_step=best.step, trained_steps=last_step)
         if config.eval_file or config.eval_split:
-            model = nnx.merge(graphdef, distributed.gather(params), distributed.gather(rest))
+            model = nnx.merge(graphdef, distributed.gather(eval_params), distributed.gather(rest))
             model.eval()
             t = time.perf_counter()
             eval_metrics, predictions = task.evaluate(model)
             eval_metrics["eval_seconds"] = time.perf_counter() - t
-            writer.write(total_steps, "eval", eval_metrics)
+            if best is not None:
+                eval_metrics.update(selected_step=best.step, trained_steps=last_step)
+            writer.write(last_step, "eval", eval_metrics)
             if primary:
                 (workdir / "predictions.txt").write_text("".join(p + "\n" for p in predictions))
             results.update(eval_metrics)
@@ -225,4 +285,6 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         bar.close()
         ckpt.wait()
         ckpt.close()
+        if best is not None:
+            best.close()
         writer.close()
