@@ -93,6 +93,9 @@ def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
         config.max_length = 128  # tokens per example (pairs are cut longest-first)
         config.text_fields = "title"  # amazon_polarity: title | title_content
         config.train_limit = 0  # > 0: train on the first N examples only
+        # > 0: cut each batch's padding columns down to a multiple of this. BERT and the exact-attention
+        # Transformer mask padding, so only the cost changes (the GRUs read padding: not allowed)
+        config.trim_padding = 0
 
     config.model = model_config(model_kind)
 
@@ -184,6 +187,14 @@ def validate(config) -> None:
              "must be '', train, validation or test")
         need(isinstance(config.max_length, int) and config.max_length > 0, "max_length", "must be a positive integer")
         need(config.train_limit >= 0, "train_limit", "must be 0 (all) or positive")
+        need(isinstance(config.trim_padding, int) and config.trim_padding >= 0, "trim_padding",
+             "must be 0 (off) or the multiple to round each batch's length up to")
+        if config.trim_padding:
+            exact = model.kind == "bert" or (model.kind == "transformer" and model.attention.kind == "exact")
+            need(exact, "trim_padding", "only BERT and the exact-attention Transformer mask padding exactly "
+                 "(the GRUs read it, Linformer/Performer/BigBird depend on the length); set trim_padding=0")
+            need(config.num_processes == 1, "trim_padding",
+                 "needs one process (each process would cut its rows to a different length)")
         if model.kind == "transformer":
             need(config.max_length <= model.max_positions, "max_length",
                  f"exceeds config.model.max_positions={model.max_positions}")

@@ -161,8 +161,24 @@ def load_splits(dataset: str, data_dir, tokenizer, *, max_length: int, tfds_dir=
     return splits
 
 
-def padded_batches(split: dict[str, np.ndarray], batch_size: int) -> list[tuple[dict[str, np.ndarray], int]]:
-    """[(batch, real rows)]: one pass in order, the last batch zero-padded to batch_size (one compilation)."""
+def trim_padding(batch: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+    """The batch's token arrays cut to its longest example, rounded up to `multiple` (few shapes, few compilations).
+
+    Only padding is removed, so a model that masks padding (BERT, the exact-attention
+    Transformer) gives the same outputs; the course's GRUs read padding and are never trimmed.
+    """
+    length = batch["attention_mask"].shape[1]
+    longest = int(batch["attention_mask"].sum(axis=1).max(initial=1))
+    keep = min(length, -(-longest // multiple) * multiple)
+    return {k: v[:, :keep] if k in FEATURES else v for k, v in batch.items()}
+
+
+def padded_batches(split: dict[str, np.ndarray], batch_size: int,
+                   trim_multiple: int = 0) -> list[tuple[dict[str, np.ndarray], int]]:
+    """[(batch, real rows)]: one pass in order, the last batch zero-padded to batch_size (one compilation).
+
+    trim_multiple > 0 cuts each batch's padding columns with `trim_padding`.
+    """
     out = []
     n = len(split["label"])
     for start in range(0, n, batch_size):
@@ -171,7 +187,7 @@ def padded_batches(split: dict[str, np.ndarray], batch_size: int) -> list[tuple[
         if m < batch_size:
             batch = {k: np.concatenate([v, np.zeros((batch_size - m,) + v.shape[1:], v.dtype)])
                      for k, v in batch.items()}
-        out.append((batch, m))
+        out.append((trim_padding(batch, trim_multiple) if trim_multiple else batch, m))
     return out
 
 

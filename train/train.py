@@ -197,6 +197,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                  if validation_batches else None)
     examples = example_pipeline(task.train_data, config.num_epochs, config.seed)
     pipeline = examples.batch(config.batch_size, drop_remainder=True)
+    prepare_batch = getattr(task, "prepare_batch", lambda batch: batch)  # e.g. cut padding columns
     dropout_key = jax.random.key(config.seed + 2)
     writer = MetricWriter(workdir, resume_step=start_step) if primary else _NoWriter()
     logger = TrainLogger(writer, schedule, tokens_per_step, ckpt.directory)
@@ -235,7 +236,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                            f"{best.value:.4f} (step {best.step}) in {best.patience} passes")
                 break
             if jax.process_count() == 1:
-                batch = jax.device_put(pipeline[step - 1], sharded)
+                batch = jax.device_put(prepare_batch(pipeline[step - 1]), sharded)
             else:  # each process loads only the rows its devices hold
                 batch = distributed.global_batch(
                     lambda rows: batch_rows(examples, step - 1, config.batch_size, rows), config.batch_size, sharded)

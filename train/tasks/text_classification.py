@@ -33,6 +33,14 @@ class TextClassificationTask:
         self.model_sizes = {"num_classes": num_classes}
         self.meta = {"dataset": config.dataset, "max_length": config.max_length}
         self.uses_token_types = config.model.kind == "bert"
+        self.trim_multiple = config.trim_padding  # 0: every batch keeps max_length columns
+
+    def prepare_batch(self, batch):
+        """A training batch (inputs, labels) with its padding columns cut (config.trim_padding)."""
+        if not self.trim_multiple:
+            return batch
+        inputs, labels = batch
+        return text.trim_padding(inputs, self.trim_multiple), labels
 
     def decay_tokens(self) -> int:
         return self.config.decay_epochs * len(self.train_data) * self.tokens_per_example
@@ -47,7 +55,7 @@ class TextClassificationTask:
         return classification_loss(self.logits(model, inputs), labels)
 
     def validation_batches(self) -> list:
-        return text.padded_batches(self.splits["validation"], self.config.eval_batch_size)
+        return text.padded_batches(self.splits["validation"], self.config.eval_batch_size, self.trim_multiple)
 
     def eval_outputs(self, model, batch) -> dict:
         """Per example: its label, loss and predicted class."""
@@ -65,7 +73,8 @@ class TextClassificationTask:
         if split not in self.splits:
             raise ValueError(f"eval_split={split!r} is not one of the dataset's splits {sorted(self.splits)}")
         outputs = steps.evaluate_model(model, self.eval_outputs,
-                                       text.padded_batches(self.splits[split], self.config.eval_batch_size))
+                                       text.padded_batches(self.splits[split], self.config.eval_batch_size,
+                                                           self.trim_multiple))
         metrics = self.summarize(outputs)
         metrics["eval_split"] = split
         return metrics, [str(int(i)) for i in outputs["prediction"]]
