@@ -1,57 +1,80 @@
-"""Fine-tuning modes trained to convergence (issue 17): a learning-rate grid per mode, then seeds.
+"""MiniLM fine-tuning modes trained to convergence, and seed 002's optimizers (issue 17).
 
-  python -m experiments.finetune_study --config=configs/finetune_study.py:boolq
-  python -m analysis.bert_results --dataset=boolq --study=results/bert/boolq_study
+  python -m experiments.seed_study --config=configs/finetune_study.py:boolq [--variants=head,lora]
+  python -m analysis.seed_study_report --config=configs/finetune_study.py:boolq
+  (the same with :sst2 for the SST-2 modes, :sst2_optimizers for AdamW / SGD / RMSprop)
 
-For each variant (a fine-tuning mode, prefix tuning at two prefix lengths): every learning rate
-of its grid with seed 0; the one with the best validation accuracy (the best pass of the run,
-`select_best`) is then run with seeds 1 and 2. Every run is an ordinary engine run
-(`python -m train.main --config=configs/bert_finetune.py:<dataset>,<mode> ...`, printed by the
-driver) in runs/finetune/<dataset>/<variant>/lr=<lr>_seed=<s>, up to `num_epochs` epochs with a
-validation pass every half epoch, stopped after `early_stopping_patience` passes without a new
-best; the test split is scored with the best pass's parameters. Records (metrics.jsonl,
-config.json, the command) go to results/bert/<dataset>_study/ for the report.
+experiments/seed_study.py runs each variant's learning-rate grid with seed 0, then seeds 1 and 2
+at the rate with the best validation accuracy. Every run is an ordinary engine run,
+`python -m train.main --config=configs/bert_finetune.py:<dataset>,<mode> --config.<key>=...`
+(the driver prints it), up to `num_epochs` epochs with a validation pass every half epoch,
+stopped after `early_stopping_patience` passes without a new best (`select_best`); dev and
+test are scored with the best pass's parameters.
 
-BoolQ setting: our dev-derived split (2,616 / 327 / 327), question + passage cut to 128
-tokens, batch 16 (164 steps an epoch), at most 3 epochs, AdamW with 50 warmup steps and a
-linear decay. Cost here (2 CPU cores, step times from the earlier 64-step table): head
-0.5 s/step, LoRA 1.1, prefix-10 2.1, full 3.0, prefix-128 about 4, i.e. about 5.5 CPU-hours
-for every variant's grid and seeds at 3 epochs; early stopping shortens it. Expected result:
-see results/bert/boolq_study.md (the table states which modes beat the majority class, 65.4%
-on test).
+BoolQ (`:boolq`): our dev-derived split (2,616 / 327 / 327), question + passage cut to 128
+tokens, batch 16 (163 steps an epoch), at most 3 epochs, AdamW, 50 warmup steps then a linear
+decay. Prefix tuning with 10 and with 128 prefix vectors (the course's skeleton). Cost here
+(2 CPU cores; seconds per step measured under load in the earlier 64-step table): head 0.5,
+LoRA 1.1, prefix-10 2.1, full 3.0, prefix-128 about 4: about 5.5 CPU-hours for every grid and
+seed at 3 epochs, less with early stopping. Expected result: results/bert/boolq_study/report.md.
+
+SST-2 (`:sst2`, `:sst2_optimizers`): 6,920 / 872 / 1,821 sentences, 64 tokens, batch 32, each
+batch's padding cut (trim_padding=16); at most 3 epochs. The optimizer comparison fine-tunes
+LoRA (the cheapest mode that trains attention) with each optimizer's own learning-rate grid,
+seeds 0-2, learning curves on one plot. Not yet run (see BUILD_NOTES.md, issue 17).
 """
 
 import ml_collections
 
-# variant -> (bert_finetune mode, extra config overrides, learning-rate grid)
-VARIANTS = {
-    "head": ("head", {}, (1e-3, 1e-2, 1e-1)),
-    "lora": ("lora", {}, (5e-4, 2e-3)),
-    "full": ("full", {}, (3e-5, 1e-4)),
-    "prefix10": ("prefix", {"model.prefix_length": 10}, (3e-3, 3e-2)),
-    "prefix128": ("prefix", {"model.prefix_length": 128}, (3e-3, 3e-2)),
+# variant -> (base config, its own overrides as "key=value", learning-rate grid)
+BOOLQ = {
+    "head": ("configs/bert_finetune.py:boolq,head", (), (1e-3, 1e-2, 1e-1)),
+    "lora": ("configs/bert_finetune.py:boolq,lora", (), (5e-4, 2e-3)),
+    "full": ("configs/bert_finetune.py:boolq,full", (), (3e-5, 1e-4)),
+    "prefix10": ("configs/bert_finetune.py:boolq,prefix", ("model.prefix_length=10",), (3e-3, 3e-2)),
+    "prefix128": ("configs/bert_finetune.py:boolq,prefix", ("model.prefix_length=128",), (3e-3, 3e-2)),
+}
+SST2 = {name: (base.replace("boolq", "sst2"), extra, grid) for name, (base, extra, grid) in BOOLQ.items()}
+SST2_OPTIMIZERS = {
+    "adamw": ("configs/bert_finetune.py:sst2,lora", ("optimizer=adamw",), (5e-4, 2e-3)),
+    "sgd": ("configs/bert_finetune.py:sst2,lora", ("optimizer=sgd", "momentum=0.9"), (1e-2, 1e-1)),
+    "rmsprop": ("configs/bert_finetune.py:sst2,lora", ("optimizer=rmsprop",), (1e-4, 5e-4)),
 }
 
-SETTINGS = {
-    "boolq": dict(max_length=128, batch_size=16, num_epochs=3, eval_every_steps=82, early_stopping_patience=2,
-                  warmup_steps=50, data_dir="../shared/data/boolq"),
-    "sst2": dict(max_length=64, batch_size=32, num_epochs=3, eval_every_steps=108, early_stopping_patience=2,
-                 warmup_steps=50, data_dir="../shared/data/sst2"),
+SHARED = {
+    "boolq": dict(max_length=128, batch_size=16, num_epochs=3, eval_every_steps=82, checkpoint_every_steps=82,
+                  data_dir="../shared/data/boolq"),
+    "sst2": dict(max_length=64, batch_size=32, num_epochs=3, eval_every_steps=108, checkpoint_every_steps=108,
+                 data_dir="../shared/data/sst2", trim_padding=16),
 }
+STUDIES = {"boolq": ("boolq", BOOLQ), "sst2": ("sst2", SST2), "sst2_optimizers": ("sst2", SST2_OPTIMIZERS)}
+TITLES = {"boolq": "BoolQ: MiniLM fine-tuning modes trained to convergence",
+          "sst2": "SST-2: MiniLM fine-tuning modes trained to convergence",
+          "sst2_optimizers": "SST-2: AdamW, SGD with momentum and RMSprop (LoRA fine-tuning)"}
+# test accuracy (%), a pair is a range over runs
+COURSE = {"boolq": [("DistilBERT full", 70.8), ("RoBERTa-base full", (69.6, 76.8)), ("RoBERTa-base head", 64.1),
+                    ("RoBERTa-base prefix", 63.3), ("RoBERTa-base LoRA", 74.4), ("majority class", 62.2)],
+          "sst2": [("RoBERTa full", 94.6), ("RoBERTa random-search best (validation .938)", 94.6)]}
 
 
-def get_config(dataset: str = "boolq"):
-    if dataset not in SETTINGS:
-        raise ValueError(f"dataset must be one of {sorted(SETTINGS)}, got {dataset!r}")
+def get_config(study: str = "boolq"):
+    if study not in STUDIES:
+        raise ValueError(f"study must be one of {sorted(STUDIES)}, got {study!r}")
+    dataset, variants = STUDIES[study]
     config = ml_collections.ConfigDict()
-    config.dataset = dataset
-    config.variants = ",".join(VARIANTS)  # which to run, in this order
+    config.title = TITLES[study]
+    config.spec = f"configs/finetune_study.py:{study}"  # how the commands name this config
+    config.variants = ml_collections.ConfigDict(
+        {name: dict(config=base, overrides=extra, learning_rates=grid) for name, (base, extra, grid) in variants.items()})
+    config.run = ",".join(variants)  # the variants a plain command runs, in this order
     config.grid_seed = 0
     config.extra_seeds = (1, 2)  # run at each variant's best learning rate
-    config.workdir = f"runs/finetune/{dataset}"
-    config.records = f"results/bert/{dataset}_study"
-    # applied to every run, on top of configs/bert_finetune.py:<dataset>,<mode>
+    config.workdir = f"runs/finetune/{study}"
+    config.records = f"results/bert/{study}_study"
+    # applied to every run, before each variant's own overrides
     config.overrides = ml_collections.ConfigDict(dict(
-        SETTINGS[dataset], select_best="accuracy", schedule="warmup_linear", log_every_steps=20,
-        checkpoint_every_steps=82, keep_checkpoints=1))
+        SHARED[dataset], select_best="accuracy", early_stopping_patience=2, schedule="warmup_linear",
+        warmup_steps=50, log_every_steps=20, keep_checkpoints=1))
+    config.course = [f"{name}: {v[0]}–{v[1]}" if isinstance(v, tuple) else f"{name}: {v}"
+                     for name, v in COURSE[dataset]]
     return config

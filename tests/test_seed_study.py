@@ -1,11 +1,11 @@
-"""The fine-tuning study driver (experiments/finetune_study.py) and its report, on synthetic run records."""
+"""The seed-study driver (experiments/seed_study.py) and its report, on synthetic run records."""
 import json
 
 import pytest
 
-from analysis import bert_results
-from configs import finetune_study as study_config
-from experiments import finetune_study
+from analysis import seed_study_report as report
+from configs import finetune_study
+from experiments import seed_study
 
 
 def write_run(folder, learning_rate, seed, valid, test_accuracy, selected_step, batch_size=16):
@@ -15,17 +15,20 @@ def write_run(folder, learning_rate, seed, valid, test_accuracy, selected_step, 
     records += [{"step": 50, "split": "train", "loss": 0.6, "train_seconds": 12.0, "peak_memory_mb": 900.0}]
     records += [{"step": s, "split": "valid", "accuracy": a, "loss": l, "examples": 100} for s, a, l in valid]
     records += [{"step": valid[-1][0], "split": "eval", "accuracy": test_accuracy, "selected_step": selected_step,
-                 "trained_steps": valid[-1][0]}]
+                 "trained_steps": valid[-1][0], "eval_seconds": 3.0}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"learning_rate": learning_rate, "seed": seed, "batch_size": batch_size, "max_length": 128,
-              "data_dir": "unused", "train_limit": 0}
+              "dataset": "boolq", "data_dir": "unused", "train_limit": 0}
     (folder / "config.json").write_text(json.dumps({"config": config}))
     (folder / "command.txt").write_text("python -m train.main ...\n")
 
 
+BASELINE = {"label": 1, "dev_accuracy": 0.65, "test_accuracy": 0.65, "n_test": 327, "n_train": 2616}
+
+
 def test_a_run_reports_its_best_pass_not_its_last(tmp_path):
     write_run(tmp_path / "r", 1e-3, 0, [(10, 0.60, 0.70), (20, 0.72, 0.60), (30, 0.65, 0.65)], 0.70, 20)
-    run = bert_results.read_study_run(tmp_path / "r")
+    run = report.read_run(tmp_path / "r")
     assert (run["dev_accuracy"], run["dev_loss"], run["selected_step"]) == (0.72, 0.60, 20)
     assert run["status"] == "done" and run["test_accuracy"] == 0.70
     assert run["curve"] == [(10, 0.60), (20, 0.72), (30, 0.65)]
@@ -35,16 +38,16 @@ def test_a_run_without_an_eval_record_is_not_a_result(tmp_path):
     write_run(tmp_path / "r", 1e-3, 0, [(10, 0.9, 0.1)], 0.9, 10)
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[:-1]
     (tmp_path / "r" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    run = bert_results.read_study_run(tmp_path / "r")
+    run = report.read_run(tmp_path / "r")
     assert run["status"] == "diverged"  # the driver copied its records: it ended without an evaluation
-    assert bert_results.best_run({"r": run}) is None
+    assert report.best_run({"r": run}) is None
 
 
 def test_best_run_breaks_ties_on_validation_loss():
     runs = {"a": {"status": "done", "dev_accuracy": 0.7, "dev_loss": 0.60},
             "b": {"status": "done", "dev_accuracy": 0.7, "dev_loss": 0.55},
             "c": {"status": "done", "dev_accuracy": 0.6, "dev_loss": 0.10}, "d": None}
-    assert bert_results.best_run(runs) == "b"
+    assert report.best_run(runs) == "b"
 
 
 def test_driver_runs_the_grid_then_seeds_at_the_best_rate(tmp_path, monkeypatch):
@@ -52,18 +55,24 @@ def test_driver_runs_the_grid_then_seeds_at_the_best_rate(tmp_path, monkeypatch)
     dev = {1e-3: 0.62, 1e-2: 0.71, 1e-1: 0.55}
 
     def fake_run(command, workdir, records):
-        lr = float(next(c for c in command if c.startswith("--config.learning_rate=")).split("=")[1])
-        seed = int(next(c for c in command if c.startswith("--config.seed=")).split("=")[1])
-        assert "--config.select_best=accuracy" in command and "--config.max_length=128" in command
+        assert command[3] == "--config=configs/bert_finetune.py:boolq,head"
+        values = dict(c.removeprefix("--config.").split("=", 1) for c in command[5:])
+        assert values["select_best"] == "accuracy" and values["max_length"] == "128"
+        lr, seed = float(values["learning_rate"]), int(values["seed"])
         ran.append((lr, seed))
         write_run(records, lr, seed, [(10, dev[lr], 0.6)], dev[lr], 10)
 
-    monkeypatch.setattr(finetune_study, "run", fake_run)
-    monkeypatch.setattr(finetune_study, "REPO_ROOT", tmp_path)
-    study = study_config.get_config("boolq")
-    study.records = "records"
-    finetune_study.run_variant(study, "head")
+    monkeypatch.setattr(seed_study, "run", fake_run)
+    monkeypatch.setattr(seed_study, "REPO_ROOT", tmp_path)
+    seed_study.run_variant(finetune_study.get_config("boolq"), "head")
     assert ran == [(1e-3, 0), (1e-2, 0), (1e-1, 0), (1e-2, 1), (1e-2, 2)]
+
+
+def test_variant_overrides_follow_the_shared_ones():
+    study = finetune_study.get_config("boolq")
+    command = seed_study.train_command(study.variants.prefix128, dict(study.overrides), 3e-3, 1, "w")
+    assert command.index("--config.model.prefix_length=128") > command.index("--config.max_length=128")
+    assert command[-2:] == ["--config.learning_rate=0.003", "--config.seed=1"]
 
 
 def test_report_claims_only_gaps_beyond_the_spread(tmp_path):
@@ -72,16 +81,22 @@ def test_report_claims_only_gaps_beyond_the_spread(tmp_path):
     for seed, test in enumerate([0.66, 0.64, 0.68]):  # within the noise of it
         write_run(tmp_path / "head" / f"lr=0.01_seed={seed}", 1e-2, seed, [(10, 0.66, 0.6)], test, 10)
     write_run(tmp_path / "head" / "lr=0.1_seed=0", 1e-1, 0, [(10, 0.60, 0.7)], 0.6, 10)
-    study = bert_results.read_study(tmp_path)
-    assert list(study) == ["head", "full"]  # the config's order
-    baseline = {"label": 1, "dev_accuracy": 0.65, "test_accuracy": 0.65}
-    text = bert_results.study_markdown("boolq", study, baseline, n_test=327, train_size=2616, where=str(tmp_path))
+    for seed, test in enumerate([0.77, 0.79, 0.81]):  # 1 point under full, with a 2-point spread
+        write_run(tmp_path / "lora" / f"lr=0.001_seed={seed}", 1e-3, seed, [(10, 0.79, 0.5)], test, 10)
+    study = finetune_study.get_config("boolq")
+    variants = report.read_study(tmp_path, tuple(study.run.split(",")))
+    assert list(variants) == ["head", "lora", "full"]  # the config's order
+    text = report.markdown(study, variants, BASELINE)
     assert "**full** beats the majority class by 15.0 points" in text
     assert "**head** does not clearly beat the majority class: +1.0 points" in text
-    assert "| head | 770 | 0.01 | 0,1,2 | 66.0 ± 0.0 | 66.0 ± 2.0 | +1.0 |" in text
+    assert "full (80.0) over lora (79.0): 1.0 points, within the seeds' spread (3.0" in text
+    assert "lora (79.0) over head (66.0): 13.0 points, larger than" in text
+    assert "| head | 770 | 0.01 | 0,1,2 | 66.0 ± 0.0 | 66.0 ± 2.0 | +1.0 | 0.1 | 12 | 3.0 | 900 |" in text
     assert "| head | 0.1 | 60.0 | 0.7000 | 10 / 10 / 100 | 60.0 | done |" in text  # the grid keeps the loser
+    report.plots(study, variants, BASELINE, tmp_path)
+    assert (tmp_path / "accuracy.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
 
 
-def test_unknown_variant_is_refused():
-    with pytest.raises(KeyError):
-        finetune_study.run_variant(study_config.get_config("boolq"), "adapter")
+def test_unknown_variant_is_named():
+    with pytest.raises(KeyError, match="adapter"):
+        seed_study.run_variant(finetune_study.get_config("boolq"), "adapter")

@@ -1,0 +1,260 @@
+"""The report of a seed study (experiments/seed_study.py): tables and figures from its records.
+
+  python -m analysis.seed_study_report --config=configs/finetune_study.py:boolq
+
+Reads <records>/<variant>/lr=<lr>_seed=<s>/ (metrics.jsonl, config.json) of the study config
+and writes <records>/report.md, accuracy.png (test accuracy per variant, seeds as dots) and
+curves.png (validation accuracy per epoch: the seeds' mean, their range shaded). Each run
+counts with its best validation pass (the one the engine tested). A difference is claimed
+only when it is larger than the seeds' spread: between two variants, more than the sum of
+their standard deviations; against the majority class, more than twice both the seeds' std
+and the test set's binomial standard error.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    config_flags.DEFINE_config_file("config", None, "The study's configs/*_study.py file.", lock_config=False)
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+
+def read_run(records: pathlib.Path) -> dict | None:
+    """One run: its best validation pass (the one tested), its test score and its costs."""
+    from train.metrics import read_metrics
+    if not (records / "metrics.jsonl").is_file():
+        return None
+    by_split = collections.defaultdict(list)
+    for r in read_metrics(records):
+        by_split[r["split"]].append(r)
+    config = json.loads((records / "config.json").read_text())["config"]
+    info = by_split["info"][-1] if by_split["info"] else {}
+    train = by_split["train"]
+    run = {"learning_rate": config["learning_rate"], "seed": config["seed"], "config": config,
+           "batch_size": config["batch_size"], "total_steps": info.get("total_steps"),
+           "trainable_parameters": info.get("trainable_parameters"),
+           "train_seconds": train[-1]["train_seconds"] if train else None,
+           "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in train), default=None),
+           "curve": [(r["step"], r["accuracy"]) for r in by_split["valid"]], "status": "unfinished"}
+    if by_split["eval"]:
+        test = by_split["eval"][-1]
+        chosen = {r["step"]: r for r in by_split["valid"]}.get(test.get("selected_step"), {})
+        run.update(status="done", test_accuracy=test["accuracy"], eval_seconds=test.get("eval_seconds"),
+                   selected_step=test.get("selected_step"), trained_steps=test.get("trained_steps"),
+                   dev_accuracy=chosen.get("accuracy"), dev_loss=chosen.get("loss"))
+    elif (records / "command.txt").is_file():  # the driver copies records only once the run has ended
+        run["status"] = "diverged"
+    return run
+
+
+def best_run(runs: dict[str, dict | None]) -> str | None:
+    """The finished run with the best validation accuracy; ties: lower validation loss, then the first."""
+    done = [(i, name, r) for i, (name, r) in enumerate(runs.items())
+            if r is not None and r["status"] == "done" and r["dev_accuracy"] is not None]
+    if not done:
+        return None
+    return min(done, key=lambda t: (-t[2]["dev_accuracy"], t[2]["dev_loss"], t[0]))[1]
+
+
+def read_study(folder: pathlib.Path, order=()) -> dict[str, dict[str, dict]]:
+    """{variant: {run: run}}: the variants in `order` first, then any others found."""
+    found = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+    names = [v for v in order if v in found] + [v for v in found if v not in order]
+    return {v: {d.name: read_run(d) for d in sorted((folder / v).iterdir()) if d.is_dir()} for v in names}
+
+
+def summarise_variant(runs: dict[str, dict | None], grid_seed: int = 0) -> dict | None:
+    """The best grid run's learning rate and every finished run at that rate (its seeds)."""
+    best = best_run({n: r for n, r in runs.items() if r and r["seed"] == grid_seed})
+    if best is None:
+        return None
+    lr = runs[best]["learning_rate"]
+    seeds = sorted((r for r in runs.values() if r and r["status"] == "done" and r["learning_rate"] == lr),
+                   key=lambda r: r["seed"])
+    tests = np.array([100 * r["test_accuracy"] for r in seeds])
+    return {"learning_rate": lr, "runs": seeds, "test_mean": tests.mean(),
+            "test_std": tests.std(ddof=1) if len(tests) > 1 else float("nan")}
+
+
+def majority_baseline(config: dict) -> dict:
+    """The most frequent training label, scored on validation and test, of the data a run used."""
+    from data import text
+    from data.paths import resolve_data_dir
+    splits = text.load_splits(config["dataset"], resolve_data_dir(config["data_dir"]),
+                              text.load_tokenizer(config.get("tokenizer") or None), max_length=config["max_length"],
+                              tfds_dir=config.get("tfds_dir", ""), text_fields=config.get("text_fields", "title"),
+                              train_limit=config.get("train_limit", 0))
+    labels = {k: np.asarray(v["label"]) for k, v in splits.items()}
+    majority = collections.Counter(labels["train"].tolist()).most_common(1)[0][0]
+    return {"label": int(majority), "dev_accuracy": float(np.mean(labels["validation"] == majority)),
+            "test_accuracy": float(np.mean(labels["test"] == majority)), "n_test": len(labels["test"]),
+            "n_train": len(labels["train"])}
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _mean_std(values) -> str:
+    values = [100 * v for v in values if v is not None]
+    if not values:
+        return ""
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def claims(summaries: dict[str, dict], baseline: dict) -> list[str]:
+    """Plain sentences, each backed by a gap larger than the seeds' spread (or saying there is none)."""
+    lines = []
+    majority = 100 * baseline["test_accuracy"]
+    p = baseline["test_accuracy"]
+    se = 100 * float(np.sqrt(p * (1 - p) / baseline["n_test"]))
+    for name, s in summaries.items():
+        gap = s["test_mean"] - majority
+        if len(s["runs"]) < 2:
+            lines.append(f"**{name}**: {gap:+.1f} points from the majority class with one seed; no claim.")
+        elif gap > 2 * se and gap > 2 * s["test_std"]:
+            lines.append(f"**{name}** beats the majority class by {gap:.1f} points "
+                         f"(seed std {s['test_std']:.1f}, test-set standard error {se:.1f}).")
+        else:
+            lines.append(f"**{name}** does not clearly beat the majority class: {gap:+.1f} points, against a "
+                         f"seed std of {s['test_std']:.1f} and a test-set standard error of {se:.1f}.")
+    ranked = sorted(((n, s) for n, s in summaries.items() if len(s["runs"]) > 1), key=lambda t: -t[1]["test_mean"])
+    for (a, sa), (b, sb) in zip(ranked, ranked[1:]):
+        gap, spread = sa["test_mean"] - sb["test_mean"], sa["test_std"] + sb["test_std"]
+        verdict = "larger than" if gap > spread else "within"
+        lines.append(f"{a} ({sa['test_mean']:.1f}) over {b} ({sb['test_mean']:.1f}): {gap:.1f} points, {verdict} "
+                     f"the seeds' spread ({spread:.1f} = the sum of the two stds).")
+    return lines
+
+
+def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str:
+    summaries = {n: s for n, s in ((n, summarise_variant(r, study.grid_seed)) for n, r in variants.items()) if s}
+    lines = [f"# {study.title}", "",
+             f"`python -m analysis.seed_study_report --config={study.spec}` over the records of "
+             f"`python -m experiments.seed_study --config={study.spec}` (each run's command is in its "
+             "records folder). Every run keeps its best validation pass (early stopping); dev and test are "
+             "scored with it.", "",
+             "## Each variant at its best learning rate", "",
+             "| variant | trainable params | learning rate | seeds | dev acc. (%) | test acc. (%) | test − majority (pp) "
+             "| epochs to best | train time per run (s) | eval time (s) | peak memory (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in variants:
+        s = summaries.get(name)
+        if s is None:
+            lines.append(f"| {name} | | | | not finished | | | | | | |")
+            continue
+        rs = s["runs"]
+        epochs = np.mean([r["selected_step"] * r["batch_size"] / baseline["n_train"] for r in rs])
+        evals = [r["eval_seconds"] for r in rs if r.get("eval_seconds") is not None]
+        lines.append(f"| {name} | {rs[0]['trainable_parameters']:,} | {s['learning_rate']:g} | "
+                     f"{','.join(str(r['seed']) for r in rs)} | {_mean_std([r['dev_accuracy'] for r in rs])} | "
+                     f"{_mean_std([r['test_accuracy'] for r in rs])} | "
+                     f"{s['test_mean'] - 100 * baseline['test_accuracy']:+.1f} | {epochs:.1f} | "
+                     f"{np.mean([r['train_seconds'] for r in rs]):.0f} | "
+                     f"{np.mean(evals) if evals else float('nan'):.1f} | {max(r['peak_memory_mb'] for r in rs):.0f} |")
+    lines.append(f"| majority class (label {baseline['label']}, from train) | 0 | | | "
+                 f"{100 * baseline['dev_accuracy']:.1f} | {100 * baseline['test_accuracy']:.1f} | 0 | | | | |")
+    lines += ["", "Mean ± sample standard deviation over the seeds. Epochs to best: the best validation pass's "
+              f"step × batch / {baseline['n_train']:,} training examples. Train time: wall-clock seconds of "
+              "training (validation excluded) on a 2-core machine shared with other jobs; eval time: one pass "
+              "over the test split; peak memory: the training process's peak RSS.", "",
+              "## What the numbers support", ""]
+    lines += [f"- {c}" for c in claims(summaries, baseline)]
+    if study.get("course"):
+        lines += ["", "Course figures (test accuracy, %): " + "; ".join(study.course) + "."]
+    lines += ["", f"## Learning-rate grid (seed {study.grid_seed})", "",
+              "| variant | learning rate | dev acc. at best pass (%) | dev loss | best pass / trained / planned steps "
+              "| test acc. (%) | status |", "|---|---:|---:|---:|---:|---:|---|"]
+    for name, runs in variants.items():
+        for r in runs.values():
+            if r is None or r["seed"] != study.grid_seed:
+                continue
+            dev = f"{100 * r['dev_accuracy']:.1f}" if r.get("dev_accuracy") is not None else ""
+            loss = f"{r['dev_loss']:.4f}" if r.get("dev_loss") is not None else ""
+            test = f"{100 * r['test_accuracy']:.1f}" if r.get("test_accuracy") is not None else ""
+            lines.append(f"| {name} | {r['learning_rate']:g} | {dev} | {loss} | {r.get('selected_step', '')} / "
+                         f"{r.get('trained_steps', '')} / {r['total_steps']} | {test} | {r['status']} |")
+    lines += ["", "![test accuracy](accuracy.png)", "", "![validation curves](curves.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plots(study, variants: dict[str, dict[str, dict]], baseline: dict, folder: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    summaries = {n: s for n, s in ((n, summarise_variant(r, study.grid_seed)) for n, r in variants.items()) if s}
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(summaries) + 3), 4.5))
+    for i, s in enumerate(summaries.values()):
+        tests = [100 * r["test_accuracy"] for r in s["runs"]]
+        ax.bar(i, s["test_mean"], 0.6, yerr=s["test_std"] if len(tests) > 1 else None, capsize=4, color="tab:orange")
+        ax.plot([i] * len(tests), tests, "k.", ms=4)
+        ax.text(i, max(tests) + 1, f"{s['test_mean']:.1f}", ha="center", fontsize=8)
+    ax.axhline(100 * baseline["test_accuracy"], color="k", ls="--", lw=1,
+               label=f"majority class ({100 * baseline['test_accuracy']:.1f}%)")
+    ax.set_xticks(range(len(summaries)), list(summaries))
+    ax.set_ylabel("test accuracy (%): mean ± std, seeds as dots")
+    ax.set_xlabel("variant (each at its best learning rate)")
+    ax.set_title(study.title, fontsize=10)
+    ax.set_ylim(max(0, min(40, 100 * baseline["test_accuracy"] - 15)), 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "accuracy.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for k, (name, s) in enumerate(summaries.items()):
+        curves = [dict(r["curve"]) for r in s["runs"]]
+        steps = sorted(set.intersection(*(set(c) for c in curves)))  # passes every seed reached
+        if not steps:
+            continue
+        acc = 100 * np.array([[c[t] for t in steps] for c in curves])
+        epochs = np.array(steps) * s["runs"][0]["batch_size"] / baseline["n_train"]
+        ax.plot(epochs, acc.mean(0), color=f"C{k}", marker=".", label=f"{name} (lr {s['learning_rate']:g}, "
+                f"{len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        if len(curves) > 1:
+            ax.fill_between(epochs, acc.min(0), acc.max(0), color=f"C{k}", alpha=0.2)
+    ax.axhline(100 * baseline["dev_accuracy"], color="k", ls="--", lw=1, label="majority class (dev)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"{study.title}\nvalidation accuracy: mean over seeds, range shaded", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "curves.png", dpi=120)
+    plt.close(fig)
+
+
+def report(study) -> str:
+    from data.paths import REPO_ROOT
+    folder = REPO_ROOT / study.records
+    variants = read_study(folder, tuple(study.run.split(",")))
+    runs = [r for v in variants.values() for r in v.values() if r is not None]
+    if not runs:
+        raise FileNotFoundError(f"{folder}: no study records (run python -m experiments.seed_study "
+                                f"--config={study.spec} first)")
+    baseline = majority_baseline(runs[0]["config"])
+    text = markdown(study, variants, baseline)
+    (folder / "report.md").write_text(text)
+    plots(study, variants, baseline, folder)
+    return text
+
+
+def main(argv):
+    del argv
+    print(report(FLAGS.config))
+
+
+if __name__ == "__main__":
+    from train import cli
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,114 @@
+"""A learning-rate grid per variant, then more seeds at its best rate (issue 17's tables).
+
+  python -m experiments.seed_study --config=configs/finetune_study.py:boolq [--variants=head,lora]
+  python -m experiments.seed_study --config=configs/sentiment_study.py
+  python -m analysis.seed_study_report --config=<the same config>
+
+A study config names its variants (each a base config, its own overrides and a learning-rate
+grid) and the overrides shared by every run. Each variant's grid runs with `grid_seed`; the run
+with the best validation accuracy (its best pass: the runs use `select_best`) picks the rate
+that `extra_seeds` then run with. Every run is the ordinary training command in its own
+process (so its peak memory is its own), with its output in <workdir>/train.log. A finished run
+(an `eval` record in its metrics) is not re-run; an interrupted one resumes from its
+checkpoint, so a killed study resumes by re-running the command. After each run its
+metrics.jsonl, config.json and command are copied to <records>/<variant>/<run>/: all the
+report reads.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from analysis.seed_study_report import best_run, read_run
+from data.paths import REPO_ROOT
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    config_flags.DEFINE_config_file("config", None, "A configs/*_study.py file.", lock_config=False)
+    flags.DEFINE_list("variants", [], "Variants to run (default: the config's `run` list, in its order).")
+    flags.DEFINE_bool("dry_run", False, "Print the commands of the grid stage and stop.")
+
+
+def run_name(learning_rate: float, seed: int) -> str:
+    return f"lr={learning_rate:g}_seed={seed}"
+
+
+def train_command(variant, shared: dict, learning_rate: float, seed: int, workdir: pathlib.Path) -> list[str]:
+    values = [f"{k}={v}" for k, v in shared.items()] + list(variant.overrides)
+    values += [f"learning_rate={learning_rate}", f"seed={seed}"]
+    return ([sys.executable, "-m", "train.main", f"--config={variant.config}", f"--workdir={workdir}"]
+            + [f"--config.{v}" for v in values])
+
+
+def finished(workdir: pathlib.Path) -> bool:
+    metrics = workdir / "metrics.jsonl"
+    return metrics.is_file() and any(json.loads(line).get("split") == "eval"
+                                     for line in metrics.read_text().splitlines() if line.strip())
+
+
+def run(command: list[str], workdir: pathlib.Path, records: pathlib.Path) -> None:
+    """Trains (or resumes) one run, then copies its records; a diverged run is recorded as such."""
+    if not finished(workdir):
+        workdir.mkdir(parents=True, exist_ok=True)
+        print("  $ python " + shlex.join(command[1:]), flush=True)
+        with open(workdir / "train.log", "a") as log:
+            code = subprocess.call(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if code and "NonFiniteLossError" not in (workdir / "train.log").read_text()[-5000:]:
+            raise RuntimeError(f"training failed (exit {code}); see {workdir / 'train.log'}")
+    records.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "config.json"):
+        if (workdir / name).is_file():
+            shutil.copy(workdir / name, records / name)
+    (records / "command.txt").write_text(shlex.join(["python"] + command[1:]) + "\n")
+
+
+def run_variant(study, name: str, dry_run: bool = False) -> None:
+    if name not in study.variants:
+        raise KeyError(f"variant {name!r} is not in the study's config; it has {sorted(study.variants)}")
+    variant = study.variants[name]
+    workdir, records = pathlib.Path(study.workdir) / name, REPO_ROOT / study.records / name
+
+    def one(learning_rate, seed):
+        run_dir = run_name(learning_rate, seed)
+        command = train_command(variant, dict(study.overrides), learning_rate, seed, workdir / run_dir)
+        if dry_run:
+            print(shlex.join(["python"] + command[1:]))
+        else:
+            run(command, REPO_ROOT / workdir / run_dir, records / run_dir)
+        return run_dir
+
+    grid = [one(lr, study.grid_seed) for lr in variant.learning_rates]
+    if dry_run:
+        return
+    best = best_run({r: read_run(records / r) for r in grid})
+    if best is None:
+        print(f"{name}: every run of the grid diverged; no seeds run", flush=True)
+        return
+    learning_rate = read_run(records / best)["learning_rate"]
+    print(f"{name}: best learning rate {learning_rate:g} ({best}); seeds {list(study.extra_seeds)}", flush=True)
+    for seed in study.extra_seeds:
+        one(learning_rate, seed)
+
+
+def main(argv):
+    del argv
+    study = FLAGS.config
+    for name in FLAGS.variants or study.run.split(","):
+        print(f"== {study.title}: {name}", flush=True)
+        run_variant(study, name, FLAGS.dry_run)
+
+
+if __name__ == "__main__":
+    from train import cli
+    define_flags()
+    cli.run(main)
