@@ -95,8 +95,9 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
         print(f"{name}: every run of the grid diverged; no seeds run", flush=True)
         return
     learning_rate = read_run(records / best)["learning_rate"]
-    print(f"{name}: best learning rate {learning_rate:g} ({best}); seeds {list(study.extra_seeds)}", flush=True)
-    for seed in study.extra_seeds:
+    seeds = variant.get("extra_seeds", study.extra_seeds)  # a variant may run its grid only
+    print(f"{name}: best learning rate {learning_rate:g} ({best}); seeds {list(seeds)}", flush=True)
+    for seed in seeds:
         one(learning_rate, seed)
 
 
