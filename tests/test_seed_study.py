@@ -100,3 +100,24 @@ def test_report_claims_only_gaps_beyond_the_spread(tmp_path):
 def test_unknown_variant_is_named():
     with pytest.raises(KeyError, match="adapter"):
         seed_study.run_variant(finetune_study.get_config("boolq"), "adapter")
+
+
+def study_configs():
+    from configs import sentiment_study
+    studies = [finetune_study.get_config(s) for s in finetune_study.STUDIES] + [sentiment_study.get_config()]
+    return [(study, name) for study in studies for name in study.variants]
+
+
+@pytest.mark.parametrize("study, name", study_configs(), ids=lambda x: x if isinstance(x, str) else x.spec)
+def test_every_variant_makes_a_valid_engine_config(study, name):
+    """Each run's command names real keys with valid values (checked here, not hours into a study)."""
+    import importlib
+    from configs import base
+    from experiments.hparam_search import apply_overrides
+    variant = study.variants[name]
+    path, _, arg = variant.config.partition(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    command = seed_study.train_command(variant, dict(study.overrides), variant.learning_rates[0], 0, "w")
+    overrides = dict(c.removeprefix("--config.").split("=", 1) for c in command[5:])
+    base.validate(apply_overrides(module.get_config(arg) if arg else module.get_config(), overrides))
+    assert set(study.run.split(",")) <= set(study.variants)
