@@ -183,6 +183,8 @@ def summarise_run(workdir: pathlib.Path, metric: str = "accuracy") -> dict:
     for r in records:
         last[r["split"]] = r  # the final record of each split
     valid, test, info, train = (last.get(s, {}) for s in ("valid", "eval", "info", "train"))
+    if "selected_step" in test:  # config.select_best: the pass the test scored, not the last one
+        valid = next((r for r in records if r["split"] == "valid" and r["step"] == test["selected_step"]), valid)
     return {"valid_accuracy": valid.get(metric), "valid_loss": valid.get("loss"),
             "test_accuracy": test.get(metric), "trainable_parameters": info.get("trainable_parameters"),
             "steps": train.get("step"), "train_seconds": train.get("train_seconds")}
@@ -288,7 +290,22 @@ def main(argv):
     rows = run_trials(base, trials, out, metric=FLAGS.metric)
     best = select_best(rows)
     write_reports(rows, out, best, title=base.get("name", ""))
+    if best is not None and base.get("eval_split"):
+        restore_and_test(out, best)
     print((out / "results.md").read_text())
+
+
+def restore_and_test(out: pathlib.Path, best: dict) -> dict:
+    """Restores the best trial from its checkpoint, scores its test split again, appends that to results.md."""
+    from train.evaluate import evaluate_run
+    workdir = out / "trials" / best["trial"]
+    metrics = evaluate_run(workdir, outputs_path=workdir / "restored_predictions.txt")
+    same = best.get("test_accuracy") is not None and abs(metrics["accuracy"] - best["test_accuracy"]) < 1e-9
+    with open(out / "results.md", "a") as f:
+        f.write(f"\nRestored {workdir.name} from its {metrics['checkpoint']} checkpoint (step "
+                f"{metrics['checkpoint_step']}) and scored {metrics['eval_split']} again: accuracy "
+                f"{_fmt(metrics['accuracy'])} ({'the same as' if same else 'NOT the same as'} the trial's record).\n")
+    return metrics
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from train import train
+from train import evaluate, train
 from train.metrics import read_metrics
 
 from tests.test_text_task import checkpoint, sst2_dir, tiny_config  # noqa: F401  (fixtures)
@@ -35,6 +35,14 @@ def test_the_best_validation_pass_is_the_one_evaluated(checkpoint, sst2_dir, tmp
     assert abs(results["loss"] - losses[-1]) > 1e-4
     (eval_record,) = records(tmp_path / "run", "eval")
     assert eval_record["selected_step"] == valid[best]["step"]
+
+    # restoring the run for evaluation takes the same pass by default, the last step on request
+    restored = evaluate.evaluate_run(tmp_path / "run", outputs_path=tmp_path / "preds.txt")
+    assert (restored["checkpoint"], restored["checkpoint_step"]) == ("best", valid[best]["step"])
+    np.testing.assert_allclose(restored["loss"], results["loss"], rtol=1e-6)
+    latest = evaluate.evaluate_run(tmp_path / "run", outputs_path=tmp_path / "last.txt", checkpoint="latest")
+    assert latest["checkpoint_step"] == config.max_steps
+    np.testing.assert_allclose(latest["loss"], losses[-1], rtol=1e-5)
 
 
 def test_early_stopping_stops_after_patience_and_resumes_to_the_same_end(checkpoint, sst2_dir, tmp_path):
@@ -80,3 +88,20 @@ def test_unknown_selection_metric_is_named(checkpoint, sst2_dir, tmp_path):
     config = selection_config(checkpoint, sst2_dir, tmp_path, select_best="f1", max_steps=2)
     with pytest.raises(base.ConfigError, match="select_best='f1'.*accuracy"):
         train.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_search_restores_and_tests_its_best_trial(checkpoint, sst2_dir, tmp_path):
+    """hparam_search with select_best: the trial's validation is its best pass, and the restored best trial
+    scores its test split as it did in training."""
+    from experiments import hparam_search as hs
+    config = selection_config(checkpoint, sst2_dir, tmp_path, eval_split="test", max_steps=8, select_best="accuracy")
+    trials = hs.make_trials("learning_rate=0.5,0.05", 0, "", 0)
+    rows = hs.run_trials(config, trials, tmp_path / "search", log=lambda _: None)
+    for row in rows:
+        valid = records(tmp_path / "search" / "trials" / row["trial"], "valid")
+        assert row["valid_accuracy"] == max(r["accuracy"] for r in valid)
+    best = hs.select_best(rows)
+    hs.write_reports(rows, tmp_path / "search", best)
+    metrics = hs.restore_and_test(tmp_path / "search", best)
+    assert metrics["accuracy"] == best["test_accuracy"] and metrics["checkpoint"] == "best"
+    assert "(the same as the trial's record)" in (tmp_path / "search" / "results.md").read_text()

@@ -2,6 +2,9 @@
 
   python -m train.evaluate --workdir=runs/birth_finetune [--eval_file=PATH | --eval_split=test] [--step=N]
 
+A run trained with config.select_best is evaluated at its best validation pass (as the
+engine did after training); --checkpoint=latest takes the last checkpoint instead.
+
 Writes one prediction per line (outputs_path, default WORKDIR/eval_predictions.txt)
 and the metrics as JSON next to it; prints the accuracy.
 """
@@ -25,14 +28,19 @@ def define_flags():  # not at import: the demo imports evaluate_run and has its 
     flags.DEFINE_string("eval_file", None, "File to evaluate (CS224n tasks); default: the run config's eval_file.")
     flags.DEFINE_string("eval_split", None, "Split to evaluate (text classification); default: the config's.")
     flags.DEFINE_integer("step", None, "Checkpoint step to restore; default: the latest.")
+    flags.DEFINE_enum("checkpoint", None, ["best", "latest"],
+                      "best: the best validation pass (default for runs with select_best); latest: the last step.")
     flags.DEFINE_string("outputs_path", None, "Where to write predictions.")
     flags.DEFINE_string("data_dir", None, "Override the run's data directory (e.g. on another machine).")
     flags.mark_flags_as_required(["workdir"])
 
 
-def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None, *, eval_split=None, step=None) -> dict:
+def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None, *, eval_split=None, step=None,
+                 checkpoint=None) -> dict:
     workdir = pathlib.Path(workdir)
     config = rundir.load_config(workdir)
+    if checkpoint is None:
+        checkpoint = "best" if config.get("select_best") and step is None else "latest"
     if data_dir:
         config.data_dir = data_dir
     target = eval_file or eval_split  # None: the task's own (config.eval_file or config.eval_split)
@@ -41,7 +49,8 @@ def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None, *, e
     task = tasks_lib.build(config)
     graphdef, params, rest, _ = build_split_model(config, task)
     try:
-        params, step = rundir.restore_params(workdir, params, task.meta, step)
+        params, step = rundir.restore_params(workdir, params, task.meta, step,
+                                             folder="best" if checkpoint == "best" else "checkpoints")
     except DamagedCheckpointError as e:
         earlier = [s for s in e.intact_steps if s < e.step]
         hint = f" Evaluate an earlier step with --step={earlier[-1]}." if earlier else ""
@@ -51,6 +60,7 @@ def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None, *, e
     model.eval()
     metrics, predictions = task.evaluate(model, target)
     metrics["checkpoint_step"] = step
+    metrics["checkpoint"] = checkpoint
     outputs_path = pathlib.Path(outputs_path or workdir / "eval_predictions.txt")
     outputs_path.write_text("".join(p + "\n" for p in predictions))
     outputs_path.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -60,7 +70,7 @@ def evaluate_run(workdir, eval_file=None, outputs_path=None, data_dir=None, *, e
 def main(argv):
     del argv
     metrics = evaluate_run(FLAGS.workdir, FLAGS.eval_file, FLAGS.outputs_path, FLAGS.data_dir,
-                           eval_split=FLAGS.eval_split, step=FLAGS.step)
+                           eval_split=FLAGS.eval_split, step=FLAGS.step, checkpoint=FLAGS.checkpoint)
     if "accuracy" not in metrics:
         print(f"No gold answers in {metrics['eval_file']}; predictions written.")
     elif "correct" in metrics:

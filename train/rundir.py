@@ -91,15 +91,19 @@ def check_meta(saved: dict, expected: dict, where: str) -> None:
                                   f"(was it trained on another corpus?)")
 
 
-def restore_params(run_dir: str | pathlib.Path, params_template, meta: dict, step: int | None = None):
-    """The params of another run's latest (or given) checkpoint, for `init_from` and evaluation."""
+def restore_params(run_dir: str | pathlib.Path, params_template, meta: dict, step: int | None = None,
+                   folder: str = "checkpoints"):
+    """The params of another run's latest (or given) checkpoint, for `init_from` and evaluation.
+
+    folder "best": the best validation pass a run with config.select_best kept.
+    """
     run_dir = resolve_path(run_dir)
-    ckpt = Checkpointer(run_dir / "checkpoints", create=False)
+    ckpt = Checkpointer(run_dir / folder, create=False)
     try:
         step = ckpt.latest_step() if step is None else step
         if step is None:
-            raise CheckpointError(f"{run_dir}: no finished checkpoint to restore")
-        check_meta(ckpt.meta(step), meta, f"{run_dir}/checkpoints/{step}")
+            raise CheckpointError(f"{run_dir}/{folder}: no finished checkpoint to restore")
+        check_meta(ckpt.meta(step), meta, f"{run_dir}/{folder}/{step}")
         params, _ = ckpt.restore(step, params_template)
     finally:
         ckpt.close()
