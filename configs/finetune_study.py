@@ -21,7 +21,17 @@ seed at 3 epochs, less with early stopping. Expected result: results/bert/boolq_
 SST-2 (`:sst2`, `:sst2_optimizers`): 6,920 / 872 / 1,821 sentences, 64 tokens, batch 32, each
 batch's padding cut (trim_padding=16); at most 3 epochs. The optimizer comparison fine-tunes
 LoRA (the cheapest mode that trains attention) with each optimizer's own learning-rate grid,
-seeds 0-2, learning curves on one plot. Not yet run (see BUILD_NOTES.md, issue 17).
+seeds 0-2, learning curves on one plot. Seed 002's random search (batch size, learning rate,
+epochs; 8 trials, full fine-tuning) goes through the existing search driver, which restores
+and re-tests the best trial:
+
+  python -m experiments.hparam_search --config=configs/bert_finetune.py:sst2,full --random=8 \
+      --space='batch_size=16,32,64;learning_rate=loguniform:1e-5:2e-4;num_epochs=1,2,3' \
+      --override=select_best=accuracy --override=eval_every_steps=100 --override=trim_padding=16 \
+      --override=schedule=warmup_linear --override=warmup_steps=50 \
+      --out=runs/search/sst2_full --records=results/bert/sst2_search
+
+Not yet run (see BUILD_NOTES.md, issue 17).
 """
 
 import ml_collections

@@ -10,6 +10,7 @@
             combinations of the --grid values (random search over the grid).
   --override=key=value (repeatable) applies to every trial (e.g. to shrink runs).
 Keys are config paths (model.lora_rank); tuple values use '+' (model.lora_targets=query+value).
+--records=DIR copies the reports and each trial's small files (no checkpoints) to DIR.
 Each trial runs in OUT/trials/<name> and writes trial.json when done; a finished trial
 is not re-run, an interrupted one resumes from its checkpoint. The best trial is the one
 with the highest final validation accuracy (ties: lower validation loss, then earlier);
@@ -24,6 +25,7 @@ import json
 import math
 import pathlib
 import re
+import shutil
 from typing import Callable, Sequence
 
 import numpy as np
@@ -42,6 +44,8 @@ def define_flags():
     flags.DEFINE_integer("search_seed", 0, "Seed for drawing random trials.")
     flags.DEFINE_multi_string("override", [], "key=value applied to every trial (repeatable).")
     flags.DEFINE_string("out", None, "Output directory: trials/, results.csv, results.md.")
+    flags.DEFINE_string("records", "", "Also copy the reports and each trial's metrics and config here "
+                        "(small files to commit, without checkpoints).")
     flags.DEFINE_string("metric", "accuracy", "Validation metric to maximise.")
 
 
@@ -292,7 +296,21 @@ def main(argv):
     write_reports(rows, out, best, title=base.get("name", ""))
     if best is not None and base.get("eval_split"):
         restore_and_test(out, best)
+    if FLAGS.records:
+        copy_records(out, pathlib.Path(FLAGS.records))
     print((out / "results.md").read_text())
+
+
+def copy_records(out: pathlib.Path, records: pathlib.Path) -> None:
+    """results.md/csv and each trial's trial.json, metrics.jsonl and config.json: what a report needs."""
+    records.mkdir(parents=True, exist_ok=True)
+    for name in ("results.md", "results.csv"):
+        shutil.copy(out / name, records / name)
+    for trial in sorted((out / "trials").iterdir()):
+        for name in ("trial.json", "metrics.jsonl", "config.json"):
+            if (trial / name).is_file():
+                (records / "trials" / trial.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(trial / name, records / "trials" / trial.name / name)
 
 
 def restore_and_test(out: pathlib.Path, best: dict) -> dict:

@@ -111,6 +111,9 @@ def test_search_writes_reports_and_does_not_rerun_finished_trials(tmp_path):
     assert len(calls) == 7 and calls[-1].startswith("t006_")
     saved = json.loads((tmp_path / "trials" / calls[-1] / "trial.json").read_text())
     assert saved["overrides"] == more[-1]
+    hs.copy_records(tmp_path, tmp_path / "records")
+    assert (tmp_path / "records" / "results.md").read_text() == (tmp_path / "results.md").read_text()
+    assert (tmp_path / "records" / "trials" / calls[-1] / "metrics.jsonl").is_file()
 
 
 def test_a_diverged_trial_is_recorded_and_never_selected(tmp_path):
