@@ -165,7 +165,9 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
                      f"{np.mean(evals) if evals else float('nan'):.1f} | {max(r['peak_memory_mb'] for r in rs):.0f} |")
     lines.append(f"| majority class (label {baseline['label']}, from train) | 0 | | | "
                  f"{100 * baseline['dev_accuracy']:.1f} | {100 * baseline['test_accuracy']:.1f} | 0 | | | | |")
-    lines += ["", "Mean ± sample standard deviation over the seeds. Epochs to best: the best validation pass's "
+    lines += ["", "Mean ± sample standard deviation over the seeds. Dev accuracy is each run's best pass, the "
+              "maximum over its passes, so it is biased upward; test accuracy is not (scored once, with that "
+              "pass's parameters). Epochs to best: the best validation pass's "
               f"step × batch / {baseline['n_train']:,} training examples. Train time: wall-clock seconds of "
               "training (validation excluded) on a 2-core machine shared with other jobs; eval time: one pass "
               "over the test split; peak memory: the training process's peak RSS.", "",
