@@ -106,6 +106,12 @@ def majority_baseline(config: dict) -> dict:
 # ----------------------------------------------------------------------------- the report
 
 
+def label(study, name: str) -> str:
+    """A variant's readable name (the study config's `labels`), else its key."""
+    labels = study.get("labels") or {}
+    return f"{name}: {labels[name]}" if name in labels else name
+
+
 def _mean_std(values) -> str:
     values = [100 * v for v in values if v is not None]
     if not values:
@@ -113,27 +119,28 @@ def _mean_std(values) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
-def claims(summaries: dict[str, dict], baseline: dict) -> list[str]:
+def claims(summaries: dict[str, dict], baseline: dict, study=None) -> list[str]:
     """Plain sentences, each backed by a gap larger than the seeds' spread (or saying there is none)."""
     lines = []
     majority = 100 * baseline["test_accuracy"]
     p = baseline["test_accuracy"]
     se = 100 * float(np.sqrt(p * (1 - p) / baseline["n_test"]))
+    named = (lambda n: label(study, n)) if study is not None else (lambda n: n)
     for name, s in summaries.items():
         gap = s["test_mean"] - majority
         if len(s["runs"]) < 2:
-            lines.append(f"**{name}**: {gap:+.1f} points from the majority class with one seed; no claim.")
+            lines.append(f"**{named(name)}**: {gap:+.1f} points from the majority class with one seed; no claim.")
         elif gap > 2 * se and gap > 2 * s["test_std"]:
-            lines.append(f"**{name}** beats the majority class by {gap:.1f} points "
+            lines.append(f"**{named(name)}** beats the majority class by {gap:.1f} points "
                          f"(seed std {s['test_std']:.1f}, test-set standard error {se:.1f}).")
         else:
-            lines.append(f"**{name}** does not clearly beat the majority class: {gap:+.1f} points, against a "
+            lines.append(f"**{named(name)}** does not clearly beat the majority class: {gap:+.1f} points, against a "
                          f"seed std of {s['test_std']:.1f} and a test-set standard error of {se:.1f}.")
     ranked = sorted(((n, s) for n, s in summaries.items() if len(s["runs"]) > 1), key=lambda t: -t[1]["test_mean"])
     for (a, sa), (b, sb) in zip(ranked, ranked[1:]):
         gap, spread = sa["test_mean"] - sb["test_mean"], sa["test_std"] + sb["test_std"]
         verdict = "larger than" if gap > spread else "within"
-        lines.append(f"{a} ({sa['test_mean']:.1f}) over {b} ({sb['test_mean']:.1f}): {gap:.1f} points, {verdict} "
+        lines.append(f"{named(a)} ({sa['test_mean']:.1f}) over {named(b)} ({sb['test_mean']:.1f}): {gap:.1f} points, {verdict} "
                      f"the seeds' spread ({spread:.1f} = the sum of the two stds).")
     return lines
 
@@ -152,12 +159,12 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
     for name in variants:
         s = summaries.get(name)
         if s is None:
-            lines.append(f"| {name} | | | | not finished | | | | | | |")
+            lines.append(f"| {label(study, name)} | | | | not finished | | | | | | |")
             continue
         rs = s["runs"]
         epochs = np.mean([r["selected_step"] * r["batch_size"] / baseline["n_train"] for r in rs])
         evals = [r["eval_seconds"] for r in rs if r.get("eval_seconds") is not None]
-        lines.append(f"| {name} | {rs[0]['trainable_parameters']:,} | {s['learning_rate']:g} | "
+        lines.append(f"| {label(study, name)} | {rs[0]['trainable_parameters']:,} | {s['learning_rate']:g} | "
                      f"{','.join(str(r['seed']) for r in rs)} | {_mean_std([r['dev_accuracy'] for r in rs])} | "
                      f"{_mean_std([r['test_accuracy'] for r in rs])} | "
                      f"{s['test_mean'] - 100 * baseline['test_accuracy']:+.1f} | {epochs:.1f} | "
@@ -172,7 +179,7 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
               "training (validation excluded) on a 2-core machine shared with other jobs; eval time: one pass "
               "over the test split; peak memory: the training process's peak RSS.", "",
               "## What the numbers support", ""]
-    lines += [f"- {c}" for c in claims(summaries, baseline)]
+    lines += [f"- {c}" for c in claims(summaries, baseline, study)]
     if study.get("course"):
         lines += ["", "Course figures (test accuracy, %): " + "; ".join(study.course) + "."]
     lines += ["", f"## Learning-rate grid (seed {study.grid_seed})", "",
@@ -185,7 +192,7 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
             dev = f"{100 * r['dev_accuracy']:.1f}" if r.get("dev_accuracy") is not None else ""
             loss = f"{r['dev_loss']:.4f}" if r.get("dev_loss") is not None else ""
             test = f"{100 * r['test_accuracy']:.1f}" if r.get("test_accuracy") is not None else ""
-            lines.append(f"| {name} | {r['learning_rate']:g} | {dev} | {loss} | {r.get('selected_step', '')} / "
+            lines.append(f"| {label(study, name)} | {r['learning_rate']:g} | {dev} | {loss} | {r.get('selected_step', '')} / "
                          f"{r.get('trained_steps', '')} / {r['total_steps']} | {test} | {r['status']} |")
     lines += ["", "![test accuracy](accuracy.png)", "", "![validation curves](curves.png)"]
     return "\n".join(lines) + "\n"
@@ -222,7 +229,7 @@ def plots(study, variants: dict[str, dict[str, dict]], baseline: dict, folder: p
             continue
         acc = 100 * np.array([[c[t] for t in steps] for c in curves])
         epochs = np.array(steps) * s["runs"][0]["batch_size"] / baseline["n_train"]
-        ax.plot(epochs, acc.mean(0), color=f"C{k}", marker=".", label=f"{name} (lr {s['learning_rate']:g}, "
+        ax.plot(epochs, acc.mean(0), color=f"C{k}", marker=".", label=f"{label(study, name)} (lr {s['learning_rate']:g}, "
                 f"{len(curves)} seed{'s' if len(curves) > 1 else ''})")
         if len(curves) > 1:
             ax.fill_between(epochs, acc.min(0), acc.max(0), color=f"C{k}", alpha=0.2)

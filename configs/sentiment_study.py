@@ -46,6 +46,8 @@ def get_config():
                                            overrides=extra + ("text_fields=title_content",),
                                            learning_rates=LEARNING_RATES[n], extra_seeds=())
     config.variants = ml_collections.ConfigDict(variants)
+    config.labels = {**{f"exp{n}": name for n, name in MODELS.items()},
+                     **{f"exp{n}_content": f"{name}, title + body" for n, name in MODELS.items()}}
     config.run = ",".join(f"exp{n}" for n in (3, 5, 4, 6, 1, 2))  # cheapest first
     config.grid_seed = 0
     config.extra_seeds = (1, 2)
