@@ -47,3 +47,4 @@ class ListOpsTask(TextClassificationTask):
         self.model_sizes = {"num_classes": listops.NUM_CLASSES}
         self.meta = {"dataset": "listops", "max_length": config.max_length}
         self.uses_token_types = False
+        self.trim_multiple = config.trim_padding
