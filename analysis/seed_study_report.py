@@ -137,11 +137,21 @@ def claims(summaries: dict[str, dict], baseline: dict, study=None) -> list[str]:
             lines.append(f"**{named(name)}** does not clearly beat the majority class: {gap:+.1f} points, against a "
                          f"seed std of {s['test_std']:.1f} and a test-set standard error of {se:.1f}.")
     ranked = sorted(((n, s) for n, s in summaries.items() if len(s["runs"]) > 1), key=lambda t: -t[1]["test_mean"])
-    for (a, sa), (b, sb) in zip(ranked, ranked[1:]):
+    def gap_over(sa, sb):
         gap, spread = sa["test_mean"] - sb["test_mean"], sa["test_std"] + sb["test_std"]
-        verdict = "larger than" if gap > spread else "within"
-        lines.append(f"{named(a)} ({sa['test_mean']:.1f}) over {named(b)} ({sb['test_mean']:.1f}): {gap:.1f} points, {verdict} "
-                     f"the seeds' spread ({spread:.1f} = the sum of the two stds).")
+        digits = 2 if round(gap, 1) == round(spread, 1) else 1  # show why a near-tie went the way it did
+        return gap > spread, f"{gap:.{digits}f} points", f"{spread:.{digits}f}"
+
+    for (a, sa), (b, sb) in zip(ranked, ranked[1:]):
+        clear, gap, spread = gap_over(sa, sb)
+        verdict = "larger than" if clear else "within"
+        lines.append(f"{named(a)} ({sa['test_mean']:.1f}) over {named(b)} ({sb['test_mean']:.1f}): {gap}, {verdict} "
+                     f"the seeds' spread ({spread} = the sum of the two stds).")
+    if len(ranked) > 2:  # the top variant against the ones not next to it in the ranking
+        (top, st), rest = ranked[0], ranked[2:]
+        beaten = [f"{named(n)} by {gap_over(st, s)[1]}" for n, s in rest if gap_over(st, s)[0]]
+        lines.append(f"{named(top)} is clearly ahead of " + ("; ".join(beaten) if beaten else "none of the others")
+                     + " (each gap larger than the sum of the two stds).")
     return lines
 
 

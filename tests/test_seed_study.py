@@ -91,6 +91,7 @@ def test_report_claims_only_gaps_beyond_the_spread(tmp_path):
     assert "**head** does not clearly beat the majority class: +1.0 points" in text
     assert "full (80.0) over lora (79.0): 1.0 points, within the seeds' spread (3.0" in text
     assert "lora (79.0) over head (66.0): 13.0 points, larger than" in text
+    assert "full is clearly ahead of head by 14.0 points" in text  # not next to it in the ranking
     assert "| head | 770 | 0.01 | 0,1,2 | 66.0 ± 0.0 | 66.0 ± 2.0 | +1.0 | 0.1 | 12 | 3.0 | 900 |" in text
     assert "| head | 0.1 | 60.0 | 0.7000 | 10 / 10 / 100 | 60.0 | done |" in text  # the grid keeps the loser
     report.plots(study, variants, BASELINE, tmp_path)
@@ -121,3 +122,13 @@ def test_every_variant_makes_a_valid_engine_config(study, name):
     overrides = dict(c.removeprefix("--config.").split("=", 1) for c in command[5:])
     base.validate(apply_overrides(module.get_config(arg) if arg else module.get_config(), overrides))
     assert set(study.run.split(",")) <= set(study.variants)
+
+
+def test_a_near_tie_is_shown_with_the_digits_that_decide_it():
+    summaries = {"a": {"test_mean": 74.64, "test_std": 1.23, "runs": [0, 1, 2]},
+                 "b": {"test_mean": 72.10, "test_std": 1.23, "runs": [0, 1, 2]},
+                 "c": {"test_mean": 71.00, "test_std": 1.60, "runs": [0, 1, 2]}}
+    lines = report.claims(summaries, BASELINE)
+    assert "a (74.6) over b (72.1): 2.54 points, larger than the seeds' spread (2.46 = the sum of the two stds)." in lines
+    assert "b (72.1) over c (71.0): 1.1 points, within the seeds' spread (2.8 = the sum of the two stds)." in lines
+    assert lines[-1].startswith("a is clearly ahead of c by 3.6 points")
