@@ -256,7 +256,7 @@ def plots(study, variants: dict[str, dict[str, dict]], baseline: dict, folder: p
 def report(study) -> str:
     from data.paths import REPO_ROOT
     folder = REPO_ROOT / study.records
-    variants = read_study(folder, tuple(study.run.split(",")))
+    variants = read_study(folder, tuple(study.variants))  # the config's order, not the run order
     runs = [r for v in variants.values() for r in v.values() if r is not None]
     if not runs:
         raise FileNotFoundError(f"{folder}: no study records (run python -m experiments.seed_study "
