@@ -155,6 +155,25 @@ def claims(summaries: dict[str, dict], baseline: dict, study=None) -> list[str]:
     return lines
 
 
+def caveats(summaries: dict[str, dict], study) -> list[str]:
+    """Where a variant's table row may understate it: its rate at the grid's edge, or still improving."""
+    lines = []
+    for name, s in summaries.items():
+        grid = sorted(study.variants[name].learning_rates) if name in study.variants else []
+        if len(grid) == 2:
+            lines.append(f"{label(study, name)}: a two-rate grid ({grid[0]:g}, {grid[1]:g}) cannot bracket the best "
+                         f"rate; {s['learning_rate']:g} was the better of the two.")
+        elif len(grid) > 2 and s["learning_rate"] in (grid[0], grid[-1]):
+            edge = "smallest" if s["learning_rate"] == grid[0] else "largest"
+            lines.append(f"{label(study, name)}: the chosen rate {s['learning_rate']:g} is the grid's {edge}; "
+                         "the best rate may lie beyond it.")
+        last = [r["seed"] for r in s["runs"] if r["curve"] and r["selected_step"] >= max(t for t, _ in r["curve"])]
+        if last:
+            lines.append(f"{label(study, name)}: with seed(s) {', '.join(map(str, last))} the best pass was the "
+                         "last one trained; validation had not plateaued within the epoch budget.")
+    return lines
+
+
 def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str:
     summaries = {n: s for n, s in ((n, summarise_variant(r, study.grid_seed)) for n, r in variants.items()) if s}
     lines = [f"# {study.title}", "",
@@ -190,6 +209,8 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
               "over the test split; peak memory: the training process's peak RSS.", "",
               "## What the numbers support", ""]
     lines += [f"- {c}" for c in claims(summaries, baseline, study)]
+    if notes := caveats(summaries, study):
+        lines += ["", "Caveats:", ""] + [f"- {c}" for c in notes]
     if study.get("course"):
         lines += ["", "Course figures (test accuracy, %): " + "; ".join(study.course) + "."]
     lines += ["", f"## Learning-rate grid (seed {study.grid_seed})", "",

@@ -132,3 +132,21 @@ def test_a_near_tie_is_shown_with_the_digits_that_decide_it():
     assert "a (74.6) over b (72.1): 2.54 points, larger than the seeds' spread (2.46 = the sum of the two stds)." in lines
     assert "b (72.1) over c (71.0): 1.1 points, within the seeds' spread (2.8 = the sum of the two stds)." in lines
     assert lines[-1].startswith("a is clearly ahead of c by 3.6 points")
+
+
+def test_caveats_name_a_rate_at_the_grids_edge_and_a_run_still_improving(tmp_path):
+    for seed in range(3):  # head's grid is 1e-3, 1e-2, 1e-1: 1e-1 is its largest
+        write_run(tmp_path / "head" / f"lr=0.1_seed={seed}", 1e-1, seed, [(10, 0.6, 0.7), (20, 0.7 + seed / 100, 0.6)],
+                  0.7, 20)
+    write_run(tmp_path / "head" / "lr=0.01_seed=0", 1e-2, 0, [(10, 0.65, 0.6), (20, 0.6, 0.7)], 0.6, 10)
+    study = finetune_study.get_config("boolq")
+    variants = report.read_study(tmp_path, tuple(study.variants))
+    summaries = {"head": report.summarise_variant(variants["head"])}
+    notes = report.caveats(summaries, study)
+    assert notes[0] == "head: the chosen rate 0.1 is the grid's largest; the best rate may lie beyond it."
+    assert notes[1].startswith("head: with seed(s) 0, 1, 2 the best pass was the last one trained")
+    assert report.caveats({"head": report.summarise_variant({"r": variants["head"]["lr=0.01_seed=0"]})}, study) == []
+    write_run(tmp_path / "lora" / "lr=0.002_seed=0", 2e-3, 0, [(10, 0.7, 0.6), (20, 0.6, 0.7)], 0.6, 10)
+    lora = report.summarise_variant(report.read_study(tmp_path)["lora"])
+    assert report.caveats({"lora": lora}, study) == [
+        "lora: a two-rate grid (0.0005, 0.002) cannot bracket the best rate; 0.002 was the better of the two."]
