@@ -47,7 +47,8 @@ def read_run(records: pathlib.Path) -> dict | None:
            "trainable_parameters": info.get("trainable_parameters"),
            "train_seconds": train[-1]["train_seconds"] if train else None,
            "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in train), default=None),
-           "curve": [(r["step"], r["accuracy"]) for r in by_split["valid"]], "status": "unfinished"}
+           "curve": [(r["step"], r["accuracy"]) for r in by_split["valid"]], "status": "unfinished",
+           "valid_seconds": sum(r.get("seconds", 0.0) for r in by_split["valid"])}
     if by_split["eval"]:
         test = by_split["eval"][-1]
         chosen = {r["step"]: r for r in by_split["valid"]}.get(test.get("selected_step"), {})
@@ -213,6 +214,10 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
         lines += ["", "Caveats:", ""] + [f"- {c}" for c in notes]
     if study.get("course"):
         lines += ["", "Course figures (test accuracy, %): " + "; ".join(study.course) + "."]
+    every = [r for runs in variants.values() for r in runs.values() if r is not None]
+    hours = sum((r["train_seconds"] or 0) + r["valid_seconds"] + (r.get("eval_seconds") or 0) for r in every) / 3600
+    lines += ["", f"Cost so far: {len(every)} runs, {hours:.1f} hours of training, validation and test passes "
+              "(wall clock on the 2-core machine; process start-up and data loading not counted)."]
     lines += ["", f"## Learning-rate grid (seed {study.grid_seed})", "",
               "| variant | learning rate | dev acc. at best pass (%) | dev loss | best pass / trained / planned steps "
               "| test acc. (%) | status |", "|---|---:|---:|---:|---:|---:|---|"]

@@ -13,7 +13,8 @@ def write_run(folder, learning_rate, seed, valid, test_accuracy, selected_step, 
     folder.mkdir(parents=True, exist_ok=True)
     records = [{"step": 0, "split": "info", "trainable_parameters": 770, "total_steps": 100}]
     records += [{"step": 50, "split": "train", "loss": 0.6, "train_seconds": 12.0, "peak_memory_mb": 900.0}]
-    records += [{"step": s, "split": "valid", "accuracy": a, "loss": l, "examples": 100} for s, a, l in valid]
+    records += [{"step": s, "split": "valid", "accuracy": a, "loss": l, "examples": 100, "seconds": 6.0}
+                for s, a, l in valid]
     records += [{"step": valid[-1][0], "split": "eval", "accuracy": test_accuracy, "selected_step": selected_step,
                  "trained_steps": valid[-1][0], "eval_seconds": 3.0}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -92,6 +93,7 @@ def test_report_claims_only_gaps_beyond_the_spread(tmp_path):
     assert "full (80.0) over lora (79.0): 1.0 points, within the seeds' spread (3.0" in text
     assert "lora (79.0) over head (66.0): 13.0 points, larger than" in text
     assert "full is clearly ahead of head by 14.0 points" in text  # not next to it in the ranking
+    assert "Cost so far: 10 runs, 0.1 hours" in text  # 10 × (12 s training + 6 s validation + 3 s test)
     assert "| head | 770 | 0.01 | 0,1,2 | 66.0 ± 0.0 | 66.0 ± 2.0 | +1.0 | 0.1 | 12 | 3.0 | 900 |" in text
     assert "| head | 0.1 | 60.0 | 0.7000 | 10 / 10 / 100 | 60.0 | done |" in text  # the grid keeps the loser
     report.plots(study, variants, BASELINE, tmp_path)
