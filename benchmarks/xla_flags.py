@@ -1,0 +1,130 @@
+"""XLA:CPU flags against the minGPT training step: which compiler options move the step time.
+
+    python -m benchmarks.xla_flags [--sets=default,onednn_dot] [--repeats=5] [--out=results/benchmarks/xla_flags]
+
+XLA reads its flags once, when the backend starts, so each flag set runs benchmarks.gpt
+(hash dropout bits) in its own subprocess with XLA_FLAGS set; that run also times the course's
+PyTorch step, so every row's ratio compares the two in the same process and minute. Before
+timing, each set's compiled step is searched for the library fusions the flag asks for (XNNPACK,
+YNNPACK, oneDNN), so a flag XLA accepted but did not act on shows as such. Prints one Markdown
+table and writes it with the raw rows to <out>/table.md and table.json.
+
+Only meaningful on a quiet machine (see benchmarks/run_all.py, which this waits like).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# name -> XLA_FLAGS. Fusion types name what a library may take over: dot, eltwise, reduce, individual_dot.
+FLAG_SETS = {
+    "default": "",  # jax 0.10's XLA:CPU: YNNPACK takes most dots and reductions, Eigen the rest
+    "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",  # every dot on XLA's own (Eigen) path
+    "ynn_dots_only": "--xla_cpu_experimental_ynn_fusion_type=dot,individual_dot",
+    "onednn_dots": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot,individual_dot",
+    "concurrency_scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+    "fast_math": "--xla_cpu_enable_fast_math=true",
+}
+LIBRARIES = ("xnn", "ynn", "onednn")
+
+
+def library_fusions(hlo_text: str) -> dict:
+    """{library: fusions} in a compiled module's text, plus how many dots each library runs and how many
+    XLA keeps (a dot belongs to the library fusion whose called computation holds it)."""
+    library_of = {}  # called computation -> library
+    for calls, lib in re.findall(r'calls=%([\w.-]+).*?"kind":"__(\w+?)_fusion"', hlo_text):
+        library_of[calls] = lib
+    counts = {f"{lib}_fusions": list(library_of.values()).count(lib) for lib in LIBRARIES}
+    dots = {f"{lib}_dots": 0 for lib in LIBRARIES} | {"xla_dots": 0}
+    computation = None
+    for line in hlo_text.splitlines():
+        if head := re.match(r"^(?:ENTRY )?%([\w.-]+) ", line):
+            computation = head.group(1)
+        elif re.search(r"= \S+ dot\(", line):
+            lib = library_of.get(computation)
+            dots[f"{lib}_dots" if lib in LIBRARIES else "xla_dots"] += 1
+    return counts | dots
+
+
+def probe(batch_size: int) -> dict:
+    """The compiled step's FLOPs and library fusions (run inside the flag set's process)."""
+    from benchmarks.gpt import jax_train_step
+    _, flops, step_fn, args = jax_train_step(batch_size, dropout_bits="hash")
+    return {"gflop": flops / 1e9, **library_fusions(step_fn.lower(*args).compile().as_text())}
+
+
+def run_set(name: str, flags: str, repeats: int, batch_size: int) -> dict:
+    env = dict(os.environ, XLA_FLAGS=flags)
+    row = {"set": name, "xla_flags": flags}
+    found = subprocess.run([sys.executable, "-m", "benchmarks.xla_flags", "--probe", f"--batch_size={batch_size}"],
+                           env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    if found.returncode:
+        return {**row, "error": (found.stderr.strip().splitlines() or ["probe failed"])[-1]}
+    row.update(json.loads(found.stdout.strip().splitlines()[-1]))
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as rows:
+        env["BENCHMARK_ROWS"] = rows.name
+        timed = subprocess.run([sys.executable, "-m", "benchmarks.gpt", "--dropout_bits=hash", f"--repeats={repeats}",
+                                f"--batch_size={batch_size}"], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+        if timed.returncode:
+            return {**row, "error": (timed.stderr.strip().splitlines() or ["benchmark failed"])[-1]}
+        emitted = json.loads(rows.readline())
+    return {**row, "ours_ms": emitted["ours_ms"], "peer_ms": emitted["peer_ms"],
+            "ratio": emitted["peer_ms"] / emitted["ours_ms"], "gflops": emitted["gflops"]}
+
+
+def markdown(rows: list[dict], machine: str) -> str:
+    lines = [machine, "", "| flag set | XLA_FLAGS | ours (ms) | PyTorch (ms) | ratio | GFLOP/s | library fusions "
+             "(xnn / ynn / onednn) | dots in xnn / ynn / onednn / XLA |", "|---|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['set']} | `{r['xla_flags']}` | failed: {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['set']} | `{r['xla_flags'] or '(none)'}` | {r['ours_ms']:.0f} | {r['peer_ms']:.0f} | "
+                     f"{r['ratio']:.2f}x | {r['gflops']:.1f} | "
+                     + " / ".join(str(r[f"{lib}_fusions"]) for lib in LIBRARIES) + " | "
+                     + " / ".join(str(r[f"{lib}_dots"]) for lib in (*LIBRARIES, "xla")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(FLAG_SETS), help="comma-separated names from FLAG_SETS")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--out", default="results/benchmarks/xla_flags")
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # the per-set subprocess
+    args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe(args.batch_size)))
+        return 0
+    unknown = [s for s in args.sets.split(",") if s not in FLAG_SETS]
+    if unknown:
+        parser.error(f"--sets: unknown {unknown}; known: {sorted(FLAG_SETS)}")
+    from benchmarks.run_all import wait_for_quiet
+    from benchmarks.timing import load_average
+    warning = wait_for_quiet()
+    machine = (warning + "; " if warning else "") + f"load average at the start (1/5/15 min): {load_average()}"
+    rows = []
+    for name in args.sets.split(","):
+        rows.append(run_set(name, FLAG_SETS[name], args.repeats, args.batch_size))
+        print(json.dumps(rows[-1]), flush=True)
+    text = markdown(rows, machine + f"; at the end: {load_average()}")
+    print(text)
+    out = REPO_ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(f"`python -m benchmarks.xla_flags {' '.join(argv or sys.argv[1:])}`\n\n" + text)
+    (out / "table.json").write_text(json.dumps({"rows": rows, "machine": machine}, indent=1))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
