@@ -9,8 +9,9 @@ grid) and the overrides shared by every run. Each variant's grid runs with `grid
 with the best validation accuracy (its best pass: the runs use `select_best`) picks the rate
 that `extra_seeds` then run with. Every run is the ordinary training command in its own
 process (so its peak memory is its own), with its output in <workdir>/train.log. A finished run
-(an `eval` record in its metrics) is not re-run; an interrupted one resumes from its
-checkpoint, so a killed study resumes by re-running the command. After each run its
+(an `eval` record in its metrics, in its workdir or in the committed records) is not re-run,
+so a fresh clone continues a study where the committed records stop; an interrupted one resumes
+from its checkpoint, so a killed study resumes by re-running the command. After each run its
 metrics.jsonl, config.json and command are copied to <records>/<variant>/<run>/: all the
 report reads.
 """
@@ -50,14 +51,16 @@ def train_command(variant, shared: dict, learning_rate: float, seed: int, workdi
             + [f"--config.{v}" for v in values])
 
 
-def finished(workdir: pathlib.Path) -> bool:
-    metrics = workdir / "metrics.jsonl"
+def finished(folder: pathlib.Path) -> bool:
+    metrics = folder / "metrics.jsonl"
     return metrics.is_file() and any(json.loads(line).get("split") == "eval"
                                      for line in metrics.read_text().splitlines() if line.strip())
 
 
 def run(command: list[str], workdir: pathlib.Path, records: pathlib.Path) -> None:
     """Trains (or resumes) one run, then copies its records; a diverged run is recorded as such."""
+    if finished(records) and not finished(workdir):
+        return  # recorded by an earlier checkout whose workdir is gone: the record is the result
     if not finished(workdir):
         workdir.mkdir(parents=True, exist_ok=True)
         print("  $ python " + shlex.join(command[1:]), flush=True)

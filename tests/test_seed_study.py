@@ -152,3 +152,12 @@ def test_caveats_name_a_rate_at_the_grids_edge_and_a_run_still_improving(tmp_pat
     lora = report.summarise_variant(report.read_study(tmp_path)["lora"])
     assert report.caveats({"lora": lora}, study) == [
         "lora: a two-rate grid (0.0005, 0.002) cannot bracket the best rate; 0.002 was the better of the two."]
+
+
+def test_a_recorded_run_is_not_retrained_without_its_workdir(tmp_path, monkeypatch):
+    records = tmp_path / "records" / "lr=0.001_seed=0"
+    write_run(records, 1e-3, 0, [(10, 0.7, 0.6)], 0.7, 10)
+    before = (records / "metrics.jsonl").read_text()
+    monkeypatch.setattr(seed_study.subprocess, "call", lambda *a, **k: pytest.fail("a recorded run was retrained"))
+    seed_study.run(["python", "-m", "train.main"], tmp_path / "runs" / "lr=0.001_seed=0", records)
+    assert (records / "metrics.jsonl").read_text() == before
