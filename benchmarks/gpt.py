@@ -56,29 +56,33 @@ def jax_train_step(batch_size: int, vocab_size: int = 256, rng_impl: str = "thre
     return step, compiled_flops(step_fn.lower(*args).compile()), step_fn, args
 
 
-def main(argv):
-    del argv
+def torch_train_step(batch_size: int, vocab_size: int = 256):
+    """The course's PyTorch model and trainer step on the same random batch: (step(), model)."""
     config = birth_pretrain.get_config()
     m = config.model
-    B, T, V = FLAGS.batch_size, m.block_size - 1, FLAGS.vocab_size
-    jax_step, flops, _, _ = jax_train_step(B, V, FLAGS.rng_impl, FLAGS.dropout_bits)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, V, size=(B, T)).astype(np.int32)
-    y = rng.integers(0, V, size=(B, T)).astype(np.int32)
-
-    # PyTorch: the course's model and trainer step.
-    tmodel = TorchGPT(V, m.block_size, m.n_layer, m.n_head, m.n_embd, pdrop=m.embd_pdrop).train()
+    x, y = (torch.from_numpy(rng.integers(0, vocab_size, size=(batch_size, m.block_size - 1))).long()
+            for _ in range(2))
+    tmodel = TorchGPT(vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd, pdrop=m.embd_pdrop).train()
     opt = torch.optim.AdamW(tmodel.parameters(), lr=config.learning_rate, betas=(config.b1, config.b2),
                             weight_decay=config.weight_decay)
-    tx_, ty_ = torch.from_numpy(x).long(), torch.from_numpy(y).long()
 
-    def torch_step():
-        _, loss = tmodel(tx_, ty_)
+    def step():
+        _, loss = tmodel(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(tmodel.parameters(), config.grad_clip)
-        opt.step()
+        with torch.profiler.record_function("optimizer"):  # benchmarks/profile_step.py's part
+            torch.nn.utils.clip_grad_norm_(tmodel.parameters(), config.grad_clip)
+            opt.step()
 
+    return step, tmodel
+
+
+def main(argv):
+    del argv
+    B, T = FLAGS.batch_size, birth_pretrain.get_config().model.block_size - 1
+    jax_step, flops, _, _ = jax_train_step(B, FLAGS.vocab_size, FLAGS.rng_impl, FLAGS.dropout_bits)
+    torch_step, tmodel = torch_train_step(B, FLAGS.vocab_size)
     times = measure({"jax": jax_step, "torch": torch_step}, FLAGS.repeats)
     j, t = times["jax"].median, times["torch"].median
     tokens = B * T

@@ -1,11 +1,14 @@
-"""Where a minGPT training step spends its time: an XLA profile, grouped into the step's parts.
+"""Where a training step spends its time, ours beside the PyTorch peer's, grouped into the step's parts.
 
-  python -m benchmarks.profile_step [--batch_size=128] [--steps=3] [--dropout_bits=threefry|hash]
+  python -m benchmarks.profile_step [--workload=gpt|transformer|bert] [--steps=3] [--peer]
+                                    [--batch_size=128] [--dropout_bits=threefry|hash]   (gpt only)
 
-Traces `steps` calls of the engine's pretraining step (benchmarks/gpt.py) with
+The workloads are the benchmarks' steps: the minGPT pretraining step (benchmarks/gpt.py), the
+Transformer classifier step with the full last layer as the course (benchmarks/transformer.py),
+and MiniLM full fine-tuning (benchmarks/bert.py). Ours: traces `steps` calls with
 jax.profiler, sums the time of each compiled XLA operation (the "thunks" XLA:CPU runs:
-fusions, matmuls, loops), and assigns each to a part of the step from what the
-optimized HLO says it computes (the JAX primitives in its `op_name` metadata):
+fusions, matmuls, loops), and assigns each to a part from what the optimized HLO says it
+computes (the JAX primitives in its `op_name` metadata):
 
   attention / dense matmul  a dot_general with batch dimensions (q.k, weights.v: one small matmul
     fwd / bwd               per (example, head)) or without (the Linear layers); forward, or inside
@@ -16,10 +19,14 @@ optimized HLO says it computes (the JAX primitives in its `op_name` metadata):
   other                     masks, adds, reshapes, copies, the loss
 
 A fusion can hold several parts; it is counted under the first of the list above that it
-contains (a matmul with a fused bias is a matmul). Also prints XLA's FLOP count, the
-achieved GFLOP/s and the fraction of this machine's matmul ceiling (a large float32
-matmul, measured in the same run). Thunks of different threads overlap, so shares are of
-the summed thunk time, not of the wall-clock step.
+contains (a matmul with a fused bias is a matmul). The peer (--peer): torch.profiler over
+the same number of PyTorch steps, each aten operator's self time assigned by its name (bmm and
+the fused scaled-dot-product kernels: attention; mm, addmm: dense; bernoulli and native_dropout,
+which also applies the mask: dropout; the ops under the benchmark's "optimizer" region) and by
+whether it runs inside autograd's backward. Also prints XLA's FLOP count, the achieved GFLOP/s
+and the fraction of this machine's matmul ceiling (a large float32 matmul, measured in the same
+run). Thunks of different threads overlap, so shares are of the summed thunk time, not of the
+wall-clock step; the peer's unprofiled time (Python, dispatch) is the wall time less its ops'.
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ import time
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from flax import nnx
 
-from benchmarks.gpt import jax_train_step
-from benchmarks.timing import header, measure_one
+from benchmarks.gpt import jax_train_step, torch_train_step
+from benchmarks.timing import compiled_flops, header, measure_one
 
+flags.DEFINE_enum("workload", "gpt", ["gpt", "transformer", "bert"], "Which benchmark's training step.")
 flags.DEFINE_integer("steps", 3, "Traced steps (after warm-up).")  # --batch_size, --dropout_bits: benchmarks/gpt.py's
+flags.DEFINE_bool("peer", True, "Also profile the PyTorch peer's step into the same parts.")
 FLAGS = flags.FLAGS
 
 PARTS = ("attention matmul fwd", "attention matmul bwd", "dense matmul fwd", "dense matmul bwd", "dropout bits", "softmax", "GELU", "layer norm", "optimizer", "other")
@@ -122,11 +132,73 @@ def matmul_ceiling(n: int = 2048) -> float:
     return 2 * n ** 3 / measure_one(lambda: f(a), 5).median / 1e9
 
 
+def torch_part_of(name: str, ancestors: list[str]) -> str:
+    """The step's part for one PyTorch operator, from its name and the names of the ops around it."""
+    if name == "optimizer" or "optimizer" in ancestors:
+        return "optimizer"
+    side = "bwd" if any(a.startswith("autograd::engine::evaluate_function") for a in [name] + ancestors) else "fwd"
+    if name in ("aten::bmm", "aten::baddbmm") or "scaled_dot_product" in name:
+        return f"attention matmul {side}"
+    if name in ("aten::mm", "aten::addmm"):
+        return f"dense matmul {side}"
+    if "bernoulli" in name or "native_dropout" in name:
+        return "dropout bits"
+    for key, part in (("softmax", "softmax"), ("gelu", "GELU"), ("layer_norm", "layer norm")):
+        if key in name:
+            return part
+    return "other"
+
+
+def torch_parts(step, steps: int) -> tuple[collections.Counter, float]:
+    """({part: self seconds per step}, wall seconds per step) of `steps` profiled PyTorch steps."""
+    import torch
+
+    for _ in range(2):
+        step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall = (time.perf_counter() - start) / steps
+    by_part = collections.Counter()
+    for event in prof.events():
+        ancestors, parent = [], event.cpu_parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.cpu_parent
+        by_part[torch_part_of(event.name, ancestors)] += event.self_cpu_time_total * 1e-6 / steps
+    return by_part, wall
+
+
+def workload(name: str):
+    """(title, our step(), our compiled step, the PyTorch peer's step()) of one benchmark."""
+    if name == "gpt":
+        step, _, step_fn, args = jax_train_step(FLAGS.batch_size, rng_impl=FLAGS.rng_impl,
+                                               dropout_bits=FLAGS.dropout_bits)
+        title = f"minGPT pretraining step, batch {FLAGS.batch_size}, dropout bits {FLAGS.dropout_bits}"
+        return title, step, step_fn.lower(*args).compile(), torch_train_step(FLAGS.batch_size)[0]
+    if name == "transformer":
+        import torch
+        from benchmarks import transformer
+        jitted, model, optimizer = transformer.jax_train_step_parts(cls_only_last_layer=False)
+        batch = transformer.train_batch()
+        args = tuple(jnp.asarray(a) for a in batch)
+        compiled = jitted.lower(model, optimizer, *args).compile()
+        ours = nnx.cached_partial(jitted, model, optimizer)
+        theirs = transformer.torch_train_step(sdpa=False)
+        torch_args = tuple(torch.tensor(a) for a in batch)
+        return ("Transformer classifier step (course model, full last layer), batch 32",
+                lambda: ours(*args), compiled, lambda: theirs(*torch_args))
+    from benchmarks.bert import build_pair
+    pair = build_pair()
+    return "BERT (MiniLM) full fine-tuning step, batch 32 x 128", pair.flax_step, pair.compiled, pair.torch_step
+
+
 def main(argv):
     del argv
-    step, flops, step_fn, args = jax_train_step(FLAGS.batch_size, rng_impl=FLAGS.rng_impl,
-                                                dropout_bits=FLAGS.dropout_bits)
-    parts = hlo_parts(step_fn.lower(*args).compile().as_text())
+    title, step, compiled, peer_step = workload(FLAGS.workload)
+    parts = hlo_parts(compiled.as_text())
+    flops = compiled_flops(compiled)
     for _ in range(2):
         jax.block_until_ready(step())
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,12 +213,24 @@ def main(argv):
         if name in parts:
             by_part[parts[name]] += seconds / FLAGS.steps
     total = sum(by_part.values())
+    peer, peer_wall = torch_parts(peer_step, FLAGS.steps) if FLAGS.peer else (None, None)
     ceiling = matmul_ceiling()
-    print(f"minGPT pretraining step, batch {FLAGS.batch_size}, dropout bits {FLAGS.dropout_bits}: "
-          f"{wall * 1e3:.0f} ms per traced step (profiling on), {flops / 1e9:.0f} GFLOP (XLA cost analysis), "
+    print(f"{title}: {wall * 1e3:.0f} ms per traced step (profiling on), {flops / 1e9:.0f} GFLOP (XLA cost analysis), "
           f"{flops / wall / 1e9:.0f} GFLOP/s = {flops / wall / 1e9 / ceiling:.0%} of this machine's "
-          f"{ceiling:.0f} GFLOP/s float32 matmul ceiling")
+          f"{ceiling:.0f} GFLOP/s float32 matmul ceiling"
+          + (f"; PyTorch {peer_wall * 1e3:.0f} ms per profiled step" if peer else ""))
     print(header())
+    if peer:
+        print("| part of the step | ours: thunk ms per step | share | PyTorch: op self ms per step | share |")
+        print("|---|---:|---:|---:|---:|")
+        peer_total = sum(peer.values())
+        for part in PARTS:
+            print(f"| {part} | {1e3 * by_part[part]:.0f} | {by_part[part] / total:.1%} | "
+                  f"{1e3 * peer[part]:.0f} | {peer[part] / peer_total:.1%} |")
+        print(f"| all (ours: XLA thunks, threads overlap; PyTorch: operators) | {1e3 * total:.0f} | 100% | "
+              f"{1e3 * peer_total:.0f} | 100% |")
+        print(f"| PyTorch outside operators (Python, dispatch) | | | {1e3 * max(peer_wall - peer_total, 0):.0f} | |")
+        return
     print("| part of the step | thunk ms per step | share |")
     print("|---|---:|---:|")
     for part in PARTS:

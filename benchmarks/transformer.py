@@ -68,18 +68,18 @@ def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer
     on CPU than JAX's default threefry; the threefry row of the table shows by how much.
     fused and cls_only_last_layer are no config keys: they are switched on the built model.
     """
-    jitted, model, optimizer = _jax_train_step_parts(lr, dropout_prng, fused, cls_only_last_layer)
+    jitted, model, optimizer = jax_train_step_parts(lr, dropout_prng, fused, cls_only_last_layer)
     # cached_partial skips re-walking the module graph on every call.
     return nnx.cached_partial(jitted, model, optimizer)
 
 
 def train_step_flops(args, **kwargs):
     """XLA's FLOP count (HLO cost analysis) of one jax_train_step(**kwargs) on args (ids, mask, labels)."""
-    jitted, model, optimizer = _jax_train_step_parts(**kwargs)
+    jitted, model, optimizer = jax_train_step_parts(**kwargs)
     return compiled_flops(jitted.lower(model, optimizer, *args).compile())
 
 
-def _jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True):
+def jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True):
     """(nnx.jit'ed step(model, optimizer, ids, mask, labels), model, optimizer)."""
     rngs = nnx.Rngs(params=0, dropout=jax.random.key(0, impl=dropout_prng))
     model = build_model(COURSE, num_classes=2, rngs=rngs)
@@ -110,7 +110,8 @@ def torch_train_step(sdpa, lr=1e-4):
         optimizer.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
         loss.backward()
-        optimizer.step()
+        with torch.profiler.record_function("optimizer"):  # benchmarks/profile_step.py's part
+            optimizer.step()
         return loss.item()
 
     return run
