@@ -69,7 +69,7 @@ class Pair(NamedTuple):
     logit_diff: float  # max |logit difference| in eval mode, before any step
 
 
-def build_pair(source=None, batch=32, length=128):
+def build_pair(source=None, batch=32, length=128, dropout_bits="threefry"):
     """transformers' BertForSequenceClassification and our model with the same weights (its fresh
     classifier copied into ours), both in training mode, and a training step of each on the same
     random batch."""
@@ -82,7 +82,7 @@ def build_pair(source=None, batch=32, length=128):
     ids, mask, types, labels = make_batch(batch, length, vocab)
 
     config = bert_finetune.get_config("sst2,full")
-    config.model.update(checkpoint=str(ckpt), pooling="pooler")
+    config.model.update(checkpoint=str(ckpt), pooling="pooler", dropout_bits=dropout_bits)
 
     torch.manual_seed(0)
     tmodel = transformers.BertForSequenceClassification.from_pretrained(str(ckpt), num_labels=2)
@@ -130,13 +130,15 @@ def main(argv=None):
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--steps", type=int, default=6, help="timed steps per implementation")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--dropout_bits", default="threefry", choices=("threefry", "hash"),
+                   help="our encoder's dropout generator (config.model.dropout_bits)")
     args = p.parse_args(argv)
 
     import torch
     import transformers
 
     t0 = time.perf_counter()
-    torch_step, flax_step, compiled, diff = build_pair(args.source, args.batch, args.length)
+    torch_step, flax_step, compiled, diff = build_pair(args.source, args.batch, args.length, args.dropout_bits)
     jax.block_until_ready(flax_step())
     compile_s = time.perf_counter() - t0  # with both models' loading
     machine = header()
@@ -146,7 +148,7 @@ def main(argv=None):
     eps = {k: args.batch / t.median for k, t in times.items()}
     print(f"\nFull fine-tuning step (forward + backward + AdamW), {args.source or DEFAULT_SOURCE}, "
           f"batch {args.batch}, length {args.length}, float32, dropout on; median of {args.steps} "
-          f"alternating steps after {args.warmup} warm-up.\n{machine}\n")
+          f"alternating steps after {args.warmup} warm-up; our dropout bits: {args.dropout_bits}.\n{machine}\n")
     print("| implementation | examples/s | ms/step | ratio vs PyTorch |")
     print("|---|---:|---:|---:|")
     print(f"| PyTorch {torch.__version__} + transformers {transformers.__version__} "
@@ -160,7 +162,7 @@ def main(argv=None):
           f"{flops / times['flax'].median / 1e9:.1f} GFLOP/s")
     emit_rows("bert", [{
         "workload": f"BERT fine-tuning step ({(args.source or DEFAULT_SOURCE).split('/')[-1]}), batch {args.batch} "
-                    f"x {args.length}, dropout on, AdamW",
+                    f"x {args.length}, dropout on, AdamW" + (", hash dropout bits" if args.dropout_bits == "hash" else ""),
         "ours_ms": times["flax"].ms, "peer": f"transformers {transformers.__version__} (torch {torch.__version__})",
         "peer_ms": times["torch"].ms, "gflops": flops / times["flax"].median / 1e9,
         "note": f"{eps['flax']:.1f} vs {eps['torch']:.1f} examples/s"}])

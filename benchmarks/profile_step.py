@@ -1,7 +1,7 @@
 """Where a training step spends its time, ours beside the PyTorch peer's, grouped into the step's parts.
 
   python -m benchmarks.profile_step [--workload=gpt|transformer|bert] [--steps=3] [--peer]
-                                    [--batch_size=128] [--dropout_bits=threefry|hash]   (gpt only)
+                                    [--dropout_bits=threefry|hash] [--batch_size=128 (gpt only)]
 
 The workloads are the benchmarks' steps: the minGPT pretraining step (benchmarks/gpt.py), the
 Transformer classifier step with the full last layer as the course (benchmarks/transformer.py),
@@ -190,8 +190,9 @@ def workload(name: str):
         return ("Transformer classifier step (course model, full last layer), batch 32",
                 lambda: ours(*args), compiled, lambda: theirs(*torch_args))
     from benchmarks.bert import build_pair
-    pair = build_pair()
-    return "BERT (MiniLM) full fine-tuning step, batch 32 x 128", pair.flax_step, pair.compiled, pair.torch_step
+    pair = build_pair(dropout_bits=FLAGS.dropout_bits)
+    return (f"BERT (MiniLM) full fine-tuning step, batch 32 x 128, dropout bits {FLAGS.dropout_bits}",
+            pair.flax_step, pair.compiled, pair.torch_step)
 
 
 def main(argv):

@@ -64,6 +64,8 @@ BENCHMARKS = [
     Benchmark("gru_1thread", "benchmarks.gru", ("--threads=1",), ("--quick", "--threads=1")),
     Benchmark("transformer", "benchmarks.transformer", quick_args=("--quick",)),
     Benchmark("bert", "benchmarks.bert", quick_args=("--batch=4", "--length=32", "--steps=1", "--warmup=1")),
+    Benchmark("bert_hash", "benchmarks.bert", ("--dropout_bits=hash",),
+              ("--batch=4", "--length=32", "--steps=1", "--warmup=1", "--dropout_bits=hash")),
     # one timed run after warm-up: recomputing takes about a minute, and the speed-up is large
     Benchmark("decode", "benchmarks.decode", ("--repeats=1",), ("--questions=20", "--torch_questions=2", "--repeats=1")),
 ]

@@ -50,7 +50,7 @@ def model_config(kind: str, **values) -> ml_collections.ConfigDict:
                                            bigbird_random=2)),
         # pretrained BERT + fine-tuning mode (models/bert.py); checkpoint "" = the MiniLM package
         "bert": dict(checkpoint="", mode="full", pooling="", prefix_length=0, lora_rank=8, lora_alpha=16.0,
-                     lora_targets=("query", "value")),
+                     lora_targets=("query", "value"), dropout_bits="threefry"),  # the encoder's; as gpt's
     }
     if kind not in defaults:
         raise ConfigError(f"config.model.kind={kind!r} is not one of {sorted(defaults)}")
@@ -200,8 +200,9 @@ def validate(config) -> None:
                  f"exceeds config.model.max_positions={model.max_positions}")
     else:
         need(not config.eval_split, "eval_split", "the CS224n tasks score a file: use eval_file")
-        need(model.dropout_bits in ("threefry", "hash"), "model.dropout_bits", "must be threefry or hash")
         need(config.decode_steps > 0, "decode_steps", "must be positive")
+    if "dropout_bits" in model:
+        need(model.dropout_bits in ("threefry", "hash"), "model.dropout_bits", "must be threefry or hash")
     for key, value in model.items():
         if key.endswith(("pdrop", "dropout")):
             need(0 <= value < 1, f"model.{key}", "must be in [0, 1)")

@@ -34,6 +34,7 @@ from flax import struct
 
 from models.attention import check_head_mask
 from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir
+from models.layers import DROPOUT_BITS
 from models.peft import MODES, Prefix, apply_lora
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _norm(cfg: BertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
 class BertEmbeddings(nnx.Module):
     """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
 
-    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: BertConfig, *, dropout: type[nnx.Dropout] = nnx.Dropout, rngs: nnx.Rngs):
         d = cfg.hidden_size
         self.word_embeddings = nnx.Embed(cfg.vocab_size, d, embedding_init=_init(cfg), rngs=rngs)
         self.position_embeddings = nnx.Embed(cfg.max_position_embeddings, d,
@@ -122,7 +123,7 @@ class BertEmbeddings(nnx.Module):
         self.token_type_embeddings = nnx.Embed(cfg.type_vocab_size, d,
                                                embedding_init=_init(cfg), rngs=rngs)
         self.norm = _norm(cfg, rngs)
-        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
+        self.dropout = dropout(cfg.hidden_dropout_prob, rngs=rngs)
 
     def __call__(self, inputs_embeds, token_type_ids, *, deterministic=None):
         length = inputs_embeds.shape[1]
@@ -138,20 +139,20 @@ class BertEmbeddings(nnx.Module):
 class BertLayer(nnx.Module):
     """One post-LayerNorm transformer encoder block."""
 
-    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: BertConfig, *, dropout: type[nnx.Dropout] = nnx.Dropout, rngs: nnx.Rngs):
         d, ff = cfg.hidden_size, cfg.intermediate_size
         self.num_heads = cfg.num_attention_heads
         self.head_size = d // cfg.num_attention_heads  # kept when heads are pruned (num_heads shrinks)
         self.query = _dense(cfg, d, d, rngs)
         self.key = _dense(cfg, d, d, rngs)
         self.value = _dense(cfg, d, d, rngs)
-        self.attn_dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
+        self.attn_dropout = dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
         self.attn_out = _dense(cfg, d, d, rngs)
         self.attn_norm = _norm(cfg, rngs)
         self.intermediate = _dense(cfg, d, ff, rngs)
         self.output = _dense(cfg, ff, d, rngs)
         self.out_norm = _norm(cfg, rngs)
-        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
+        self.dropout = dropout(cfg.hidden_dropout_prob, rngs=rngs)
         self.hidden_act = cfg.hidden_act
 
     def __call__(self, x, mask, *, deterministic=None, head_mask=None):
@@ -194,10 +195,15 @@ class BertModel(nnx.Module):
     """The BERT encoder with optional pooler and masked-LM head."""
 
     def __init__(self, config: BertConfig, *, add_pooling_layer: bool = True,
-                 with_mlm_head: bool = False, rngs: nnx.Rngs):
+                 with_mlm_head: bool = False, dropout_bits: str = "threefry", rngs: nnx.Rngs):
+        """dropout_bits: where the encoder's dropout draws its random bits, "threefry" (nnx.Dropout)
+        or "hash" (models/layers.HashDropout: the same dropout, cheaper bits on CPU)."""
+        if dropout_bits not in DROPOUT_BITS:
+            raise ValueError(f"dropout_bits must be one of {sorted(DROPOUT_BITS)}, got {dropout_bits!r}")
+        dropout = DROPOUT_BITS[dropout_bits]
         self.config = config
-        self.embeddings = BertEmbeddings(config, rngs=rngs)
-        self.layers = nnx.List([BertLayer(config, rngs=rngs)
+        self.embeddings = BertEmbeddings(config, dropout=dropout, rngs=rngs)
+        self.layers = nnx.List([BertLayer(config, dropout=dropout, rngs=rngs)
                                 for _ in range(config.num_hidden_layers)])
         d = config.hidden_size
         self.pooler = _dense(config, d, d, rngs) if add_pooling_layer else None
@@ -395,7 +401,8 @@ def load_state_dict(model: BertModel, state: dict[str, np.ndarray], *,
 
 
 def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm_head: bool = False,
-                    *, new_mlm_head: bool = False, rngs: nnx.Rngs | None = None) -> BertModel:
+                    *, new_mlm_head: bool = False, rngs: nnx.Rngs | None = None,
+                    dropout_bits: str = "threefry") -> BertModel:
     """Loads a Hugging Face BERT checkpoint into a BertModel.
 
     source: a checkpoint directory or the name of an installed package shipping one.
@@ -405,6 +412,7 @@ def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm
     rngs: initialises a fresh MLM head and seeds dropout; give it a `dropout` stream (the
         default is Rngs(params=0, dropout=1)) so that `nnx.reseed(model, dropout=key)`
         reaches every dropout layer.
+    dropout_bits: the dropout layers' generator (BertModel's argument).
     The model is returned in evaluation mode (dropout off), as Hugging Face's
     `from_pretrained` returns it; code that trains it calls `model.train()` itself
     (`BertClassifier` does, for fine-tuning).
@@ -425,7 +433,7 @@ def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm
     elif has_mlm and not with_mlm_head:
         log.info("checkpoint %s has an MLM head; not loaded (with_mlm_head=False)", ckpt_dir)
         skip = ("cls.predictions.",)
-    model = BertModel(config, add_pooling_layer=has_pooler, with_mlm_head=with_mlm_head,
+    model = BertModel(config, add_pooling_layer=has_pooler, with_mlm_head=with_mlm_head, dropout_bits=dropout_bits,
                       rngs=rngs if rngs is not None else nnx.Rngs(params=0, dropout=1))
     load_state_dict(model, state, skip=skip)
     model.eval()
@@ -503,7 +511,7 @@ class BertClassifier(nnx.Module):
 
 
 def load_classifier(source=None, num_classes: int = 2, *, mode: str = "full",
-                    rngs: nnx.Rngs, **kwargs) -> BertClassifier:
+                    rngs: nnx.Rngs, dropout_bits: str = "threefry", **kwargs) -> BertClassifier:
     """load_pretrained(source) wrapped in a BertClassifier (kwargs as BertClassifier's)."""
-    return BertClassifier(load_pretrained(source, rngs=rngs), num_classes, mode=mode,
+    return BertClassifier(load_pretrained(source, rngs=rngs, dropout_bits=dropout_bits), num_classes, mode=mode,
                           rngs=rngs, **kwargs)

@@ -49,7 +49,7 @@ def build_model(model_config, *, vocab_size: int | None = None, num_classes: int
         from models.bert import load_classifier
         return load_classifier(m.checkpoint or None, num_classes, mode=m.mode, rngs=rngs, pooling=m.pooling or None,
                                prefix_length=m.prefix_length, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                               lora_targets=tuple(m.lora_targets))
+                               lora_targets=tuple(m.lora_targets), dropout_bits=m.dropout_bits)
     raise ValueError(f"config.model.kind={kind!r} is not one of {KINDS}")
 
 

@@ -67,3 +67,32 @@ def test_gpt_with_hash_dropout_is_unchanged_in_eval_and_trains():
     assert np.isfinite(out).all() and not np.allclose(out, models["threefry"](idx))
     with pytest.raises(ValueError, match="dropout_bits"):
         GPT(11, 16, 1, 2, 8, dropout_bits="philox", rngs=nnx.Rngs(0))
+
+
+def test_bert_with_hash_dropout_is_unchanged_in_eval_and_trains():
+    from models.bert import BertConfig, BertModel
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16)
+    ids = jnp.asarray(np.random.default_rng(0).integers(1, 50, size=(2, 9)))
+    models = {bits: BertModel(cfg, dropout_bits=bits, rngs=nnx.Rngs(params=0, dropout=1))
+              for bits in ("threefry", "hash")}
+    for m in models.values():
+        m.eval()
+    evals = {bits: np.asarray(m(ids).last_hidden_state) for bits, m in models.items()}
+    np.testing.assert_array_equal(evals["threefry"], evals["hash"])  # same init, dropout off
+    train = models["hash"]
+    assert all(type(d) is HashDropout for _, d in nnx.iter_graph(train) if isinstance(d, nnx.Dropout))
+    train.train()
+    out = np.asarray(train(ids).last_hidden_state)
+    assert np.isfinite(out).all() and not np.allclose(out, evals["hash"])
+    with pytest.raises(ValueError, match="dropout_bits"):
+        BertModel(cfg, dropout_bits="philox", rngs=nnx.Rngs(0))
+
+
+def test_config_names_an_unknown_generator_for_bert():
+    from configs import bert_finetune
+    from configs.base import ConfigError, validate
+    config = bert_finetune.get_config("sst2,full")
+    config.model.dropout_bits = "philox"
+    with pytest.raises(ConfigError, match="model.dropout_bits"):
+        validate(config)
