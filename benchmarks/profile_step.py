@@ -180,14 +180,15 @@ def workload(name: str):
     if name == "transformer":
         import torch
         from benchmarks import transformer
-        jitted, model, optimizer = transformer.jax_train_step_parts(cls_only_last_layer=False)
+        jitted, model, optimizer = transformer.jax_train_step_parts(cls_only_last_layer=False,
+                                                                    dropout_bits=FLAGS.dropout_bits)
         batch = transformer.train_batch()
         args = tuple(jnp.asarray(a) for a in batch)
         compiled = jitted.lower(model, optimizer, *args).compile()
         ours = nnx.cached_partial(jitted, model, optimizer)
         theirs = transformer.torch_train_step(sdpa=False)
         torch_args = tuple(torch.tensor(a) for a in batch)
-        return ("Transformer classifier step (course model, full last layer), batch 32",
+        return (f"Transformer classifier step (course model, full last layer), batch 32, dropout bits {FLAGS.dropout_bits}",
                 lambda: ours(*args), compiled, lambda: theirs(*torch_args))
     from benchmarks.bert import build_pair
     pair = build_pair(dropout_bits=FLAGS.dropout_bits)

@@ -61,14 +61,15 @@ def make_batch(batch, seq, vocab, seed=0):
     return ids, mask, rng.integers(0, 2, size=batch)
 
 
-def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True):
+def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True, dropout_bits="threefry"):
     """run(ids, mask, labels) -> loss: one jitted TransformerClassifier + AdamW step.
 
     Dropout keys use the 'rbg' PRNG (XLA's RngBitGenerator) by default, which is cheaper
     on CPU than JAX's default threefry; the threefry row of the table shows by how much.
-    fused and cls_only_last_layer are no config keys: they are switched on the built model.
+    fused and cls_only_last_layer are no config keys: they are switched on the built model;
+    dropout_bits is config.model.dropout_bits (with "hash", dropout_prng only seeds the hash).
     """
-    jitted, model, optimizer = jax_train_step_parts(lr, dropout_prng, fused, cls_only_last_layer)
+    jitted, model, optimizer = jax_train_step_parts(lr, dropout_prng, fused, cls_only_last_layer, dropout_bits)
     # cached_partial skips re-walking the module graph on every call.
     return nnx.cached_partial(jitted, model, optimizer)
 
@@ -79,10 +80,12 @@ def train_step_flops(args, **kwargs):
     return compiled_flops(jitted.lower(model, optimizer, *args).compile())
 
 
-def jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True):
+def jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True, dropout_bits="threefry"):
     """(nnx.jit'ed step(model, optimizer, ids, mask, labels), model, optimizer)."""
     rngs = nnx.Rngs(params=0, dropout=jax.random.key(0, impl=dropout_prng))
-    model = build_model(COURSE, num_classes=2, rngs=rngs)
+    model_config = course_model_config()
+    model_config.dropout_bits = dropout_bits
+    model = build_model(model_config, num_classes=2, rngs=rngs)
     model.encoder.cls_only_last_layer = cls_only_last_layer
     for block in model.encoder.transformer:
         block.attn.fused = fused
@@ -118,6 +121,7 @@ def torch_train_step(sdpa, lr=1e-4):
 
 
 FULL_LAST_LAYER = "JAX, explicit, full last layer like the course (jit)"
+FULL_LAST_LAYER_HASH = "JAX, explicit, full last layer, hash dropout bits (jit)"
 CLS_ONLY = "JAX, explicit attention (jit)"
 
 
@@ -135,6 +139,7 @@ def bench_train(repeats):
         CLS_ONLY: (jax_train_step(), jax_args),
         "JAX, fused jax.nn.dot_product_attention (jit)": (jax_train_step(fused=True), jax_args),
         FULL_LAST_LAYER: (jax_train_step(cls_only_last_layer=False), jax_args),
+        FULL_LAST_LAYER_HASH: (jax_train_step(cls_only_last_layer=False, dropout_bits="hash"), jax_args),
         "JAX, explicit, threefry dropout keys (jit)":
             (jax_train_step(dropout_prng="threefry2x32"), jax_args),
         "PyTorch eager, course attention formula": (torch_train_step(sdpa=False), torch_args),
@@ -176,13 +181,16 @@ def bench_attention(seqs, repeats):
 
 
 def emit_train_rows(times, eager):
-    """The headline rows for benchmarks/run_all.py: full last layer, then the CLS-only shortcut."""
+    """The headline rows for benchmarks/run_all.py: full last layer (threefry, then hash dropout bits),
+    then the CLS-only shortcut."""
     args = tuple(jnp.asarray(a) for a in train_batch())
     shape = f"batch 32 x (1 + {COURSE.max_positions}), {COURSE.num_layers} layers, dropout {COURSE.dropout}, AdamW"
     rows = []
-    for name, cls_only, label in ((FULL_LAST_LAYER, False, "full last layer (as the course)"),
-                                  (CLS_ONLY, True, "CLS-only last layer (our shortcut)")):
-        flops = train_step_flops(args, cls_only_last_layer=cls_only)
+    for name, cls_only, bits, label in (
+            (FULL_LAST_LAYER, False, "threefry", "full last layer (as the course)"),
+            (FULL_LAST_LAYER_HASH, False, "hash", "full last layer, hash dropout bits"),
+            (CLS_ONLY, True, "threefry", "CLS-only last layer (our shortcut)")):
+        flops = train_step_flops(args, cls_only_last_layer=cls_only, dropout_bits=bits)
         rows.append({"workload": f"Transformer classifier training step, {label}, {shape}",
                      "ours_ms": times[name].ms, "peer": f"PyTorch {torch.__version__} eager, course attention",
                      "peer_ms": times[eager].ms, "gflops": flops / times[name].median / 1e9,

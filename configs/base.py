@@ -41,7 +41,7 @@ def model_config(kind: str, **values) -> ml_collections.ConfigDict:
         # IFT6135 A2 Transformer classifiers (models/transformer.py); max_positions: the position
         # table (CLS excluded), at least the task's max_length
         "transformer": dict(vocabulary_size=30522, embed_dim=256, hidden_dim=256, num_heads=4, num_layers=2,
-                            block="prenorm", dropout=0.3, max_positions=256,
+                            block="prenorm", dropout=0.3, max_positions=256, dropout_bits="threefry",
                             # models.attention.SelfAttention options of every block: kind exact |
                             # linformer | performer | bigbird (seed 003), and each kind's parameters
                             attention=dict(kind="exact", linformer_k=64, linformer_sharing="heads",

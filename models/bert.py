@@ -34,7 +34,7 @@ from flax import struct
 
 from models.attention import check_head_mask
 from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir
-from models.layers import DROPOUT_BITS
+from models.layers import dropout_layer
 from models.peft import MODES, Prefix, apply_lora
 
 log = logging.getLogger(__name__)
@@ -198,9 +198,7 @@ class BertModel(nnx.Module):
                  with_mlm_head: bool = False, dropout_bits: str = "threefry", rngs: nnx.Rngs):
         """dropout_bits: where the encoder's dropout draws its random bits, "threefry" (nnx.Dropout)
         or "hash" (models/layers.HashDropout: the same dropout, cheaper bits on CPU)."""
-        if dropout_bits not in DROPOUT_BITS:
-            raise ValueError(f"dropout_bits must be one of {sorted(DROPOUT_BITS)}, got {dropout_bits!r}")
-        dropout = DROPOUT_BITS[dropout_bits]
+        dropout = dropout_layer(dropout_bits)
         self.config = config
         self.embeddings = BertEmbeddings(config, dropout=dropout, rngs=rngs)
         self.layers = nnx.List([BertLayer(config, dropout=dropout, rngs=rngs)

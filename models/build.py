@@ -44,7 +44,8 @@ def build_model(model_config, *, vocab_size: int | None = None, num_classes: int
         return TransformerClassifier(
             num_classes, vocabulary_size=m.vocabulary_size, embed_dim=m.embed_dim, hidden_dim=m.hidden_dim,
             num_heads=m.num_heads, num_layers=m.num_layers, block=m.block, dropout=m.dropout,
-            max_length=m.max_positions, attention=dict(m.attention) if "attention" in m else None, rngs=rngs)
+            max_length=m.max_positions, attention=dict(m.attention) if "attention" in m else None,
+            dropout_bits=m.dropout_bits, rngs=rngs)
     if kind == "bert":
         from models.bert import load_classifier
         return load_classifier(m.checkpoint or None, num_classes, mode=m.mode, rngs=rngs, pooling=m.pooling or None,

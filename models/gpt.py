@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.layers import DROPOUT_BITS
+from models.layers import dropout_layer
 from models.positions import ATTENTION_POSITIONS, sinusoidal_table
 
 POSITIONS = ("learned", "sinusoidal") + ATTENTION_POSITIONS
@@ -164,9 +164,7 @@ class GPT(nnx.Module):
         if attention is None and (positions in ATTENTION_POSITIONS or not causal):
             raise ValueError(f"positions={positions!r}, causal={causal} need the attention variants "
                              "(attention={...}, models/attention.py); minGPT's own attention is causal, no positions")
-        if dropout_bits not in DROPOUT_BITS:
-            raise ValueError(f"dropout_bits must be one of {sorted(DROPOUT_BITS)}, got {dropout_bits!r}")
-        dropout = DROPOUT_BITS[dropout_bits]
+        dropout = dropout_layer(dropout_bits)
         if positions in ATTENTION_POSITIONS:
             attention = {**dict(attention), "positions": positions}
         self.positions = positions

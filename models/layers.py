@@ -59,10 +59,10 @@ class MLP(nnx.Module):
     GELU is the exact (erf) form, as torch.nn.GELU's default.
     """
 
-    def __init__(self, embed_dim, hidden_dim, dropout=0.0, *, dtype=None, rngs: nnx.Rngs):
+    def __init__(self, embed_dim, hidden_dim, dropout=0.0, *, dtype=None, dropout_bits="threefry", rngs: nnx.Rngs):
         self.fc1 = torch_linear(embed_dim, hidden_dim, dtype=dtype, rngs=rngs)
         self.fc2 = torch_linear(hidden_dim, embed_dim, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = dropout_layer(dropout_bits)(dropout, rngs=rngs)
 
     def __call__(self, x):
         x = self.dropout(jax.nn.gelu(self.fc1(x), approximate=False))
@@ -130,3 +130,10 @@ class HashDropout(nnx.Dropout):
 
 
 DROPOUT_BITS = {"threefry": nnx.Dropout, "hash": HashDropout}
+
+
+def dropout_layer(bits: str) -> type[nnx.Dropout]:
+    """The dropout class for a `dropout_bits` option (a model's argument and config key)."""
+    if bits not in DROPOUT_BITS:
+        raise ValueError(f"dropout_bits must be one of {sorted(DROPOUT_BITS)}, got {bits!r}")
+    return DROPOUT_BITS[bits]

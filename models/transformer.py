@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.attention import MultiHeadedAttention, check_head_mask
-from models.layers import MLP, LayerNorm, sinusoidal_positions, torch_linear
+from models.layers import MLP, LayerNorm, dropout_layer, sinusoidal_positions, torch_linear
 
 BLOCKS = ("prenorm", "postnorm")
 POSITIONS = ("learned", "sinusoidal")
@@ -26,13 +26,13 @@ class _AttentionBlock(nnx.Module):
     """
 
     def __init__(self, embed_dim, hidden_dim, num_heads, sequence_length, dropout=0.0, *,
-                 attention=None, rngs: nnx.Rngs):
+                 attention=None, dropout_bits="threefry", rngs: nnx.Rngs):
         _check_heads(embed_dim, num_heads)
         self.layer_norm_1 = LayerNorm(embed_dim)
         self.attn = MultiHeadedAttention(embed_dim // num_heads, num_heads, sequence_length,
                                          rngs=rngs, **(attention or {}))
         self.layer_norm_2 = LayerNorm(embed_dim)
-        self.linear = MLP(embed_dim, hidden_dim, dropout, rngs=rngs)
+        self.linear = MLP(embed_dim, hidden_dim, dropout, dropout_bits=dropout_bits, rngs=rngs)
 
 
 class PostNormAttentionBlock(_AttentionBlock):
@@ -67,6 +67,8 @@ class Transformer(nnx.Module):
         1 + max_length rows because the CLS token is prepended.
       position: 'learned' (pos_embedding ~ N(0, 1), the course) or 'sinusoidal' (fixed).
       attention: dict of SelfAttention options for every block, e.g. {'fused': True}.
+      dropout_bits: "threefry" (nnx.Dropout) or "hash" (models/layers.HashDropout: the same dropout,
+        cheaper random bits on CPU).
       cls_only_last_layer: the last block computes its output for the CLS position only
         (keys and values still see every token). Only that row is read, so the result
         is the same; it skips ~3/4 of the last block's work. False: the course's full pass.
@@ -76,7 +78,8 @@ class Transformer(nnx.Module):
 
     def __init__(self, vocabulary_size=30522, embed_dim=256, hidden_dim=256, num_heads=1,
                  num_layers=2, block="prenorm", dropout=0.3, *, max_length=256,
-                 position="learned", attention=None, cls_only_last_layer=True, rngs: nnx.Rngs):
+                 position="learned", attention=None, cls_only_last_layer=True, dropout_bits="threefry",
+                 rngs: nnx.Rngs):
         _check_heads(embed_dim, num_heads)
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
@@ -93,10 +96,10 @@ class Transformer(nnx.Module):
         block_cls = PreNormAttentionBlock if block == "prenorm" else PostNormAttentionBlock
         self.transformer = nnx.List([
             block_cls(embed_dim, hidden_dim, num_heads, self.sequence_length, dropout=dropout,
-                      attention=attention, rngs=rngs)
+                      attention=attention, dropout_bits=dropout_bits, rngs=rngs)
             for _ in range(num_layers)])
         self.mlp_head = LayerNorm(embed_dim)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = dropout_layer(dropout_bits)(dropout, rngs=rngs)
         self.cls_token = nnx.Param(normal(rngs.params(), (1, 1, embed_dim)))
         self.pos_embedding = (nnx.Param(normal(rngs.params(), (1, self.sequence_length, embed_dim)))
                               if position == "learned" else None)

@@ -69,24 +69,37 @@ def test_gpt_with_hash_dropout_is_unchanged_in_eval_and_trains():
         GPT(11, 16, 1, 2, 8, dropout_bits="philox", rngs=nnx.Rngs(0))
 
 
-def test_bert_with_hash_dropout_is_unchanged_in_eval_and_trains():
+def _bert(bits):
     from models.bert import BertConfig, BertModel
     cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=16)
+    model = BertModel(cfg, dropout_bits=bits, rngs=nnx.Rngs(params=0, dropout=1))
+    return model, lambda ids: model(ids).last_hidden_state
+
+
+def _transformer(bits):
+    from models.transformer import TransformerClassifier
+    model = TransformerClassifier(2, vocabulary_size=50, embed_dim=16, hidden_dim=32, num_heads=2, max_length=16,
+                                  dropout_bits=bits, rngs=nnx.Rngs(params=0, dropout=1))
+    return model, model
+
+
+@pytest.mark.parametrize("build", [_bert, _transformer], ids=["bert", "transformer"])
+def test_encoders_with_hash_dropout_are_unchanged_in_eval_and_train(build):
     ids = jnp.asarray(np.random.default_rng(0).integers(1, 50, size=(2, 9)))
-    models = {bits: BertModel(cfg, dropout_bits=bits, rngs=nnx.Rngs(params=0, dropout=1))
-              for bits in ("threefry", "hash")}
-    for m in models.values():
-        m.eval()
-    evals = {bits: np.asarray(m(ids).last_hidden_state) for bits, m in models.items()}
+    built = {bits: build(bits) for bits in ("threefry", "hash")}
+    for model, _ in built.values():
+        model.eval()
+    evals = {bits: np.asarray(run(ids)) for bits, (_, run) in built.items()}
     np.testing.assert_array_equal(evals["threefry"], evals["hash"])  # same init, dropout off
-    train = models["hash"]
-    assert all(type(d) is HashDropout for _, d in nnx.iter_graph(train) if isinstance(d, nnx.Dropout))
-    train.train()
-    out = np.asarray(train(ids).last_hidden_state)
+    model, run = built["hash"]
+    dropouts = [d for _, d in nnx.iter_graph(model) if isinstance(d, nnx.Dropout) and d.rate > 0]
+    assert dropouts and all(type(d) is HashDropout for d in dropouts)
+    model.train()
+    out = np.asarray(run(ids))
     assert np.isfinite(out).all() and not np.allclose(out, evals["hash"])
     with pytest.raises(ValueError, match="dropout_bits"):
-        BertModel(cfg, dropout_bits="philox", rngs=nnx.Rngs(0))
+        build("philox")
 
 
 def test_config_names_an_unknown_generator_for_bert():
