@@ -148,11 +148,11 @@ def claims(summaries: dict[str, dict], baseline: dict, study=None) -> list[str]:
         verdict = "larger than" if clear else "within"
         lines.append(f"{named(a)} ({sa['test_mean']:.1f}) over {named(b)} ({sb['test_mean']:.1f}): {gap}, {verdict} "
                      f"the seeds' spread ({spread} = the sum of the two stds).")
-    if len(ranked) > 2:  # the top variant against the ones not next to it in the ranking
-        (top, st), rest = ranked[0], ranked[2:]
-        beaten = [f"{named(n)} by {gap_over(st, s)[1]}" for n, s in rest if gap_over(st, s)[0]]
-        lines.append(f"{named(top)} is clearly ahead of " + ("; ".join(beaten) if beaten else "none of the others")
-                     + " (each gap larger than the sum of the two stds).")
+    for i, (a, sa) in enumerate(ranked[:-2]):  # each variant against the ones not next to it in the ranking
+        beaten = [f"{named(n)} by {gap_over(sa, s)[1]}" for n, s in ranked[i + 2:] if gap_over(sa, s)[0]]
+        if beaten or i == 0:  # the top variant's line says so when it is clearly ahead of none
+            lines.append(f"{named(a)} is clearly ahead of " + ("; ".join(beaten) if beaten else "none of the others")
+                         + " (each gap larger than the sum of the two stds).")
     return lines
 
 

@@ -136,6 +136,17 @@ def test_a_near_tie_is_shown_with_the_digits_that_decide_it():
     assert lines[-1].startswith("a is clearly ahead of c by 3.6 points")
 
 
+def test_a_variant_below_the_top_is_credited_with_its_clear_leads():
+    summaries = {"a": {"test_mean": 75.5, "test_std": 0.8, "runs": [0, 1, 2]},
+                 "b": {"test_mean": 75.3, "test_std": 1.3, "runs": [0, 1, 2]},
+                 "c": {"test_mean": 74.6, "test_std": 1.2, "runs": [0, 1, 2]},
+                 "d": {"test_mean": 72.1, "test_std": 1.3, "runs": [0, 1, 2]}}
+    lines = report.claims(summaries, BASELINE)
+    assert "a is clearly ahead of d by 3.4 points (each gap larger than the sum of the two stds)." in lines
+    assert "b is clearly ahead of d by 3.2 points (each gap larger than the sum of the two stds)." in lines
+    assert not any(line.startswith("c is clearly ahead") for line in lines)  # c and d are neighbours
+
+
 def test_caveats_name_a_rate_at_the_grids_edge_and_a_run_still_improving(tmp_path):
     for seed in range(3):  # head's grid is 1e-3, 1e-2, 1e-1: 1e-1 is its largest
         write_run(tmp_path / "head" / f"lr=0.1_seed={seed}", 1e-1, seed, [(10, 0.6, 0.7), (20, 0.7 + seed / 100, 0.6)],
