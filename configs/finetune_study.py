@@ -15,9 +15,9 @@ BoolQ (`:boolq`): our dev-derived split (2,616 / 327 / 327), question + passage 
 tokens, batch 16 (163 steps an epoch), at most 3 epochs, AdamW, 50 warmup steps then a linear
 decay. Prefix tuning with 10 and with 128 prefix vectors (the course's skeleton). Cost here
 (2 CPU cores shared with another study; training seconds per run, from the report): head 476,
-LoRA 1174, full 2016; prefix-10 and prefix-128 (not yet run) about 2.1 and 4 s a step, i.e.
-1000-2000 s a run. The head, LoRA and full variants (13 runs) took 4.7 hours with their
-validation and test passes. Expected result (results/bert/boolq_study/report.md): head
+LoRA 1174, full 2016, prefix-10 473 (alone on the machine); prefix-128 (not yet run) about 4 s
+a step, i.e. about 2000 s a run. The head, LoRA and full variants and prefix-10's grid (15 runs)
+took 5.1 hours with their validation and test passes. Expected result (results/bert/boolq_study/report.md): head
 64.7 +- 0.2, LoRA 64.9 +- 0.5, full 64.1 +- 0.8: none above the 65.4% majority class on this
 2,616-example split.
 
