@@ -15,7 +15,7 @@ BoolQ (`:boolq`): our dev-derived split (2,616 / 327 / 327), question + passage 
 tokens, batch 16 (163 steps an epoch), at most 3 epochs, AdamW, 50 warmup steps then a linear
 decay. Prefix tuning with 10 and with 128 prefix vectors (the course's skeleton). Cost here
 (2 CPU cores shared with another study; training seconds per run, from the report): head 476,
-LoRA 1174, full 2016, prefix-10 473 (alone on the machine); prefix-128 (not yet run) about 4 s
+LoRA 1174, full 2016, prefix-10 402 (alone on the machine); prefix-128 (not yet run) about 4 s
 a step, i.e. about 2000 s a run. The head, LoRA, full and prefix-10 variants (17 runs) took 5.4
 hours with their validation and test passes. Expected result (results/bert/boolq_study/report.md):
 head 64.7 +- 0.2, LoRA 64.9 +- 0.5, full 64.1 +- 0.8, prefix-10 64.3 +- 1.4: none above the 65.4%
