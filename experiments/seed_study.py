@@ -18,7 +18,6 @@ report reads.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import shlex
 import shutil
@@ -30,6 +29,7 @@ from ml_collections import config_flags
 
 from analysis.seed_study_report import best_run, read_run
 from data.paths import REPO_ROOT
+from train.metrics import read_metrics
 
 FLAGS = flags.FLAGS
 
@@ -52,9 +52,8 @@ def train_command(variant, shared: dict, learning_rate: float, seed: int, workdi
 
 
 def finished(folder: pathlib.Path) -> bool:
-    metrics = folder / "metrics.jsonl"
-    return metrics.is_file() and any(json.loads(line).get("split") == "eval"
-                                     for line in metrics.read_text().splitlines() if line.strip())
+    """Whether the run's metrics hold its test evaluation (a malformed line is an error naming it)."""
+    return (folder / "metrics.jsonl").is_file() and any(r.get("split") == "eval" for r in read_metrics(folder))
 
 
 def run(command: list[str], workdir: pathlib.Path, records: pathlib.Path) -> None:

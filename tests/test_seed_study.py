@@ -172,3 +172,14 @@ def test_a_recorded_run_is_not_retrained_without_its_workdir(tmp_path, monkeypat
     monkeypatch.setattr(seed_study.subprocess, "call", lambda *a, **k: pytest.fail("a recorded run was retrained"))
     seed_study.run(["python", "-m", "train.main"], tmp_path / "runs" / "lr=0.001_seed=0", records)
     assert (records / "metrics.jsonl").read_text() == before
+
+
+def test_a_malformed_record_is_named_and_left_as_it_was(tmp_path):
+    records = tmp_path / "records" / "lr=0.001_seed=0"
+    write_run(records, 1e-3, 0, [(10, 0.7, 0.6)], 0.7, 10)
+    with open(records / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "split": "va\n')  # a line cut short
+    before = (records / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"metrics.jsonl:5: not JSON"):
+        seed_study.run(["python", "-m", "train.main"], tmp_path / "runs" / "lr=0.001_seed=0", records)
+    assert (records / "metrics.jsonl").read_text() == before
