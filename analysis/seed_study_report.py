@@ -4,7 +4,7 @@
 
 Reads <records>/<variant>/lr=<lr>_seed=<s>/ (metrics.jsonl, config.json) of the study config
 and writes <records>/report.md, accuracy.png (test accuracy per variant, seeds as dots) and
-curves.png (validation accuracy per epoch: the seeds' mean, their range shaded). Each run
+curves.png (training loss and validation accuracy per epoch: the seeds' mean, their range shaded). Each run
 counts with its best validation pass (the one the engine tested). A difference is claimed
 only when it is larger than the seeds' spread: between two variants, more than the sum of
 their standard deviations; against the majority class, more than twice both the seeds' std
@@ -48,6 +48,7 @@ def read_run(records: pathlib.Path) -> dict | None:
            "train_seconds": train[-1]["train_seconds"] if train else None,
            "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in train), default=None),
            "curve": [(r["step"], r["accuracy"]) for r in by_split["valid"]], "status": "unfinished",
+           "loss_curve": [(r["step"], r["loss"]) for r in train if "loss" in r],
            "valid_seconds": sum(r.get("seconds", 0.0) for r in by_split["valid"])}
     if by_split["eval"]:
         test = by_split["eval"][-1]
@@ -230,7 +231,7 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
             test = f"{100 * r['test_accuracy']:.1f}" if r.get("test_accuracy") is not None else ""
             lines.append(f"| {label(study, name)} | {r['learning_rate']:g} | {dev} | {loss} | {r.get('selected_step', '')} / "
                          f"{r.get('trained_steps', '')} / {r['total_steps']} | {test} | {r['status']} |")
-    lines += ["", "![test accuracy](accuracy.png)", "", "![validation curves](curves.png)"]
+    lines += ["", "![test accuracy](accuracy.png)", "", "![learning curves](curves.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -257,22 +258,27 @@ def plots(study, variants: dict[str, dict[str, dict]], baseline: dict, folder: p
     fig.savefig(folder / "accuracy.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    # the learning curves of each variant at its best rate: training loss (the mean of each logging
+    # interval) and validation accuracy, each the seeds' mean with their range shaded
+    fig, (loss_ax, ax) = plt.subplots(1, 2, figsize=(13, 4.8))
     for k, (name, s) in enumerate(summaries.items()):
-        curves = [dict(r["curve"]) for r in s["runs"]]
-        steps = sorted(set.intersection(*(set(c) for c in curves)))  # passes every seed reached
-        if not steps:
-            continue
-        acc = 100 * np.array([[c[t] for t in steps] for c in curves])
-        epochs = np.array(steps) * s["runs"][0]["batch_size"] / baseline["n_train"]
-        ax.plot(epochs, acc.mean(0), color=f"C{k}", marker=".", label=f"{label(study, name)} (lr {s['learning_rate']:g}, "
-                f"{len(curves)} seed{'s' if len(curves) > 1 else ''})")
-        if len(curves) > 1:
-            ax.fill_between(epochs, acc.min(0), acc.max(0), color=f"C{k}", alpha=0.2)
+        for axis, key, scale in ((loss_ax, "loss_curve", 1), (ax, "curve", 100)):
+            curves = [dict(r[key]) for r in s["runs"]]
+            steps = sorted(set.intersection(*(set(c) for c in curves)))  # points every seed reached
+            if not steps:
+                continue
+            values = scale * np.array([[c[t] for t in steps] for c in curves])
+            epochs = np.array(steps) * s["runs"][0]["batch_size"] / baseline["n_train"]
+            axis.plot(epochs, values.mean(0), color=f"C{k}", marker="." if key == "curve" else None,
+                      label=f"{label(study, name)} (lr {s['learning_rate']:g}, "
+                            f"{len(curves)} seed{'s' if len(curves) > 1 else ''})")
+            if len(curves) > 1:
+                axis.fill_between(epochs, values.min(0), values.max(0), color=f"C{k}", alpha=0.2)
     ax.axhline(100 * baseline["dev_accuracy"], color="k", ls="--", lw=1, label="majority class (dev)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{study.title}\nvalidation accuracy: mean over seeds, range shaded", fontsize=9)
+    for axis, what in ((loss_ax, "training loss (mean of each logging interval)"), (ax, "validation accuracy (%)")):
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(what)
+    fig.suptitle(f"{study.title}: mean over seeds, range shaded", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(folder / "curves.png", dpi=120)

@@ -33,6 +33,7 @@ def test_a_run_reports_its_best_pass_not_its_last(tmp_path):
     assert (run["dev_accuracy"], run["dev_loss"], run["selected_step"]) == (0.72, 0.60, 20)
     assert run["status"] == "done" and run["test_accuracy"] == 0.70
     assert run["curve"] == [(10, 0.60), (20, 0.72), (30, 0.65)]
+    assert run["loss_curve"] == [(50, 0.6)]  # the training loss, for the learning-curve plot
 
 
 def test_a_run_without_an_eval_record_is_not_a_result(tmp_path):
