@@ -118,3 +118,13 @@ def test_emit_rows_is_a_no_op_without_run_all(tmp_path, monkeypatch):
     emit_rows("x", [{"workload": "w", "ours_ms": 1.0, "peer": "p", "peer_ms": 2.0}])
     assert json.loads((tmp_path / "rows.jsonl").read_text()) == {
         "benchmark": "x", "workload": "w", "ours_ms": 1.0, "peer": "p", "peer_ms": 2.0}
+
+
+def test_matmul_shapes_times_the_same_product_on_both_sides():
+    import numpy as np
+    from benchmarks import matmul_shapes
+    for product, (ours, theirs) in matmul_shapes.products(24, 16, 8).items():
+        expected = theirs().numpy()
+        if product == "weight grad":  # PyTorch's weight is N x K, ours K x N
+            expected = expected.T
+        np.testing.assert_allclose(np.asarray(ours()), expected, rtol=1e-4, atol=1e-4, err_msg=product)
