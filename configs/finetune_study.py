@@ -29,8 +29,9 @@ the modes study's LoRA runs (the same command; the session copies their records 
 here: a LoRA run trains in 500-900 s (about 1 s a step alone; SGD and RMSprop use all 648 steps,
 AdamW stops early), 12-17 minutes with its validation and test passes. Measured so far
 (results/bert/sst2_optimizers_study/report.md), test accuracy at each grid's best rate: AdamW
-87.4 +- 1.0 (lr 2e-3, three seeds; it is also the :sst2 table's LoRA row), RMSprop 87.1 (5e-4) and
-SGD 85.0 (1e-2) with seed 0 only, so far. The other modes of :sst2 are not yet run.
+87.4 +- 1.0 (lr 2e-3, three seeds; it is also the :sst2 table's LoRA row), SGD with momentum
+84.4 +- 0.5 (1e-2, three seeds), RMSprop 87.1 (5e-4, seed 0 only so far): AdamW ahead of SGD by
+more than the seeds' spread. The other modes of :sst2 are not yet run.
 Seed 002's random search (batch size, learning rate, epochs; 8 trials, full fine-tuning) goes
 through the existing search driver, which restores and re-tests the best trial:
 
@@ -40,7 +41,7 @@ through the existing search driver, which restores and re-tests the best trial:
       --override=schedule=warmup_linear --override=warmup_steps=50 \
       --out=runs/search/sst2_full --records=results/bert/sst2_search
 
-The SST-2 modes other than LoRA, the optimizers' seeds 1-2 and the search are not yet run
+The SST-2 modes other than LoRA, RMSprop's seeds 1-2 and the search are not yet run
 (see BUILD_NOTES.md, issue 17).
 """
 
