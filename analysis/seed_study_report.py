@@ -70,11 +70,20 @@ def best_run(runs: dict[str, dict | None]) -> str | None:
     return min(done, key=lambda t: (-t[2]["dev_accuracy"], t[2]["dev_loss"], t[0]))[1]
 
 
-def read_study(folder: pathlib.Path, order=()) -> dict[str, dict[str, dict]]:
-    """{variant: {run: run}}: the variants in `order` first, then any others found."""
+def variant_records(study, name: str) -> str:
+    """The folder (from the repository root) of a variant's run records: its own, or the study's it shares."""
+    return study.variants[name].get("records", f"{study.records}/{name}")
+
+
+def read_study(folder: pathlib.Path, order=(), elsewhere=None) -> dict[str, dict[str, dict]]:
+    """{variant: {run: run}}: the variants in `order` first, then any others found; `elsewhere`
+    maps a variant to its records folder when that is not folder/<variant>."""
+    elsewhere = elsewhere or {}
     found = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+    found += [v for v in elsewhere if v not in found and elsewhere[v].is_dir()]
     names = [v for v in order if v in found] + [v for v in found if v not in order]
-    return {v: {d.name: read_run(d) for d in sorted((folder / v).iterdir()) if d.is_dir()} for v in names}
+    folders = {v: elsewhere.get(v, folder / v) for v in names}
+    return {v: {d.name: read_run(d) for d in sorted(folders[v].iterdir()) if d.is_dir()} for v in names}
 
 
 def summarise_variant(runs: dict[str, dict | None], grid_seed: int = 0) -> dict | None:
@@ -182,7 +191,9 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
              f"`python -m analysis.seed_study_report --config={study.spec}` over the records of "
              f"`python -m experiments.seed_study --config={study.spec}` (each run's command is in its "
              "records folder). Every run keeps its best validation pass (early stopping); dev and test are "
-             "scored with it.", "",
+             "scored with it." + "".join(f" The {label(study, n)} runs are recorded in `{variant_records(study, n)}`: "
+                                         "another study's runs with the same commands." for n in variants
+                                         if "records" in study.variants.get(n, {})), "",
              "## Each variant at its best learning rate", "",
              "| variant | trainable params | learning rate | seeds | dev acc. (%) | test acc. (%) | test − majority (pp) "
              "| epochs to best | train time per run (s) | eval time (s) | peak memory (MB) |",
@@ -288,7 +299,9 @@ def plots(study, variants: dict[str, dict[str, dict]], baseline: dict, folder: p
 def report(study) -> str:
     from data.paths import REPO_ROOT
     folder = REPO_ROOT / study.records
-    variants = read_study(folder, tuple(study.variants))  # the config's order, not the run order
+    elsewhere = {name: REPO_ROOT / variant_records(study, name) for name in study.variants
+                 if "records" in study.variants[name]}
+    variants = read_study(folder, tuple(study.variants), elsewhere)  # the config's order, not the run order
     runs = [r for v in variants.values() for r in v.values() if r is not None]
     if not runs:
         raise FileNotFoundError(f"{folder}: no study records (run python -m experiments.seed_study "

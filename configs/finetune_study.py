@@ -25,7 +25,8 @@ SST-2 (`:sst2`, `:sst2_optimizers`): 6,920 / 872 / 1,821 sentences, 64 tokens, b
 batch's padding cut (trim_padding=16); at most 3 epochs. The optimizer comparison fine-tunes
 LoRA (the cheapest mode that trains attention) with each optimizer's own learning-rate grid,
 seeds 0-2, learning curves (training loss, validation accuracy) on one plot. Its AdamW runs are
-the modes study's LoRA runs (the same command; the session copies their records across). Cost
+the modes study's LoRA runs (the same commands: SAME_RUNS points the driver and the report at
+results/bert/sst2_study/lora, so they are trained once). Cost
 here: a LoRA run trains in 500-900 s (about 1 s a step alone; SGD and RMSprop use all 648 steps,
 AdamW stops early), 12-17 minutes with its validation and test passes. Measured so far
 (results/bert/sst2_optimizers_study/report.md), test accuracy at each grid's best rate: AdamW
@@ -58,7 +59,7 @@ BOOLQ = {
 SST2 = {name: (base.replace("boolq", "sst2"), extra, grid) for name, (base, extra, grid) in BOOLQ.items()}
 SST2_OPTIMIZERS = {
     # AdamW is the engine's default: these are exactly the LoRA runs of the modes study (:sst2)
-    "adamw": ("configs/bert_finetune.py:sst2,lora", (), (5e-4, 2e-3)),
+    "adamw": SST2["lora"],
     "sgd": ("configs/bert_finetune.py:sst2,lora", ("optimizer=sgd", "momentum=0.9"), (1e-2, 1e-1)),
     "rmsprop": ("configs/bert_finetune.py:sst2,lora", ("optimizer=rmsprop",), (1e-4, 5e-4)),
 }
@@ -70,6 +71,8 @@ SHARED = {
                  data_dir="../shared/data/sst2", trim_padding=16),
 }
 STUDIES = {"boolq": ("boolq", BOOLQ), "sst2": ("sst2", SST2), "sst2_optimizers": ("sst2", SST2_OPTIMIZERS)}
+# (study, variant) -> (study, variant) whose runs these are: the same commands, trained and recorded once
+SAME_RUNS = {("sst2_optimizers", "adamw"): ("sst2", "lora")}
 TITLES = {"boolq": "BoolQ: MiniLM fine-tuning modes trained to convergence",
           "sst2": "SST-2: MiniLM fine-tuning modes trained to convergence",
           "sst2_optimizers": "SST-2: AdamW, SGD with momentum and RMSprop (LoRA fine-tuning)"}
@@ -88,6 +91,10 @@ def get_config(study: str = "boolq"):
     config.spec = f"configs/finetune_study.py:{study}"  # how the commands name this config
     config.variants = ml_collections.ConfigDict(
         {name: dict(config=base, overrides=extra, learning_rates=grid) for name, (base, extra, grid) in variants.items()})
+    for (owner, name), (other, other_name) in SAME_RUNS.items():
+        if owner == study:  # its workdir and records are the other study's (the driver and report follow them)
+            config.variants[name].workdir = f"runs/finetune/{other}/{other_name}"
+            config.variants[name].records = f"results/bert/{other}_study/{other_name}"
     config.run = ",".join(variants)  # the variants a plain command runs, in this order
     config.grid_seed = 0
     config.extra_seeds = (1, 2)  # run at each variant's best learning rate

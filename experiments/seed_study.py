@@ -13,7 +13,8 @@ process (so its peak memory is its own), with its output in <workdir>/train.log.
 so a fresh clone continues a study where the committed records stop; an interrupted one resumes
 from its checkpoint, so a killed study resumes by re-running the command. After each run its
 metrics.jsonl, config.json and command are copied to <records>/<variant>/<run>/: all the
-report reads.
+report reads. A variant may name another study's folders (`workdir`, `records`) when its runs
+are that study's runs, so one command's runs are trained and recorded once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from analysis.seed_study_report import best_run, read_run
+from analysis.seed_study_report import best_run, read_run, variant_records
 from data.paths import REPO_ROOT
 from train.metrics import read_metrics
 
@@ -78,7 +79,9 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
     if name not in study.variants:
         raise KeyError(f"variant {name!r} is not in the study's config; it has {sorted(study.variants)}")
     variant = study.variants[name]
-    workdir, records = pathlib.Path(study.workdir) / name, REPO_ROOT / study.records / name
+    # a variant whose runs another study's variant also makes names that one's folders: trained once
+    workdir = pathlib.Path(variant.get("workdir", f"{study.workdir}/{name}"))
+    records = REPO_ROOT / variant_records(study, name)
 
     def one(learning_rate, seed):
         run_dir = run_name(learning_rate, seed)

@@ -70,6 +70,31 @@ def test_driver_runs_the_grid_then_seeds_at_the_best_rate(tmp_path, monkeypatch)
     assert ran == [(1e-3, 0), (1e-2, 0), (1e-1, 0), (1e-2, 1), (1e-2, 2)]
 
 
+def test_a_shared_variant_trains_and_reads_the_other_studys_runs(tmp_path, monkeypatch):
+    """The optimizer study's AdamW runs are the modes study's LoRA runs: one command, one run."""
+    optimizers, modes = finetune_study.get_config("sst2_optimizers"), finetune_study.get_config("sst2")
+    commands = [seed_study.train_command(s.variants[v], dict(s.overrides), 2e-3, 0, "w")
+                for s, v in ((optimizers, "adamw"), (modes, "lora"))]
+    assert commands[0] == commands[1]
+    ran = []
+
+    def fake_run(command, workdir, records):
+        ran.append((workdir, records))
+        write_run(records, float(command[-2].split("=")[1]), int(command[-1].split("=")[1]), [(10, 0.8, 0.5)], 0.8, 10)
+
+    monkeypatch.setattr(seed_study, "run", fake_run)
+    monkeypatch.setattr(seed_study, "REPO_ROOT", tmp_path)
+    seed_study.run_variant(optimizers, "adamw")
+    assert ran[0] == (tmp_path / "runs/finetune/sst2/lora/lr=0.0005_seed=0",
+                      tmp_path / "results/bert/sst2_study/lora/lr=0.0005_seed=0")
+    assert not (tmp_path / optimizers.records).exists()
+    write_run(tmp_path / optimizers.records / "sgd" / "lr=0.01_seed=0", 1e-2, 0, [(10, 0.7, 0.6)], 0.7, 10)
+    elsewhere = {"adamw": tmp_path / report.variant_records(optimizers, "adamw")}
+    variants = report.read_study(tmp_path / optimizers.records, tuple(optimizers.variants), elsewhere)
+    assert list(variants) == ["adamw", "sgd"] and len(variants["adamw"]) == 4  # its grid of 2, then seeds 1, 2
+    assert "recorded in `results/bert/sst2_study/lora`" in report.markdown(optimizers, variants, BASELINE)
+
+
 def test_variant_overrides_follow_the_shared_ones():
     study = finetune_study.get_config("boolq")
     command = seed_study.train_command(study.variants.prefix128, dict(study.overrides), 3e-3, 1, "w")
