@@ -74,6 +74,7 @@ SHARED = {
 STUDIES = {"boolq": ("boolq", BOOLQ), "sst2": ("sst2", SST2), "sst2_optimizers": ("sst2", SST2_OPTIMIZERS)}
 # (study, variant) -> (study, variant) whose runs these are: the same commands, trained and recorded once
 SAME_RUNS = {("sst2_optimizers", "adamw"): ("sst2", "lora")}
+WORKDIR, RECORDS = "runs/finetune/{}", "results/bert/{}_study"  # of each study
 TITLES = {"boolq": "BoolQ: MiniLM fine-tuning modes trained to convergence",
           "sst2": "SST-2: MiniLM fine-tuning modes trained to convergence",
           "sst2_optimizers": "SST-2: AdamW, SGD with momentum and RMSprop (LoRA fine-tuning)"}
@@ -94,13 +95,13 @@ def get_config(study: str = "boolq"):
         {name: dict(config=base, overrides=extra, learning_rates=grid) for name, (base, extra, grid) in variants.items()})
     for (owner, name), (other, other_name) in SAME_RUNS.items():
         if owner == study:  # its workdir and records are the other study's (the driver and report follow them)
-            config.variants[name].workdir = f"runs/finetune/{other}/{other_name}"
-            config.variants[name].records = f"results/bert/{other}_study/{other_name}"
+            config.variants[name].workdir = f"{WORKDIR.format(other)}/{other_name}"
+            config.variants[name].records = f"{RECORDS.format(other)}/{other_name}"
     config.run = ",".join(variants)  # the variants a plain command runs, in this order
     config.grid_seed = 0
     config.extra_seeds = (1, 2)  # run at each variant's best learning rate
-    config.workdir = f"runs/finetune/{study}"
-    config.records = f"results/bert/{study}_study"
+    config.workdir = WORKDIR.format(study)
+    config.records = RECORDS.format(study)
     # applied to every run, before each variant's own overrides
     config.overrides = ml_collections.ConfigDict(dict(
         SHARED[dataset], select_best="accuracy", early_stopping_patience=2, schedule="warmup_linear",
