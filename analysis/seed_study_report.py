@@ -171,7 +171,10 @@ def caveats(summaries: dict[str, dict], study) -> list[str]:
     lines = []
     for name, s in summaries.items():
         grid = sorted(study.variants[name].learning_rates) if name in study.variants else []
-        if len(grid) == 2:
+        if len(grid) == 1:
+            lines.append(f"{label(study, name)}: one rate ({grid[0]:g}), not searched for this variant "
+                         "(its config says where the rate comes from).")
+        elif len(grid) == 2:
             lines.append(f"{label(study, name)}: a two-rate grid ({grid[0]:g}, {grid[1]:g}) cannot bracket the best "
                          f"rate; {s['learning_rate']:g} was the better of the two.")
         elif len(grid) > 2 and s["learning_rate"] in (grid[0], grid[-1]):

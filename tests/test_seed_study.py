@@ -189,6 +189,10 @@ def test_caveats_name_a_rate_at_the_grids_edge_and_a_run_still_improving(tmp_pat
     lora = report.summarise_variant(report.read_study(tmp_path)["lora"])
     assert report.caveats({"lora": lora}, study) == [
         "lora: a two-rate grid (0.0005, 0.002) cannot bracket the best rate; 0.002 was the better of the two."]
+    write_run(tmp_path / "prefix128" / "lr=0.003_seed=0", 3e-3, 0, [(10, 0.7, 0.6), (20, 0.6, 0.7)], 0.6, 10)
+    prefix = report.summarise_variant(report.read_study(tmp_path)["prefix128"])
+    assert report.caveats({"prefix128": prefix}, study) == [
+        "prefix128: one rate (0.003), not searched for this variant (its config says where the rate comes from)."]
 
 
 def test_a_recorded_run_is_not_retrained_without_its_workdir(tmp_path, monkeypatch):
