@@ -13,7 +13,8 @@ Keys are config paths (model.lora_rank); tuple values use '+' (model.lora_target
 --records=DIR copies the reports and each trial's small files (no checkpoints) to DIR.
 Each trial runs in OUT/trials/<name> and writes trial.json when done; a finished trial
 is not re-run, an interrupted one resumes from its checkpoint. The best trial is the one
-with the highest final validation accuracy (ties: lower validation loss, then earlier);
+with the highest validation accuracy (its last pass's, or with select_best the pass the test
+used; ties: lower validation loss, then earlier);
 its test accuracy is reported. Writes OUT/results.csv and OUT/results.md.
 """
 
