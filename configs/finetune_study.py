@@ -60,7 +60,7 @@ BOOLQ = {
     "full": ("configs/bert_finetune.py:boolq,full", (), (3e-5, 1e-4)),
     "prefix10": ("configs/bert_finetune.py:boolq,prefix", ("model.prefix_length=10",), (3e-3, 3e-2)),
     # one rate: prefix-10's grid winner on both datasets' dev (3e-3 over 3e-2); a step with 128 prefix
-    # vectors costs 3-4 times one with 10, so its own grid would add an hour per dataset here
+    # vectors costs about 4 times one with 10, so its own grid would add an hour per dataset here
     "prefix128": ("configs/bert_finetune.py:boolq,prefix", ("model.prefix_length=128",), (3e-3,)),
 }
 SST2 = {name: (base.replace("boolq", "sst2"), extra, grid) for name, (base, extra, grid) in BOOLQ.items()}
