@@ -79,6 +79,8 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
     if name not in study.variants:
         raise KeyError(f"variant {name!r} is not in the study's config; it has {sorted(study.variants)}")
     variant = study.variants[name]
+    if not variant.learning_rates:
+        raise ValueError(f"variant {name!r} has no learning rates (its config's learning_rates is empty)")
     # a variant that shares another study's runs names that study's folders
     workdir = pathlib.Path(variant.get("workdir", f"{study.workdir}/{name}"))
     records = REPO_ROOT / variant_records(study, name)

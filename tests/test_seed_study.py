@@ -131,6 +131,13 @@ def test_unknown_variant_is_named():
         seed_study.run_variant(finetune_study.get_config("boolq"), "adapter")
 
 
+def test_a_variant_without_learning_rates_is_named():
+    study = finetune_study.get_config("boolq")
+    study.variants.head.learning_rates = ()
+    with pytest.raises(ValueError, match="'head' has no learning rates"):
+        seed_study.run_variant(study, "head", dry_run=True)
+
+
 def study_configs():
     from configs import sentiment_study
     studies = [finetune_study.get_config(s) for s in finetune_study.STUDIES] + [sentiment_study.get_config()]
