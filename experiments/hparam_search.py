@@ -26,7 +26,9 @@ import json
 import math
 import pathlib
 import re
+import shlex
 import shutil
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
@@ -247,7 +249,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def write_reports(rows: list[dict], out: pathlib.Path, best: dict | None, title: str = "") -> None:
+def write_reports(rows: list[dict], out: pathlib.Path, best: dict | None, title: str = "", command: str = "") -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
     header = ["trial"] + keys + list(RESULT_COLUMNS)
     table = [[r["trial"]] + [r["overrides"].get(k, "") for k in keys] + [r.get(c) for c in RESULT_COLUMNS]
@@ -258,6 +260,8 @@ def write_reports(rows: list[dict], out: pathlib.Path, best: dict | None, title:
         for r, line in zip(rows, table):
             writer.writerow(["" if v is None else v for v in line] + [int(r is best)])
     lines = [f"# Hyper-parameter search{': ' + title if title else ''}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
     numeric = set(RESULT_COLUMNS) - {"status"}
     lines += ["| " + " | ".join(header) + " |", "|" + "".join("---:|" if h in numeric else "---|" for h in header)]
     for r, line in zip(rows, table):
@@ -294,7 +298,8 @@ def main(argv):
     trials = make_trials(FLAGS.grid, FLAGS.random, FLAGS.space, FLAGS.search_seed)
     rows = run_trials(base, trials, out, metric=FLAGS.metric)
     best = select_best(rows)
-    write_reports(rows, out, best, title=base.get("name", ""))
+    command = shlex.join(["python", "-m", "experiments.hparam_search"] + sys.argv[1:])
+    write_reports(rows, out, best, title=base.get("name", ""), command=command)
     if best is not None and base.get("eval_split"):
         restore_and_test(out, best)
     if FLAGS.records:

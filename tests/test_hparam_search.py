@@ -97,7 +97,8 @@ def test_search_writes_reports_and_does_not_rerun_finished_trials(tmp_path):
     best = hs.select_best(rows)
     assert best["overrides"] == {"learning_rate": "3e-4", "optimizer": "adamw"}  # closest to 10^-3.5, adamw
     assert best["test_accuracy"] == pytest.approx(best["valid_accuracy"] / 2)
-    hs.write_reports(rows, tmp_path, best)
+    hs.write_reports(rows, tmp_path, best, command="python -m experiments.hparam_search --out=x")
+    assert "Command: `python -m experiments.hparam_search --out=x`" in (tmp_path / "results.md").read_text()
     with open(tmp_path / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["best"] for r in table].count("1") == 1
