@@ -47,8 +47,10 @@ through the existing search driver, which restores and re-tests the best trial:
 
 SST-2 full fine-tuning: 89.2 +- 0.4 at lr 1e-4 over three seeds (about 950 s a run alone), 1.9 points
 over LoRA. SST-2 prefix-128: about 5 s a step (55 minutes a run), seed 0 a third done. The
-random search: 7 of 8 trials done, 320-970 s of training each (12-20 minutes with evaluation);
-best dev so far 88.3 (lr 1.65e-4, batch 32, 2 epochs; test 88.5). See BUILD_NOTES.md, issue 17.
+random search (results/bert/sst2_search/results.md): 8 trials, 320-1,094 s of training each
+(1.7 hours in all); best dev 88.3 (lr 1.65e-4, batch 32, 2 epochs), 88.5 test when restored and
+re-tested, not above the full row; the five trials under 2.3e-5 reach only 83-85 dev.
+See BUILD_NOTES.md, issue 17.
 """
 
 import ml_collections
