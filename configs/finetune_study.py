@@ -80,6 +80,9 @@ SHARED = {
                  data_dir="../shared/data/sst2", trim_padding=16),
 }
 STUDIES = {"boolq": ("boolq", BOOLQ), "sst2": ("sst2", SST2), "sst2_optimizers": ("sst2", SST2_OPTIMIZERS)}
+# variant -> the variant it must beat on dev (grid best) to get seeds: prefix lengths 10 and 128 are two
+# settings of one mode, and the issue asks three seeds for each mode's best setting
+SEEDS_IF_ABOVE = {"prefix128": "prefix10"}
 # (study, variant) -> (study, variant) whose runs these are: the same commands, trained and recorded once
 SAME_RUNS = {("sst2_optimizers", "adamw"): ("sst2", "lora")}
 WORKDIR, RECORDS = "runs/finetune/{}", "results/bert/{}_study"  # of each study
@@ -101,6 +104,9 @@ def get_config(study: str = "boolq"):
     config.spec = f"configs/finetune_study.py:{study}"  # how the commands name this config
     config.variants = ml_collections.ConfigDict(
         {name: dict(config=base, overrides=extra, learning_rates=grid) for name, (base, extra, grid) in variants.items()})
+    for name, rival in SEEDS_IF_ABOVE.items():
+        if name in variants:
+            config.variants[name].seeds_if_above = rival
     for (owner, name), (other, other_name) in SAME_RUNS.items():
         if owner == study:  # its workdir and records are the other study's (the driver and report follow them)
             config.variants[name].workdir = f"{WORKDIR.format(other)}/{other_name}"

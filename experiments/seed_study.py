@@ -7,8 +7,10 @@
 A study config names its variants (each a base config, its own overrides and a learning-rate
 grid) and the overrides shared by every run. Each variant's grid runs with `grid_seed`; the run
 with the best validation accuracy (its best pass: the runs use `select_best`) picks the rate
-that `extra_seeds` then run with. Every run is the ordinary training command in its own
-process (so its peak memory is its own), with its output in <workdir>/train.log. A finished run
+that `extra_seeds` then run with (for a variant with `seeds_if_above`, only if its best
+validation accuracy beats that other variant's grid best: two settings of one mode, seeds for
+the better). Every run is the ordinary training command in its own process (so its peak memory
+is its own), with its output in <workdir>/train.log. A finished run
 (an `eval` record in its metrics, in its workdir or in the committed records) is not re-run,
 so a fresh clone continues a study where the committed records stop; an interrupted one resumes
 from its checkpoint, so a killed study resumes by re-running the command. After each run its
@@ -75,6 +77,17 @@ def run(command: list[str], workdir: pathlib.Path, records: pathlib.Path) -> Non
     (records / "command.txt").write_text(shlex.join(["python"] + command[1:]) + "\n")
 
 
+def rival_dev_accuracy(study, rival: str) -> float:
+    """The best validation accuracy of another variant's grid (its `grid_seed` runs)."""
+    folder = REPO_ROOT / variant_records(study, rival)
+    runs = {d.name: read_run(d) for d in sorted(folder.iterdir()) if d.is_dir()} if folder.is_dir() else {}
+    best = best_run({n: r for n, r in runs.items() if r and r["seed"] == study.grid_seed})
+    if best is None:
+        raise RuntimeError(f"variant {rival!r} has no finished grid run in {folder}; run it first (its best "
+                           "validation accuracy decides whether this variant gets seeds)")
+    return runs[best]["dev_accuracy"]
+
+
 def run_variant(study, name: str, dry_run: bool = False) -> None:
     if name not in study.variants:
         raise KeyError(f"variant {name!r} is not in the study's config; it has {sorted(study.variants)}")
@@ -103,6 +116,12 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
         return
     learning_rate = read_run(records / best)["learning_rate"]
     seeds = variant.get("extra_seeds", study.extra_seeds)  # a variant may run its grid only
+    if rival := variant.get("seeds_if_above"):  # one setting of a mode whose seeds go to its best setting
+        ours, theirs = read_run(records / best)["dev_accuracy"], rival_dev_accuracy(study, rival)
+        if not ours > theirs:
+            print(f"{name}: best dev {ours:.4f} is not above {rival}'s {theirs:.4f}; no seeds "
+                  f"(they go to {rival})", flush=True)
+            return
     print(f"{name}: best learning rate {learning_rate:g} ({best}); seeds {list(seeds)}", flush=True)
     for seed in seeds:
         one(learning_rate, seed)
