@@ -8,10 +8,9 @@ A study config names its variants (each a base config, its own overrides and a l
 grid) and the overrides shared by every run. Each variant's grid runs with `grid_seed`; the run
 with the best validation accuracy (its best pass: the runs use `select_best`) picks the rate
 that `extra_seeds` then run with (for a variant with `seeds_if_above`, only if its best
-validation accuracy beats that other variant's grid best: two settings of one mode, seeds for
-the better). Every run is the ordinary training command in its own process (so its peak memory
-is its own), with its output in <workdir>/train.log. A finished run
-(an `eval` record in its metrics, in its workdir or in the committed records) is not re-run,
+validation pass beats that other variant's grid best, by accuracy and then loss: two settings of
+one mode, seeds for the better). Every run is the ordinary training command in its own process
+(so its peak memory is its own), with its output in <workdir>/train.log. A finished run (an `eval` record in its metrics, in its workdir or in the committed records) is not re-run,
 so a fresh clone continues a study where the committed records stop; an interrupted one resumes
 from its checkpoint, so a killed study resumes by re-running the command. After each run its
 metrics.jsonl, config.json and command are copied to <records>/<variant>/<run>/: all the
@@ -77,15 +76,15 @@ def run(command: list[str], workdir: pathlib.Path, records: pathlib.Path) -> Non
     (records / "command.txt").write_text(shlex.join(["python"] + command[1:]) + "\n")
 
 
-def rival_dev_accuracy(study, rival: str) -> float:
-    """The best validation accuracy of another variant's grid (its `grid_seed` runs)."""
+def rival_best_run(study, rival: str) -> dict:
+    """Another variant's best grid run (of its `grid_seed` runs)."""
     folder = REPO_ROOT / variant_records(study, rival)
     runs = {d.name: read_run(d) for d in sorted(folder.iterdir()) if d.is_dir()} if folder.is_dir() else {}
     best = best_run({n: r for n, r in runs.items() if r and r["seed"] == study.grid_seed})
     if best is None:
         raise RuntimeError(f"variant {rival!r} has no finished grid run in {folder}; run it first (its best "
                            "validation accuracy decides whether this variant gets seeds)")
-    return runs[best]["dev_accuracy"]
+    return runs[best]
 
 
 def run_variant(study, name: str, dry_run: bool = False) -> None:
@@ -117,9 +116,10 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
     learning_rate = read_run(records / best)["learning_rate"]
     seeds = variant.get("extra_seeds", study.extra_seeds)  # a variant may run its grid only
     if rival := variant.get("seeds_if_above"):  # one setting of a mode whose seeds go to its best setting
-        ours, theirs = read_run(records / best)["dev_accuracy"], rival_dev_accuracy(study, rival)
-        if not ours > theirs:
-            print(f"{name}: best dev {ours:.4f} is not above {rival}'s {theirs:.4f}; no seeds "
+        ours, theirs = read_run(records / best), rival_best_run(study, rival)
+        if best_run({rival: theirs, name: ours}) != name:  # the report's order: accuracy, then loss
+            print(f"{name}: best dev {ours['dev_accuracy']:.4f} (loss {ours['dev_loss']:.4f}) is not above "
+                  f"{rival}'s {theirs['dev_accuracy']:.4f} (loss {theirs['dev_loss']:.4f}); no seeds "
                   f"(they go to {rival})", flush=True)
             return
     print(f"{name}: best learning rate {learning_rate:g} ({best}); seeds {list(seeds)}", flush=True)

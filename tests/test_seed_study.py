@@ -202,7 +202,8 @@ def test_caveats_name_a_rate_at_the_grids_edge_and_a_run_still_improving(tmp_pat
         "prefix128: one rate (0.003), not searched for this variant (its config says where the rate comes from)."]
 
 
-@pytest.mark.parametrize("prefix128_dev, seeds", [(0.70, []), (0.74, [1, 2])])
+@pytest.mark.parametrize("prefix128_dev, seeds", [((0.70, 0.5), []), ((0.72, 0.61), []), ((0.72, 0.59), [1, 2]),
+                                                  ((0.74, 0.7), [1, 2])])
 def test_prefix128_gets_seeds_only_above_prefix10s_grid_best(tmp_path, monkeypatch, prefix128_dev, seeds):
     """Two prefix lengths are two settings of one mode: the seeds go to the one better on dev."""
     study = finetune_study.get_config("boolq")
@@ -215,7 +216,7 @@ def test_prefix128_gets_seeds_only_above_prefix10s_grid_best(tmp_path, monkeypat
     def fake_run(command, workdir, records):
         seed = int(command[-1].split("=")[1])
         ran.append(seed)
-        write_run(records, 3e-3, seed, [(10, prefix128_dev, 0.6)], 0.7, 10)
+        write_run(records, 3e-3, seed, [(10, *prefix128_dev)], 0.7, 10)
 
     monkeypatch.setattr(seed_study, "run", fake_run)
     monkeypatch.setattr(seed_study, "REPO_ROOT", tmp_path)
@@ -223,8 +224,10 @@ def test_prefix128_gets_seeds_only_above_prefix10s_grid_best(tmp_path, monkeypat
     assert ran == [0] + seeds
     summaries = {n: report.summarise_variant(r) for n, r in report.read_study(tmp_path / study.records).items()}
     one_seed = [c for c in report.caveats(summaries, study) if "one seed by design" in c]
-    assert one_seed == ([] if seeds else ["prefix128: one seed by design: its dev accuracy (70.0) is not above "
-                                          "prefix10's (72.0), the same mode's other setting, which got the seeds."])
+    ours = f"{100 * prefix128_dev[0]:.1f}%, loss {prefix128_dev[1]:.4f}"
+    assert one_seed == ([] if seeds else [f"prefix128: one seed by design: its best dev pass ({ours}) does not beat "
+                                          "prefix10's (72.0%, loss 0.6000), the same mode's other setting, which "
+                                          "got the seeds."])
 
 
 def test_a_variant_whose_rival_has_not_run_is_stopped_with_its_name(tmp_path, monkeypatch):
