@@ -10,8 +10,9 @@ with the best validation accuracy (its best pass: the runs use `select_best`) pi
 that `extra_seeds` then run with (for a variant with `seeds_if_above`, only if its best
 validation pass beats that other variant's grid best, by accuracy and then loss: two settings of
 one mode, seeds for the better). Every run is the ordinary training command in its own process
-(so its peak memory is its own), with its output in <workdir>/train.log. A finished run (an `eval` record in its metrics, in its workdir or in the committed records) is not re-run,
-so a fresh clone continues a study where the committed records stop; an interrupted one resumes
+(so its peak memory is its own), with its output in <workdir>/train.log. A finished run (an
+`eval` record in its metrics, in its workdir or in the committed records) is not re-run, so a
+fresh clone continues a study where the committed records stop; an interrupted one resumes
 from its checkpoint, so a killed study resumes by re-running the command. After each run its
 metrics.jsonl, config.json and command are copied to <records>/<variant>/<run>/: all the
 report reads. A variant may name another study's folders (`workdir`, `records`) when its runs
