@@ -15,7 +15,8 @@ Each trial runs in OUT/trials/<name> and writes trial.json when done; a finished
 is not re-run, an interrupted one resumes from its checkpoint. The best trial is the one
 with the highest validation accuracy (its last pass's, or with select_best the pass the test
 used; ties: lower validation loss, then earlier);
-its test accuracy is reported. Writes OUT/results.csv and OUT/results.md.
+its test accuracy is reported. Writes OUT/results.csv and OUT/results.md. --report_only rebuilds
+them from finished trials' trial.json (and restored.json), e.g. with --out=<the --records folder>.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def define_flags():
     flags.DEFINE_string("records", "", "Also copy the reports and each trial's metrics and config here "
                         "(small files to commit, without checkpoints).")
     flags.DEFINE_string("metric", "accuracy", "Validation metric to maximise.")
+    flags.DEFINE_bool("report_only", False, "Rebuild results.md/csv from the trials' trial.json files (e.g. "
+                      "--out=<the --records folder>), training and restoring nothing.")
 
 
 RESULT_COLUMNS = ("valid_accuracy", "valid_loss", "test_accuracy", "trainable_parameters", "steps", "train_seconds",
@@ -275,7 +278,18 @@ def write_reports(rows: list[dict], out: pathlib.Path, best: dict | None, title:
     else:
         lines.append(f"Best on validation accuracy: **{best['trial']}** (validation {_fmt(best['valid_accuracy'])}, "
                      f"test {_fmt(best.get('test_accuracy'))}).")
+        restored = out / "restored.json"  # restore_and_test's record, kept so a rebuilt report still has it
+        if restored.is_file() and (r := json.loads(restored.read_text()))["trial"] == best["trial"]:
+            lines += ["", f"Restored {r['trial']} from its {r['checkpoint']} checkpoint (step {r['checkpoint_step']}) "
+                      f"and scored {r['eval_split']} again: accuracy {_fmt(r['accuracy'])} "
+                      f"({'the same as' if r['same'] else 'NOT the same as'} the trial's record)."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def not_finished(config, workdir: pathlib.Path):
+    """--report_only's train_fn: every trial must already have its trial.json."""
+    raise FileNotFoundError(f"{workdir / 'trial.json'} is missing: --report_only rebuilds the report from finished "
+                            "trials only (run without it to train)")
 
 
 def make_trials(grid_spec: str, n_random: int, space_spec: str, seed: int) -> list[dict[str, str]]:
@@ -296,22 +310,28 @@ def main(argv):
     (out / "trials").mkdir(parents=True, exist_ok=True)
     base = apply_overrides(FLAGS.config, parse_overrides(FLAGS.override))
     trials = make_trials(FLAGS.grid, FLAGS.random, FLAGS.space, FLAGS.search_seed)
-    rows = run_trials(base, trials, out, metric=FLAGS.metric)
+    rows = run_trials(base, trials, out, metric=FLAGS.metric, train_fn=not_finished if FLAGS.report_only else None)
     best = select_best(rows)
-    command = shlex.join(["python", "-m", "experiments.hparam_search"] + sys.argv[1:])
-    write_reports(rows, out, best, title=base.get("name", ""), command=command)
-    if best is not None and base.get("eval_split"):
+    if best is not None and base.get("eval_split") and not FLAGS.report_only:
         restore_and_test(out, best)
+    if not FLAGS.report_only:  # the command that ran the trials (a rebuilt report keeps it)
+        (out / "command.txt").write_text(shlex.join(["python", "-m", "experiments.hparam_search"] + sys.argv[1:]))
+    command = (out / "command.txt").read_text().strip() if (out / "command.txt").is_file() else ""
+    write_reports(rows, out, best, title=base.get("name", ""), command=command)
     if FLAGS.records:
         copy_records(out, pathlib.Path(FLAGS.records))
     print((out / "results.md").read_text())
 
 
 def copy_records(out: pathlib.Path, records: pathlib.Path) -> None:
-    """results.md/csv and each trial's trial.json, metrics.jsonl and config.json: what a report needs."""
+    """results.md/csv, restored.json, command.txt and each trial's trial.json, metrics.jsonl and config.json:
+    what a rebuilt report needs."""
     records.mkdir(parents=True, exist_ok=True)
-    for name in ("results.md", "results.csv"):
-        shutil.copy(out / name, records / name)
+    if out.resolve() == records.resolve():  # a report rebuilt in the records folder itself
+        return
+    for name in ("results.md", "results.csv", "restored.json", "command.txt"):
+        if (out / name).is_file():
+            shutil.copy(out / name, records / name)
     for trial in sorted((out / "trials").iterdir()):
         for name in ("trial.json", "metrics.jsonl", "config.json"):
             if (trial / name).is_file():
@@ -320,15 +340,15 @@ def copy_records(out: pathlib.Path, records: pathlib.Path) -> None:
 
 
 def restore_and_test(out: pathlib.Path, best: dict) -> dict:
-    """Restores the best trial from its checkpoint, scores its test split again, appends that to results.md."""
+    """Restores the best trial from its checkpoint and scores its test split again, into OUT/restored.json
+    (write_reports puts it in results.md)."""
     from train.evaluate import evaluate_run
     workdir = out / "trials" / best["trial"]
     metrics = evaluate_run(workdir, outputs_path=workdir / "restored_predictions.txt")
     same = best.get("test_accuracy") is not None and abs(metrics["accuracy"] - best["test_accuracy"]) < 1e-9
-    with open(out / "results.md", "a") as f:
-        f.write(f"\nRestored {workdir.name} from its {metrics['checkpoint']} checkpoint (step "
-                f"{metrics['checkpoint_step']}) and scored {metrics['eval_split']} again: accuracy "
-                f"{_fmt(metrics['accuracy'])} ({'the same as' if same else 'NOT the same as'} the trial's record).\n")
+    record = {"trial": workdir.name, "same": same, **{k: metrics[k] for k in
+                                                       ("checkpoint", "checkpoint_step", "eval_split", "accuracy")}}
+    (out / "restored.json").write_text(json.dumps(record, indent=2))
     return metrics
 
 

@@ -114,6 +114,9 @@ def test_search_writes_reports_and_does_not_rerun_finished_trials(tmp_path):
     assert saved["overrides"] == more[-1]
     hs.copy_records(tmp_path, tmp_path / "records")
     assert (tmp_path / "records" / "results.md").read_text() == (tmp_path / "results.md").read_text()
+    with pytest.raises(FileNotFoundError, match="t007_.*trial.json is missing: --report_only"):
+        hs.run_trials(base, more + [{"learning_rate": "1e-2"}], tmp_path / "records", train_fn=hs.not_finished,
+                      log=lambda _: None)
     assert (tmp_path / "records" / "trials" / calls[-1] / "metrics.jsonl").is_file()
 
 

@@ -101,7 +101,13 @@ def test_search_restores_and_tests_its_best_trial(checkpoint, sst2_dir, tmp_path
         valid = records(tmp_path / "search" / "trials" / row["trial"], "valid")
         assert row["valid_accuracy"] == max(r["accuracy"] for r in valid)
     best = hs.select_best(rows)
-    hs.write_reports(rows, tmp_path / "search", best)
     metrics = hs.restore_and_test(tmp_path / "search", best)
+    hs.write_reports(rows, tmp_path / "search", best)
     assert metrics["accuracy"] == best["test_accuracy"] and metrics["checkpoint"] == "best"
-    assert "(the same as the trial's record)" in (tmp_path / "search" / "results.md").read_text()
+    report = (tmp_path / "search" / "results.md").read_text()
+    assert "(the same as the trial's record)" in report
+    # the committed records alone rebuild the same report: no training, no checkpoint
+    hs.copy_records(tmp_path / "search", tmp_path / "records")
+    again = hs.run_trials(config, trials, tmp_path / "records", train_fn=hs.not_finished, log=lambda _: None)
+    hs.write_reports(again, tmp_path / "records", hs.select_best(again))
+    assert (tmp_path / "records" / "results.md").read_text() == report
