@@ -45,6 +45,9 @@ through the existing search driver, which restores and re-tests the best trial:
       --override=schedule=warmup_linear --override=warmup_steps=50 \
       --out=runs/search/sst2_full --records=results/bert/sst2_search
 
+and its table rebuilds from the committed records with the same flags and
+`--out=results/bert/sst2_search --report_only` in place of --out/--records (no training).
+
 SST-2 full fine-tuning: 89.2 +- 0.4 at lr 1e-4 over three seeds (about 950 s a run alone), 1.9 points
 over LoRA. SST-2 prefix-128 (seed 0): dev 84.1, test 85.1,
 3,526 s of training (about 5 s a step); its dev beats prefix-10's, so seeds 1-2 follow. The
