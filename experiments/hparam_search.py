@@ -200,6 +200,19 @@ def summarise_run(workdir: pathlib.Path, metric: str = "accuracy") -> dict:
             "steps": train.get("step"), "train_seconds": train.get("train_seconds")}
 
 
+def read_record(path: pathlib.Path, *keys: str) -> dict:
+    """A JSON record this driver wrote (trial.json, restored.json), checked to have `keys`; a damaged
+    one is an error naming the file, which is left as it was."""
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e}); delete it to redo that step") from None
+    missing = [k for k in keys if k not in record] if isinstance(record, dict) else list(keys)
+    if missing:
+        raise ValueError(f"{path}: lacks {missing}; not a record written by this driver (delete it to redo that step)")
+    return record
+
+
 def run_trials(base_config, trials: list[dict[str, str]], out: pathlib.Path,
                train_fn: Callable | None = None, metric: str = "accuracy", log=print) -> list[dict]:
     """Runs (or reuses) each trial; returns one row per trial: name, overrides and results."""
@@ -210,9 +223,9 @@ def run_trials(base_config, trials: list[dict[str, str]], out: pathlib.Path,
         config = apply_overrides(base_config, overrides)  # fails early on a bad key, before any training
         workdir = out / "trials" / trial_name(i, overrides)
         done = workdir / "trial.json"
-        if done.is_file() and json.loads(done.read_text())["overrides"] == overrides:
+        if done.is_file() and (record := read_record(done, "overrides", "results"))["overrides"] == overrides:
             log(f"[{i + 1}/{len(trials)}] {workdir.name}: finished earlier, not re-run")
-            results = json.loads(done.read_text())["results"]
+            results = record["results"]
         else:
             log(f"[{i + 1}/{len(trials)}] {workdir.name}: training")
             try:
@@ -279,7 +292,8 @@ def write_reports(rows: list[dict], out: pathlib.Path, best: dict | None, title:
         lines.append(f"Best on validation accuracy: **{best['trial']}** (validation {_fmt(best['valid_accuracy'])}, "
                      f"test {_fmt(best.get('test_accuracy'))}).")
         restored = out / "restored.json"  # restore_and_test's record, kept so a rebuilt report still has it
-        if restored.is_file() and (r := json.loads(restored.read_text()))["trial"] == best["trial"]:
+        if restored.is_file() and (r := read_record(restored, "trial", "checkpoint", "checkpoint_step", "eval_split",
+                                                    "accuracy", "same"))["trial"] == best["trial"]:
             lines += ["", f"Restored {r['trial']} from its {r['checkpoint']} checkpoint (step {r['checkpoint_step']}) "
                       f"and scored {r['eval_split']} again: accuracy {_fmt(r['accuracy'])} "
                       f"({'the same as' if r['same'] else 'NOT the same as'} the trial's record)."]

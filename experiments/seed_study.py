@@ -94,6 +94,9 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
     variant = study.variants[name]
     if not variant.learning_rates:
         raise ValueError(f"variant {name!r} has no learning rates (its config's learning_rates is empty)")
+    if (rival := variant.get("seeds_if_above")) and rival not in study.variants:  # checked before any training
+        raise KeyError(f"variant {name!r}: seeds_if_above={rival!r} is not a variant of the study; "
+                       f"it has {sorted(study.variants)}")
     # a variant that shares another study's runs names that study's folders
     workdir = pathlib.Path(variant.get("workdir", f"{study.workdir}/{name}"))
     records = REPO_ROOT / variant_records(study, name)
@@ -116,7 +119,7 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
         return
     learning_rate = read_run(records / best)["learning_rate"]
     seeds = variant.get("extra_seeds", study.extra_seeds)  # a variant may run its grid only
-    if rival := variant.get("seeds_if_above"):  # one setting of a mode whose seeds go to its best setting
+    if rival:  # one setting of a mode whose seeds go to its best setting
         ours, theirs = read_run(records / best), rival_best_run(study, rival)
         if best_run({rival: theirs, name: ours}) != name:  # the report's order: accuracy, then loss
             print(f"{name}: best dev {ours['dev_accuracy']:.4f} (loss {ours['dev_loss']:.4f}) is not above "

@@ -120,6 +120,30 @@ def test_search_writes_reports_and_does_not_rerun_finished_trials(tmp_path):
     assert (tmp_path / "records" / "trials" / calls[-1] / "metrics.jsonl").is_file()
 
 
+@pytest.mark.parametrize("damage, message", [(lambda r: r[:-3], "trial.json: not JSON"),
+                                             (lambda r: '{"overrides": {}}', r"trial.json: lacks \['results'\]")])
+def test_a_damaged_trial_record_is_named_and_left_as_it_was(tmp_path, damage, message):
+    base = bert_finetune.get_config("sst2,lora")
+    trials = hs.make_trials("learning_rate=1e-4,3e-4", 0, "", 0)
+    calls = []
+    hs.run_trials(base, trials, tmp_path, train_fn=fake_train(calls), log=lambda _: None)
+    record = tmp_path / "trials" / calls[1] / "trial.json"
+    record.write_text(damage(record.read_text()))
+    before = record.read_text()
+    with pytest.raises(ValueError, match=message):
+        hs.run_trials(base, trials, tmp_path, train_fn=fake_train(calls), log=lambda _: None)
+    assert record.read_text() == before and len(calls) == 2
+
+
+def test_a_damaged_restored_record_is_named(tmp_path):
+    base = bert_finetune.get_config("sst2,lora")
+    rows = hs.run_trials(base, hs.make_trials("learning_rate=1e-4", 0, "", 0), tmp_path, train_fn=fake_train([]),
+                         log=lambda _: None)
+    (tmp_path / "restored.json").write_text('{"trial": "%s", "same": true}' % rows[0]["trial"])
+    with pytest.raises(ValueError, match=r"restored.json: lacks \['checkpoint', 'checkpoint_step'"):
+        hs.write_reports(rows, tmp_path, hs.select_best(rows))
+
+
 def test_a_diverged_trial_is_recorded_and_never_selected(tmp_path):
     base = bert_finetune.get_config("sst2,lora")
     calls = []

@@ -238,6 +238,15 @@ def test_a_variant_whose_rival_has_not_run_is_stopped_with_its_name(tmp_path, mo
         seed_study.run_variant(finetune_study.get_config("sst2"), "prefix128")
 
 
+def test_a_rival_that_is_not_a_variant_is_named_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(seed_study, "run", lambda *a: pytest.fail("trained before checking seeds_if_above"))
+    monkeypatch.setattr(seed_study, "REPO_ROOT", tmp_path)
+    study = finetune_study.get_config("sst2")
+    study.variants.prefix128.seeds_if_above = "prefix12"
+    with pytest.raises(KeyError, match="seeds_if_above='prefix12' is not a variant of the study"):
+        seed_study.run_variant(study, "prefix128")
+
+
 def test_a_recorded_run_is_not_retrained_without_its_workdir(tmp_path, monkeypatch):
     records = tmp_path / "records" / "lr=0.001_seed=0"
     write_run(records, 1e-3, 0, [(10, 0.7, 0.6)], 0.7, 10)
