@@ -49,8 +49,9 @@ and its table rebuilds from the committed records with the same flags and
 `--out=results/bert/sst2_search --report_only` in place of --out/--records (no training).
 
 SST-2 full fine-tuning: 89.2 +- 0.4 at lr 1e-4 over three seeds (about 950 s a run alone), 1.9 points
-over LoRA. SST-2 prefix-128 (seed 0): dev 84.1, test 85.1,
-3,526 s of training (about 5 s a step); its dev beats prefix-10's, so seeds 1-2 follow. The
+over LoRA. SST-2 prefix-128: seed 0's dev (84.1) beats prefix-10's (83.3), so it ran seeds 1-2:
+84.8 +- 0.4 test, within the spread of prefix-10's 84.3; about 3,850 s of training a run (5-6 s a
+step alone). The 20 SST-2 mode runs took 8.0 hours with their passes. The
 random search (results/bert/sst2_search/results.md): 8 trials, 320-1,094 s of training each
 (1.7 hours in all); best dev 88.3 (lr 1.65e-4, batch 32, 2 epochs), 88.5 test when restored and
 re-tested, not above the full row; the five trials under 2.3e-5 reach only 83-85 dev.
