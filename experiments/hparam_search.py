@@ -321,7 +321,8 @@ def main(argv):
     if not FLAGS.out:
         raise app.UsageError("--out is required")
     out = pathlib.Path(FLAGS.out)
-    (out / "trials").mkdir(parents=True, exist_ok=True)
+    if not FLAGS.report_only:  # a mistyped --out with --report_only creates nothing: the first trial names it
+        (out / "trials").mkdir(parents=True, exist_ok=True)
     base = apply_overrides(FLAGS.config, parse_overrides(FLAGS.override))
     trials = make_trials(FLAGS.grid, FLAGS.random, FLAGS.space, FLAGS.search_seed)
     rows = run_trials(base, trials, out, metric=FLAGS.metric, train_fn=not_finished if FLAGS.report_only else None)
