@@ -18,8 +18,12 @@ import shutil
 import statistics
 
 import numpy as np
+from absl import app, flags
 
-from benchmarks.attention_cost import crossover, markdown, read_table
+from train import cli
+from train.records import crossover, markdown, read_table
+
+FLAGS = flags.FLAGS
 
 KINDS = ("exact", "linformer", "performer", "bigbird")
 # Long Range Arena (Tay et al. 2021), Table 1, ListOps test accuracy (%).
@@ -183,7 +187,7 @@ def build(out: pathlib.Path) -> str:
     def agreement(a, b):
         return "—" if a is None or b is None else f"{100 * np.mean(np.asarray(a) == np.asarray(b)):.1f}%"
     parts += [
-        f"Data: `python -m data.listops --out={cfg['data_dir']} --min_length=128 --max_length=512 --train=20000 "
+        f"Data: `python -m experiments.listops_data --out={cfg['data_dir']} --min_length=128 --max_length=512 --train=20000 "
         "--valid=1000 --test=2000 --seed=0` (LRA's generator and tree distribution, max_depth 10, max_args 10, "
         "but sequences of 129-511 tokens instead of 501-1,999 and 20,000 training trees instead of 96,000).", "",
         f"Model (`configs/listops.py`): Transformer classifier, {m['num_layers']} pre-norm layers, width "
@@ -248,19 +252,20 @@ def build(out: pathlib.Path) -> str:
     return "\n".join(parts) + "\n"
 
 
+def main(argv):
+    del argv
+    out = pathlib.Path(FLAGS.out)
+    if FLAGS.runs and not pathlib.Path(FLAGS.runs).is_dir():
+        raise app.UsageError(f"--runs={FLAGS.runs}: no such directory")
+    out.mkdir(parents=True, exist_ok=True)
+    if FLAGS.runs:
+        copy_runs(pathlib.Path(FLAGS.runs), out)
+    (out / "report.md").write_text(build(out))
+    print(f"wrote {out / 'report.md'}")
+
+
 if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("out", "results/efficient_attention", "report directory (holds the records)")
-    flags.DEFINE_string("runs", "", "copy the ListOps records from this sweep directory first")
-    FLAGS = flags.FLAGS
-
-    def main(_):
-        out = pathlib.Path(FLAGS.out)
-        out.mkdir(parents=True, exist_ok=True)
-        if FLAGS.runs:
-            copy_runs(pathlib.Path(FLAGS.runs), out)
-        (out / "report.md").write_text(build(out))
-        print(f"wrote {out / 'report.md'}")
-
-    app.run(main)
+    cli.define_out("results/efficient_attention", "report.md and listops_curves.png, beside the records they "
+                   "are built from (cost.csv, cost_meta.json, listops/)")
+    flags.DEFINE_string("runs", "", "Copy the ListOps records from this sweep directory first.")
+    cli.run(main)

@@ -19,12 +19,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from analysis.head_importance import largest_fraction  # noqa: E402
+from models.head_importance import largest_fraction  # noqa: E402
+from train import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("results", "results/heads", "Directory of the JSON records; the report goes there too.")
 
 SETUPS = {
     "sst2": "MiniLM (6 layers x 12 heads) fine-tuned on SST-2 (64 steps, runs/heads/sst2_short)",
@@ -226,4 +226,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flags.DEFINE_string("results", "results/heads", "Directory of the JSON records; the report goes there too.")
+    cli.run(main)

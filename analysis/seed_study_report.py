@@ -21,6 +21,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
+from train.records import best_run, read_run, variant_records
+
 FLAGS = flags.FLAGS
 
 
@@ -29,50 +31,6 @@ def define_flags():
 
 
 # ----------------------------------------------------------------------------- reading runs
-
-
-def read_run(records: pathlib.Path) -> dict | None:
-    """One run: its best validation pass (the one tested), its test score and its costs."""
-    from train.metrics import read_metrics
-    if not (records / "metrics.jsonl").is_file():
-        return None
-    by_split = collections.defaultdict(list)
-    for r in read_metrics(records):
-        by_split[r["split"]].append(r)
-    config = json.loads((records / "config.json").read_text())["config"]
-    info = by_split["info"][-1] if by_split["info"] else {}
-    train = by_split["train"]
-    run = {"learning_rate": config["learning_rate"], "seed": config["seed"], "config": config,
-           "batch_size": config["batch_size"], "total_steps": info.get("total_steps"),
-           "trainable_parameters": info.get("trainable_parameters"),
-           "train_seconds": train[-1]["train_seconds"] if train else None,
-           "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in train), default=None),
-           "curve": [(r["step"], r["accuracy"]) for r in by_split["valid"]], "status": "unfinished",
-           "loss_curve": [(r["step"], r["loss"]) for r in train if "loss" in r],
-           "valid_seconds": sum(r.get("seconds", 0.0) for r in by_split["valid"])}
-    if by_split["eval"]:
-        test = by_split["eval"][-1]
-        chosen = {r["step"]: r for r in by_split["valid"]}.get(test.get("selected_step"), {})
-        run.update(status="done", test_accuracy=test["accuracy"], eval_seconds=test.get("eval_seconds"),
-                   selected_step=test.get("selected_step"), trained_steps=test.get("trained_steps"),
-                   dev_accuracy=chosen.get("accuracy"), dev_loss=chosen.get("loss"))
-    elif (records / "command.txt").is_file():  # the driver copies records only once the run has ended
-        run["status"] = "diverged"
-    return run
-
-
-def best_run(runs: dict[str, dict | None]) -> str | None:
-    """The finished run with the best validation accuracy; ties: lower validation loss, then the first."""
-    done = [(i, name, r) for i, (name, r) in enumerate(runs.items())
-            if r is not None and r["status"] == "done" and r["dev_accuracy"] is not None]
-    if not done:
-        return None
-    return min(done, key=lambda t: (-t[2]["dev_accuracy"], t[2]["dev_loss"], t[0]))[1]
-
-
-def variant_records(study, name: str) -> str:
-    """The folder (from the repository root) of a variant's run records: its own, or the study's it shares."""
-    return study.variants[name].get("records", f"{study.records}/{name}")
 
 
 def read_study(folder: pathlib.Path, order=(), elsewhere=None) -> dict[str, dict[str, dict]]:
@@ -103,8 +61,9 @@ def majority_baseline(config: dict) -> dict:
     """The most frequent training label, scored on validation and test, of the data a run used."""
     from data import text
     from data.paths import resolve_data_dir
+    from models.hf_checkpoint import load_tokenizer
     splits = text.load_splits(config["dataset"], resolve_data_dir(config["data_dir"]),
-                              text.load_tokenizer(config.get("tokenizer") or None), max_length=config["max_length"],
+                              load_tokenizer(config.get("tokenizer") or None), max_length=config["max_length"],
                               tfds_dir=config.get("tfds_dir", ""), text_fields=config.get("text_fields", "title"),
                               train_limit=config.get("train_limit", 0))
     labels = {k: np.asarray(v["label"]) for k, v in splits.items()}

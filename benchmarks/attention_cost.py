@@ -31,6 +31,7 @@ from flax import nnx
 
 from benchmarks.timing import header, load_average, measure_one
 from models.attention import SelfAttention
+from train.records import crossover, write_table
 
 KINDS = {  # name -> SelfAttention options
     "exact": {},
@@ -40,8 +41,6 @@ KINDS = {  # name -> SelfAttention options
     "bigbird": {"kind": "bigbird", "bigbird_block": 64, "bigbird_global": 1, "bigbird_window": 1,
                 "bigbird_random": 3},
 }
-FIELDS = ("kind", "seq", "fwd_ms", "fwdbwd_ms", "fwd_temp_mib", "fwdbwd_temp_mib", "fwd_total_mib",
-          "fwdbwd_total_mib", "note")
 
 
 def attention_programs(options, seq, *, batch, embed, heads, max_length):
@@ -101,80 +100,6 @@ def run(seqs, kinds, *, batch, embed, heads, repeats, max_gib, max_seconds, log=
     return rows
 
 
-def crossover(rows, kind, metric, against="exact"):
-    """Length where `kind` becomes and stays cheaper than `against` in `metric`, log-log interpolated.
-
-    Only lengths where both were measured count. Returns (value, text): value None when
-    there is no crossing inside the measured range (text says which side).
-    """
-    by = {(r["kind"], r["seq"]): r[metric] for r in rows}
-    seqs = sorted({r["seq"] for r in rows if r["kind"] == kind and not math.isnan(by[(kind, r["seq"])])
-                   and not math.isnan(by.get((against, r["seq"]), float("nan")))})
-    if not seqs:
-        return None, "not measured"
-    ratio = {s: by[(kind, s)] / by[(against, s)] for s in seqs}
-    # first length from which the kind is cheaper at every longer measured length
-    cheaper_from = None
-    for s in reversed(seqs):
-        if ratio[s] < 1:
-            cheaper_from = s
-        else:
-            break
-    if cheaper_from is None:
-        return None, f"> {seqs[-1]} (never cheaper up to {seqs[-1]})"
-    i = seqs.index(cheaper_from)
-    if i == 0:
-        return None, f"<= {seqs[0]} (cheaper from the shortest length measured)"
-    s0, s1 = seqs[i - 1], seqs[i]
-    l0, l1 = math.log(ratio[s0]), math.log(ratio[s1])
-    at = math.exp(math.log(s0) + (math.log(s1) - math.log(s0)) * (0 - l0) / (l1 - l0))
-    return at, f"{at:,.0f} (between {s0} and {s1})"
-
-
-def write_table(rows, out: pathlib.Path, meta: dict):
-    with open(out / "cost.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{r[k]:.3f}" if isinstance(r[k], float) else r[k]) for k in FIELDS})
-    (out / "cost_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "cost.md").write_text(markdown(rows, meta))
-
-
-def read_table(out: pathlib.Path):
-    rows = []
-    with open(out / "cost.csv") as f:
-        for r in csv.DictReader(f):
-            rows.append({k: (r[k] if k in ("kind", "note") else int(r[k]) if k == "seq" else float(r[k]))
-                         for k in FIELDS})
-    return rows, json.loads((out / "cost_meta.json").read_text())
-
-
-def markdown(rows, meta) -> str:
-    fmt = lambda v, d=1: "—" if math.isnan(v) else f"{v:,.{d}f}"
-    lines = [f"Machine: {meta['header']}", "",
-             f"Setting: {meta['setting']}", "",
-             f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']}; "
-             f"{meta['conditions']}", "",
-             "| kind | seq | fwd ms | fwd+bwd ms | fwd temp MiB | fwd+bwd temp MiB | fwd+bwd total MiB | note |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r['kind']} | {r['seq']} | {fmt(r['fwd_ms'])} | {fmt(r['fwdbwd_ms'])} | "
-                     f"{fmt(r['fwd_temp_mib'])} | {fmt(r['fwdbwd_temp_mib'])} | {fmt(r['fwdbwd_total_mib'])} | "
-                     f"{r['note']} |")
-    lines += ["", "Crossover length against exact attention (explicit path; log-log interpolation between the two "
-              "measured lengths around it):", "",
-              "| kind | fwd time | fwd+bwd time | fwd+bwd memory (temp) | fwd+bwd time vs fused exact |",
-              "|---|---|---|---|---|"]
-    for kind in meta["kinds"]:
-        if kind.startswith("exact"):
-            continue
-        cells = [crossover(rows, kind, m)[1] for m in ("fwd_ms", "fwdbwd_ms", "fwdbwd_temp_mib")]
-        cells.append(crossover(rows, kind, "fwdbwd_ms", against="exact_fused")[1])
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def plot(rows, meta, path: pathlib.Path):
     import matplotlib
     matplotlib.use("Agg")
@@ -205,15 +130,18 @@ def plot(rows, meta, path: pathlib.Path):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
-    flags.DEFINE_string("out", "results/efficient_attention", "output directory")
-    flags.DEFINE_list("seqs", ["256", "512", "1024", "2048", "4096", "8192", "16384"], "sequence lengths")
-    flags.DEFINE_list("kinds", list(KINDS), "attention kinds")
-    flags.DEFINE_integer("batch", 1, "batch size")
-    flags.DEFINE_integer("embed", 256, "model width")
-    flags.DEFINE_integer("heads", 4, "attention heads")
-    flags.DEFINE_integer("repeats", 3, "timed calls per program (median)")
+    from benchmarks.timing import define_repeats
+    from train import cli
+
+    cli.define_out("results/efficient_attention", "cost.csv, cost.md, cost.png and cost_meta.json")
+    cli.define_list("seqs", [256, 512, 1024, 2048, 4096, 8192, 16384], "Sequence lengths", item=int)
+    cli.define_list("kinds", KINDS, "Attention kinds", choices=KINDS)
+    flags.DEFINE_integer("batch", 1, "batch size", lower_bound=1)
+    flags.DEFINE_integer("embed", 256, "model width", lower_bound=1)
+    flags.DEFINE_integer("heads", 4, "attention heads", lower_bound=1)
+    define_repeats(3)
     flags.DEFINE_float("max_gib", 6.0, "do not run a program whose XLA temporaries exceed this")
     flags.DEFINE_float("max_seconds", 15.0, "skip a kind's longer lengths once its fwd+bwd takes longer")
     flags.DEFINE_string("conditions", "", "free text about the machine's load, stored with the table")
@@ -222,10 +150,7 @@ if __name__ == "__main__":
     def main(_):
         out = pathlib.Path(FLAGS.out)
         out.mkdir(parents=True, exist_ok=True)
-        seqs = [int(s) for s in FLAGS.seqs]
-        unknown = set(FLAGS.kinds) - set(KINDS)
-        if unknown:
-            raise app.UsageError(f"unknown kinds {sorted(unknown)}; known: {list(KINDS)}")
+        seqs = FLAGS.seqs
         setting = (f"SelfAttention(embed {FLAGS.embed}, {FLAGS.heads} heads), batch {FLAGS.batch}, float32, "
                    f"bidirectional, no padding; Linformer k=256, Performer m=256, BigBird block 64 "
                    f"(1 global, window 1, 3 random); median of {FLAGS.repeats}")
@@ -237,10 +162,10 @@ if __name__ == "__main__":
                 "load_after": load_average(), "seconds": round(time.time() - t0, 1),
                 "conditions": FLAGS.conditions or "(no note)",
                 "command": "python -m benchmarks.attention_cost " + " ".join(
-                    f"--{k}={v}" for k, v in (("seqs", ",".join(FLAGS.seqs)), ("repeats", FLAGS.repeats),
+                    f"--{k}={v}" for k, v in (("seqs", ",".join(map(str, seqs))), ("repeats", FLAGS.repeats),
                                               ("batch", FLAGS.batch)))}
         write_table(rows, out, meta)
         plot(rows, meta, out / "cost.png")
         print((out / "cost.md").read_text())
 
-    app.run(main)
+    cli.run(main)

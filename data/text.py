@@ -7,6 +7,7 @@ load time so one prepared dataset serves every checkpoint and sequence length.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import logging
 import os
@@ -18,8 +19,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from models.hf_checkpoint import CheckpointError, resolve_checkpoint_dir
-
 log = logging.getLogger(__name__)
 
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
@@ -28,16 +27,6 @@ FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 def default_tfds_dir() -> pathlib.Path:
     """Where prepared datasets go: $TFDS_DATA_DIR, else TFDS's ~/tensorflow_datasets."""
     return pathlib.Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
-
-
-def load_tokenizer(source=None):
-    """The tokenizer stored with a checkpoint (directory or package, as load_pretrained)."""
-    ckpt_dir = resolve_checkpoint_dir(source)
-    if not any((ckpt_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
-        raise CheckpointError(f"checkpoint directory {ckpt_dir} has no tokenizer "
-                              f"(tokenizer.json or vocab.txt)")
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(ckpt_dir))
 
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
@@ -136,7 +125,10 @@ def prepare(builder_cls, source_dir: pathlib.Path, tfds_dir: pathlib.Path, **bui
     return builder
 
 
-DATASETS = ("sst2", "boolq", "amazon_polarity")
+# The registry of text-classification datasets: name -> "module:loader". The loaders' modules
+# import this one (for encode and the TFDS helpers), so they are found by name, not imported here.
+DATASETS = {"sst2": "data.sst2:load_sst2", "boolq": "data.boolq:load_boolq",
+            "amazon_polarity": "data.amazon_polarity:load_amazon_polarity"}
 
 
 def load_splits(dataset: str, data_dir, tokenizer, *, max_length: int, tfds_dir=None, text_fields: str = "title",
@@ -146,16 +138,13 @@ def load_splits(dataset: str, data_dir, tokenizer, *, max_length: int, tfds_dir=
     train_limit > 0 keeps the first N training examples (a documented subset, for runs
     this machine can afford).
     """
-    from data import amazon_polarity, boolq, sst2  # they import this module
+    if dataset not in DATASETS:
+        raise ValueError(f"config.dataset={dataset!r} is not one of {sorted(DATASETS)}")
+    module, _, loader = DATASETS[dataset].partition(":")
     kwargs = dict(max_length=max_length, tfds_dir=tfds_dir or None)
-    if dataset == "sst2":
-        splits = sst2.load_sst2(data_dir, tokenizer, **kwargs)
-    elif dataset == "boolq":
-        splits = boolq.load_boolq(data_dir, tokenizer, **kwargs)
-    elif dataset == "amazon_polarity":
-        splits = amazon_polarity.load_amazon_polarity(data_dir, tokenizer, fields=text_fields, **kwargs)
-    else:
-        raise ValueError(f"config.dataset={dataset!r} is not one of {DATASETS}")
+    if dataset == "amazon_polarity":
+        kwargs["fields"] = text_fields
+    splits = getattr(importlib.import_module(module), loader)(data_dir, tokenizer, **kwargs)
     if train_limit > 0:
         splits["train"] = {k: v[:train_limit] for k, v in splits["train"].items()}
     return splits

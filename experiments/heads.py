@@ -25,7 +25,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from analysis import head_importance as hi
+from models import head_importance as hi
 from models import pruning
 
 FLAGS = flags.FLAGS

@@ -181,8 +181,8 @@ def save_hf(model: bert.BertModel, tokenizer, source_dir: pathlib.Path, out: pat
 
 def run(config, workdir) -> dict:
     """Trains one stage in `workdir`; returns (and writes) result.json's contents."""
-    from analysis.bias.mlm import has_mlm_head
-    from data.text import load_tokenizer
+    from models.masked_lm import has_mlm_head
+    from models.hf_checkpoint import load_tokenizer
 
     if config.stage not in ("head", "full"):
         raise DataError(f"config.stage={config.stage!r} is not head or full")

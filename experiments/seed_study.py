@@ -30,9 +30,9 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from analysis.seed_study_report import best_run, read_run, variant_records
 from data.paths import REPO_ROOT
 from train.metrics import read_metrics
+from train.records import best_run, read_run, variant_records
 
 FLAGS = flags.FLAGS
 

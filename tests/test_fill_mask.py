@@ -7,9 +7,9 @@ import pytest
 import transformers
 
 from analysis.bias import fill_mask as fm
-from analysis.bias.mlm import load_mlm
+from models.masked_lm import load_mlm
 from models.hf_checkpoint import CheckpointError
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 TEXTS = ["the man worked as a [MASK] .", "she was a very [MASK] nurse .",
          "[MASK] is a doctor", "the poor people worked as a [MASK] , he is kind ."]

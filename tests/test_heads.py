@@ -4,13 +4,11 @@ References: PyTorch models (Hugging Face BERT, the course's minGPT and Transform
 float64 with a forward pre-hook on the attention output projection that multiplies each
 head's slice of its input by the mask; that is the definition of masking a head.
 """
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import transformers
 from flax import nnx
 
 from models import bert
@@ -18,10 +16,16 @@ from models.gpt import GPT
 from models.transformer import Transformer
 from reference.gpt import TorchGPT
 from reference.transformer import TorchTransformer
-from tests.test_attention import jitter_, random_mask
-from tests.test_bert import TINY, randomize, save_checkpoint
-from tests.test_gpt import torch_to_flax_params
-from tests.test_transformer import copy_from_torch
+from tests.helpers import (
+    TINY_BERT,
+    copy_from_torch,
+    copy_gpt_from_torch,
+    hf_bert,
+    jitter_,
+    random_mask,
+    randomize,
+    save_checkpoint,
+)
 
 MASK = np.array([[1.0, 0.0, 0.5, 1.0], [0.0, 0.0, 0.0, 0.0]])  # (2 layers, 4 heads); a layer fully off
 
@@ -40,14 +44,14 @@ def head_hook(mask_row, num_heads):
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    hf = randomize(transformers.BertModel(transformers.BertConfig(**TINY)), 0).double()
-    path = save_checkpoint(hf.float(), tmp_path_factory.mktemp("heads") / "tiny", "safetensors")
+    hf = randomize(hf_bert(TINY_BERT), 0).double()
+    path = save_checkpoint(hf.float(), tmp_path_factory.mktemp("heads") / "tiny")
     return hf.double(), path
 
 
 def bert_batch(seed=0, b=3, n=10):
     rng = np.random.RandomState(seed)
-    ids = rng.randint(1, TINY["vocab_size"], (b, n))
+    ids = rng.randint(1, TINY_BERT["vocab_size"], (b, n))
     mask = np.ones((b, n), np.int64)
     mask[1, 6:] = 0
     return ids, mask
@@ -116,8 +120,7 @@ def test_gpt_head_mask_matches_pytorch_hooks(attention):
             h.remove()
     with jax.enable_x64(True):
         model = GPT(vocab, block, 2, 4, 32, 0.0, 0.0, 0.0, attention=attention, rngs=nnx.Rngs(0))
-        nnx.replace_by_pure_dict(state := nnx.state(model, nnx.Param), torch_to_flax_params(ref))
-        nnx.update(model, state)
+        copy_gpt_from_torch(model, ref)
         model.eval()
         got = model(jnp.asarray(idx), head_mask=jnp.asarray(MASK))
         tol = 1e-6 if attention and attention.get("fused") else 1e-10  # the fused kernel's softmax is float32
@@ -192,7 +195,7 @@ def test_wrong_head_mask_shapes_raise_clear_errors(tiny_bert):
 
 # ------------------------------------------------------------------ importance scores and iterative pruning
 
-from analysis import head_importance as hi  # noqa: E402
+from models import head_importance as hi  # noqa: E402
 from models import pruning  # noqa: E402
 from models.hf_checkpoint import CheckpointError  # noqa: E402
 
@@ -297,7 +300,8 @@ def test_pruned_bert_classifier_equals_masked_and_reloads(tiny_bert, tmp_path):
     np.testing.assert_allclose(np.asarray(again(ids, mask)), want, rtol=1e-6, atol=1e-6)
     n_params = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
     # 5 heads of size 8 leave: q, k, v columns with their biases and attn_out rows
-    assert n_params(again) == n_params(bert.load_classifier(tiny_bert[1], rngs=nnx.Rngs(0))) - 5 * (3 * (32 * 8 + 8) + 8 * 32)
+    unpruned = n_params(bert.load_classifier(tiny_bert[1], rngs=nnx.Rngs(0)))
+    assert n_params(again) == unpruned - 5 * (3 * (32 * 8 + 8) + 8 * 32)
 
 
 def test_pruned_gpt_equals_masked_and_reloads(tmp_path):
@@ -313,7 +317,8 @@ def test_pruned_gpt_equals_masked_and_reloads(tmp_path):
 
 def test_pruning_bad_input_raises_clear_errors(tiny_bert, tmp_path):
     gpt = GPT(11, 16, 2, 4, 16, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"keep mask must have shape \(num_layers, num_heads\) = \(2, 4\), got \(4, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"keep mask must have shape \(num_layers, num_heads\) = \(2, 4\), got \(4, 2\)"):
         pruning.prune_heads(gpt, np.ones((4, 2), bool))
     with pytest.raises(ValueError, match="cannot prune 5 heads of layer 1: it has 4"):
         pruning.keep_from_pruned({1: [0, 1, 2, 3, 4]}, (2, 4))

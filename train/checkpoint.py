@@ -18,30 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from models.hf_checkpoint import CheckpointError  # the one checkpoint error type
-
-
-def flatten(tree) -> dict[str, jax.Array]:
-    leaves = jax.tree_util.tree_leaves_with_path(tree)
-    return {jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value"): leaf for path, leaf in leaves}
-
-
-def check_fits(expected: dict, found: dict, where: str) -> None:
-    """Names every missing, unexpected or mis-shaped key of `found` against `expected`."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    misshaped = [
-        f"{k}: checkpoint {tuple(found[k].shape)} vs model {tuple(np.shape(expected[k]))}"
-        for k in sorted(set(expected) & set(found))
-        if tuple(found[k].shape) != tuple(np.shape(expected[k]))
-    ]
-    if missing or unexpected or misshaped:
-        lines = [f"{where} does not match the model:"]
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if keys:
-                shown = keys[:20] + ([f"... and {len(keys) - 20} more"] if len(keys) > 20 else [])
-                lines.append(f"  {title} ({len(keys)}): " + ", ".join(shown))
-        raise CheckpointError("\n".join(lines))
+from models.hf_checkpoint import CheckpointError, check_fits, flatten
 
 
 class DamagedCheckpointError(CheckpointError):

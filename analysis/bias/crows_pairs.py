@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from analysis.bias.mlm import MaskedLM, load_mlm, model_name
+from models.masked_lm import MaskedLM, load_mlm, model_name
 from data import crows_pairs
 from data.crows_pairs import BIAS_TYPES, CrowsPair
 

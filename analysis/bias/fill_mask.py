@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from analysis.bias.mlm import MaskedLM, load_mlm
+from models.masked_lm import MaskedLM, load_mlm
 from data.paths import DataError
 
 

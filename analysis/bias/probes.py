@@ -27,7 +27,7 @@ import pathlib
 import numpy as np
 
 from analysis.bias.fill_mask import encode_prompts, fill_mask
-from analysis.bias.mlm import MaskedLM, load_mlm, model_name
+from models.masked_lm import MaskedLM, load_mlm, model_name
 
 PROMPT_SETS = {
     "seed": {

@@ -8,6 +8,7 @@ import optax
 
 from data import text
 from data.paths import resolve_data_dir
+from models.hf_checkpoint import load_tokenizer
 from train import steps
 
 
@@ -23,7 +24,7 @@ class TextClassificationTask:
 
     def __init__(self, config):
         self.config = config
-        tokenizer = text.load_tokenizer(config.tokenizer or None)
+        tokenizer = load_tokenizer(config.tokenizer or None)
         self.splits = text.load_splits(
             config.dataset, resolve_data_dir(config.data_dir), tokenizer, max_length=config.max_length,
             tfds_dir=config.tfds_dir, text_fields=config.text_fields, train_limit=config.train_limit)

@@ -1,5 +1,6 @@
 """A masked language model for the bias probes: a BERT with its MLM head, its tokenizer, and
-jit-compiled, batched scoring at chosen positions (issue 11).
+jit-compiled, batched scoring at chosen positions: what the bias probes, CrowS-Pairs and
+the masked-LM head adaptation score with.
 
 `load_mlm(source)` accepts any Hugging Face BERT MLM directory (`BertForMaskedLM`, e.g.
 bert-base-uncased) or the name of an installed package shipping one. A directory without an
@@ -116,7 +117,7 @@ class MaskedLM:
 
 def load_mlm(source, *, batch_size: int = 64) -> MaskedLM:
     """A MaskedLM from a Hugging Face BERT MLM directory (or package); a clear error without a head."""
-    from data.text import load_tokenizer
+    from models.hf_checkpoint import load_tokenizer
 
     ckpt_dir = resolve_checkpoint_dir(source)
     if not has_mlm_head(ckpt_dir):

@@ -1,0 +1,134 @@
+"""Reading a finished run's records (metrics.jsonl, config.json): what study drivers decide on
+and what the study reports tabulate, so both read a run the same way."""
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import math
+import pathlib
+
+from train.metrics import read_metrics
+
+
+def read_run(records: pathlib.Path) -> dict | None:
+    """One run: its best validation pass (the one tested), its test score and its costs."""
+    if not (records / "metrics.jsonl").is_file():
+        return None
+    by_split = collections.defaultdict(list)
+    for r in read_metrics(records):
+        by_split[r["split"]].append(r)
+    config = json.loads((records / "config.json").read_text())["config"]
+    info = by_split["info"][-1] if by_split["info"] else {}
+    train = by_split["train"]
+    run = {"learning_rate": config["learning_rate"], "seed": config["seed"], "config": config,
+           "batch_size": config["batch_size"], "total_steps": info.get("total_steps"),
+           "trainable_parameters": info.get("trainable_parameters"),
+           "train_seconds": train[-1]["train_seconds"] if train else None,
+           "peak_memory_mb": max((r.get("peak_memory_mb", 0.0) for r in train), default=None),
+           "curve": [(r["step"], r["accuracy"]) for r in by_split["valid"]], "status": "unfinished",
+           "loss_curve": [(r["step"], r["loss"]) for r in train if "loss" in r],
+           "valid_seconds": sum(r.get("seconds", 0.0) for r in by_split["valid"])}
+    if by_split["eval"]:
+        test = by_split["eval"][-1]
+        chosen = {r["step"]: r for r in by_split["valid"]}.get(test.get("selected_step"), {})
+        run.update(status="done", test_accuracy=test["accuracy"], eval_seconds=test.get("eval_seconds"),
+                   selected_step=test.get("selected_step"), trained_steps=test.get("trained_steps"),
+                   dev_accuracy=chosen.get("accuracy"), dev_loss=chosen.get("loss"))
+    elif (records / "command.txt").is_file():  # the driver copies records only once the run has ended
+        run["status"] = "diverged"
+    return run
+
+
+def best_run(runs: dict[str, dict | None]) -> str | None:
+    """The finished run with the best validation accuracy; ties: lower validation loss, then the first."""
+    done = [(i, name, r) for i, (name, r) in enumerate(runs.items())
+            if r is not None and r["status"] == "done" and r["dev_accuracy"] is not None]
+    if not done:
+        return None
+    return min(done, key=lambda t: (-t[2]["dev_accuracy"], t[2]["dev_loss"], t[0]))[1]
+
+
+def variant_records(study, name: str) -> str:
+    """The folder (from the repository root) of a variant's run records: its own, or the study's it shares."""
+    return study.variants[name].get("records", f"{study.records}/{name}")
+
+
+# The attention-cost table: benchmarks.attention_cost writes it, analysis.efficient_attention_report
+# reads it (the two are siblings, so the format lives here, below both).
+FIELDS = ("kind", "seq", "fwd_ms", "fwdbwd_ms", "fwd_temp_mib", "fwdbwd_temp_mib", "fwd_total_mib",
+          "fwdbwd_total_mib", "note")
+
+
+def crossover(rows, kind, metric, against="exact"):
+    """Length where `kind` becomes and stays cheaper than `against` in `metric`, log-log interpolated.
+
+    Only lengths where both were measured count. Returns (value, text): value None when
+    there is no crossing inside the measured range (text says which side).
+    """
+    by = {(r["kind"], r["seq"]): r[metric] for r in rows}
+    seqs = sorted({r["seq"] for r in rows if r["kind"] == kind and not math.isnan(by[(kind, r["seq"])])
+                   and not math.isnan(by.get((against, r["seq"]), float("nan")))})
+    if not seqs:
+        return None, "not measured"
+    ratio = {s: by[(kind, s)] / by[(against, s)] for s in seqs}
+    # first length from which the kind is cheaper at every longer measured length
+    cheaper_from = None
+    for s in reversed(seqs):
+        if ratio[s] < 1:
+            cheaper_from = s
+        else:
+            break
+    if cheaper_from is None:
+        return None, f"> {seqs[-1]} (never cheaper up to {seqs[-1]})"
+    i = seqs.index(cheaper_from)
+    if i == 0:
+        return None, f"<= {seqs[0]} (cheaper from the shortest length measured)"
+    s0, s1 = seqs[i - 1], seqs[i]
+    l0, l1 = math.log(ratio[s0]), math.log(ratio[s1])
+    at = math.exp(math.log(s0) + (math.log(s1) - math.log(s0)) * (0 - l0) / (l1 - l0))
+    return at, f"{at:,.0f} (between {s0} and {s1})"
+
+
+def write_table(rows, out: pathlib.Path, meta: dict):
+    with open(out / "cost.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{r[k]:.3f}" if isinstance(r[k], float) else r[k]) for k in FIELDS})
+    (out / "cost_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "cost.md").write_text(markdown(rows, meta))
+
+
+def read_table(out: pathlib.Path):
+    rows = []
+    with open(out / "cost.csv") as f:
+        for r in csv.DictReader(f):
+            rows.append({k: (r[k] if k in ("kind", "note") else int(r[k]) if k == "seq" else float(r[k]))
+                         for k in FIELDS})
+    return rows, json.loads((out / "cost_meta.json").read_text())
+
+
+def markdown(rows, meta) -> str:
+    fmt = lambda v, d=1: "—" if math.isnan(v) else f"{v:,.{d}f}"
+    lines = [f"Machine: {meta['header']}", "",
+             f"Setting: {meta['setting']}", "",
+             f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']}; "
+             f"{meta['conditions']}", "",
+             "| kind | seq | fwd ms | fwd+bwd ms | fwd temp MiB | fwd+bwd temp MiB | fwd+bwd total MiB | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['kind']} | {r['seq']} | {fmt(r['fwd_ms'])} | {fmt(r['fwdbwd_ms'])} | "
+                     f"{fmt(r['fwd_temp_mib'])} | {fmt(r['fwdbwd_temp_mib'])} | {fmt(r['fwdbwd_total_mib'])} | "
+                     f"{r['note']} |")
+    lines += ["", "Crossover length against exact attention (explicit path; log-log interpolation between the two "
+              "measured lengths around it):", "",
+              "| kind | fwd time | fwd+bwd time | fwd+bwd memory (temp) | fwd+bwd time vs fused exact |",
+              "|---|---|---|---|---|"]
+    for kind in meta["kinds"]:
+        if kind.startswith("exact"):
+            continue
+        cells = [crossover(rows, kind, m)[1] for m in ("fwd_ms", "fwdbwd_ms", "fwdbwd_temp_mib")]
+        cells.append(crossover(rows, kind, "fwdbwd_ms", against="exact_fused")[1])
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
