@@ -16,18 +16,11 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from models.llama import Attention, GatedMLP, RMSNorm, rope_linear_factor, rope_theta, rotary_tables
+from models.llama import Attention, DecoderSizes, GatedMLP, RMSNorm, rope_linear_factor, rope_theta, rotary_tables
 
 
 @dataclasses.dataclass(frozen=True)
-class Gemma3Config:
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
+class Gemma3Config(DecoderSizes):
     layer_types: tuple[str, ...]
     sliding_window: int = 512
     rms_norm_eps: float = 1e-6

@@ -25,7 +25,8 @@ from flax import nnx
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class DecoderSizes:
+    """The sizes every decoder-only LLM config here has, under Hugging Face's names."""
     vocab_size: int
     hidden_size: int
     intermediate_size: int
@@ -33,6 +34,10 @@ class LlamaConfig:
     num_attention_heads: int
     num_key_value_heads: int
     head_dim: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig(DecoderSizes):
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     rope_scaling_factor: float = 1.0  # "linear" rope scaling; 1.0 is none
