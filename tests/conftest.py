@@ -1,10 +1,27 @@
-"""Shared pytest set-up: paths and the optional real-data directory."""
+"""Shared pytest fixtures: the optional real-data directory, tiny checkpoints and tiny datasets.
+
+The plain functions and constants they are built from live in tests/helpers.py.
+"""
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import (
+    NEGATIVE,
+    POSITIVE,
+    REPO_ROOT,
+    SST2_BERT,
+    SST2_VOCAB,
+    SST2_WORDS,
+    TINY_VOCAB,
+    TINY_WORD_BERT,
+    hf_bert,
+    randomize,
+    save_checkpoint,
+)
+
 SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -12,50 +29,64 @@ SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "sha
 def shared_data():
     """The course datasets beside the checkout; tests that need them skip elsewhere."""
     if not SHARED_DATA.is_dir():
-      pytest.skip(f"no shared data directory at {SHARED_DATA}")
+        pytest.skip(f"no shared data directory at {SHARED_DATA}")
     return SHARED_DATA
 
 
 # ------------------------------------------------------------------ tiny random BERT checkpoints
-# A word-level vocabulary (BertTokenizer splits on spaces and punctuation; every word below is
-# one token, "nursing" is not in it, so it becomes [UNK] or word pieces).
-TINY_WORDS = ("the a man woman he she his her worked as nurse doctor engineer teacher was is "
-              "good bad very kind poor rich people . , ##s ##ing").split()
-TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS
-TINY_BERT = dict(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
 
-
-def save_tiny_bert(path: pathlib.Path, *, mlm: bool, seed: int = 0) -> pathlib.Path:
+def save_tiny_word_bert(path: pathlib.Path, *, mlm: bool, seed: int = 0) -> pathlib.Path:
     """A random HF BertForMaskedLM (or BertModel) saved with its word-level tokenizer.
 
     Every tensor is random (HF's init has zero biases and unit norms, which would hide
     swapped parameters); the MLM decoder stays tied to the word embeddings.
     """
-    import torch
-    import transformers
-
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(**TINY_BERT)
-    model = transformers.BertForMaskedLM(cfg) if mlm else transformers.BertModel(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.2 * noise if "LayerNorm.weight" in name else 0.5 * noise)
-    model.eval().save_pretrained(path, safe_serialization=True)
-    (path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
-    transformers.BertTokenizer(vocab=str(path / "vocab.txt")).save_pretrained(path)
-    return path
+    model = randomize(hf_bert(TINY_WORD_BERT, mlm=mlm, seed=seed), seed, scale=0.5)
+    return save_checkpoint(model, path, vocab=TINY_VOCAB)
 
 
 @pytest.fixture(scope="session")
 def tiny_mlm_dir(tmp_path_factory):
     """A tiny random BertForMaskedLM as a Hugging Face directory (config, safetensors, tokenizer)."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny_mlm"), mlm=True)
+    return save_tiny_word_bert(tmp_path_factory.mktemp("tiny_mlm"), mlm=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory):
     """A tiny random BertModel (no MLM head) as a Hugging Face directory with its tokenizer."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), mlm=False)
+    return save_tiny_word_bert(tmp_path_factory.mktemp("tiny_encoder"), mlm=False)
+
+
+# ------------------------------------------------------------------ the engine's tiny datasets
+
+@pytest.fixture(scope="module")
+def bios_dir(tmp_path_factory):
+    """Synthetic biographies of 40 people in the birth-place files' layout (tiny_birth_config's data)."""
+    from data import synthetic_bios
+
+    return synthetic_bios.write(tmp_path_factory.mktemp("data"), num_people=40, seed=1)
+
+
+@pytest.fixture(scope="module")
+def sst2_checkpoint(tmp_path_factory):
+    """A BertModel with HF's init and the SST-2 words' tokenizer; also returns its parameter count."""
+    model = hf_bert(SST2_BERT, seed=0)
+    path = save_checkpoint(model, tmp_path_factory.mktemp("tiny_bert"), vocab=SST2_VOCAB)
+    return path, sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def sst2_dir(tmp_path_factory):
+    """stsa.binary.* with a learnable rule: the sentiment word decides the label."""
+    d = tmp_path_factory.mktemp("sst2")
+    rng = np.random.default_rng(0)
+    sizes = {"train": 48, "dev": 16, "test": 20}
+    for split, n in sizes.items():
+        lines = []
+        for _ in range(n):
+            label = int(rng.integers(2))
+            word = rng.choice(POSITIVE if label else NEGATIVE)
+            filler = " ".join(rng.choice(SST2_WORDS[:6], size=int(rng.integers(1, 6))))
+            lines.append(f"{label} {filler} {word} movie")
+        (d / f"stsa.binary.{split}").write_text("\n".join(lines) + "\n")
+    return d, sizes

@@ -16,45 +16,20 @@ from flax import nnx
 from analysis.argmax_attention import argmax_attention, softmax_attention
 from models.attention import MultiHeadedAttention, SelfAttention
 from reference.attention import TorchAdditiveAttention, TorchCourseAttention
+from tests.helpers import copy_attention, copy_linear, jitter_, random_mask
 
 # Odd sizes on purpose: head_size 13 with 17 heads (D = 221).
 HEAD, HEADS, BATCH, SEQ = 13, 17, 3, 7
 
 
 # ---------------------------------------------------------------------------
-# Helpers: weights and gradients between PyTorch and nnx
+# Helpers: gradients and passes in both frameworks (weight copiers: tests/helpers.py)
 # ---------------------------------------------------------------------------
-
-def jitter_(torch_module):
-    """Nudge float64 parameters off the float32 grid, so that a silent float32 cast shows."""
-    with torch.no_grad():
-        for p in torch_module.parameters():
-            p.add_(1e-6 * torch.randn_like(p))
-    return torch_module
-
-
-def copy_linear(jax_linear, torch_linear):
-    """torch (out, in) weight -> nnx (in, out) kernel, in torch's dtype."""
-    jax_linear.kernel.set_value(jnp.asarray(torch_linear.weight.detach().numpy().T))
-    jax_linear.bias.set_value(jnp.asarray(torch_linear.bias.detach().numpy()))
-
-
-def copy_attention(jax_attn, torch_attn):
-    for name in ("query", "key", "value", "proj"):
-        copy_linear(getattr(jax_attn, name), getattr(torch_attn, name))
-
 
 def linear_grads(jax_grad_linear, torch_linear):
     """(jax grads, torch grads) of one linear layer in the same layout."""
     return ((jax_grad_linear["kernel"][...], jax_grad_linear["bias"][...]),
             (torch_linear.weight.grad.numpy().T, torch_linear.bias.grad.numpy()))
-
-
-def random_mask(rng, batch, seq):
-    """Padding masks with a different number of real tokens per row (at least one)."""
-    lengths = rng.integers(1, seq + 1, size=batch)
-    lengths[0] = seq
-    return (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int32)
 
 
 def jax_forward_backward(module, x, mask, cotangent, **kwargs):

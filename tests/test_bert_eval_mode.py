@@ -5,11 +5,11 @@ import pytest
 from flax import nnx
 
 from models import bert
-from tests.conftest import TINY_BERT
+from tests.helpers import TINY_WORD_BERT
 
 
 def inputs(b=2, n=10):
-    ids = np.random.RandomState(0).randint(5, TINY_BERT["vocab_size"], (b, n))
+    ids = np.random.RandomState(0).randint(5, TINY_WORD_BERT["vocab_size"], (b, n))
     return jnp.asarray(ids), jnp.ones((b, n), jnp.int32), jnp.zeros((b, n), jnp.int32)
 
 

@@ -1,9 +1,8 @@
 """analysis/bert_memory.py on a tiny random BERT: the compiled sizes follow the parameter counts."""
 import pytest
-import torch
-import transformers
 
 from analysis import bert_memory
+from tests.helpers import hf_bert, save_checkpoint
 
 TINY = dict(vocab_size=1100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=37, max_position_embeddings=40, type_vocab_size=2)
@@ -11,11 +10,8 @@ TINY = dict(vocab_size=1100, hidden_size=32, num_hidden_layers=2, num_attention_
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    model = transformers.BertModel(transformers.BertConfig(**TINY))
-    model.save_pretrained(d, safe_serialization=True)
-    return d, sum(p.numel() for p in model.parameters())
+    model = hf_bert(TINY, seed=0)
+    return save_checkpoint(model, tmp_path_factory.mktemp("tiny_bert")), sum(p.numel() for p in model.parameters())
 
 
 def test_memory_follows_what_trains(checkpoint):

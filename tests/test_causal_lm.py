@@ -18,6 +18,7 @@ from models import causal_lm
 from models.generation import Generator, PromptTooLongError, Sampling, sample_tokens
 from models.hf_checkpoint import CheckpointError
 from models.llama import init_cache
+from tests.helpers import randomize
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -34,13 +35,9 @@ GEMMA = dict(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_lay
 
 
 def _randomize(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
-            p.copy_((1 + 0.2 * noise) if "norm" in name and "gemma" not in type(model).__name__.lower()
-                    else 0.3 * noise)
-    return model.eval()
+    """Every weight random; Llama's norm weights near one, Gemma's near zero (its norms scale by 1 + weight)."""
+    gemma = "gemma" in type(model).__name__.lower()
+    return randomize(model, seed, norm_key=None if gemma else "norm")
 
 
 def _float64_rotary(model, thetas):

@@ -9,7 +9,8 @@ from flax import nnx
 from torch.nn import functional as F
 
 from models.gpt import GPT
-from reference.gpt import TorchGPT, flax_params as torch_to_flax_params
+from reference.gpt import TorchGPT
+from tests.helpers import copy_gpt_from_torch
 from train.tasks.char_gpt import masked_cross_entropy
 
 
@@ -46,8 +47,7 @@ def test_gpt_matches_pytorch_forward_and_backward(n_layer, n_head, n_embd, T):
 
     with jax.enable_x64(True):
         model = GPT(vocab, block, n_layer, n_head, n_embd, 0.0, 0.0, 0.0, rngs=nnx.Rngs(0))
-        nnx.replace_by_pure_dict(state := nnx.state(model, nnx.Param), torch_to_flax_params(ref))
-        nnx.update(model, state)
+        copy_gpt_from_torch(model, ref)
         model.eval()
 
         logits = model(jnp.asarray(idx))

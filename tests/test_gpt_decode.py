@@ -9,19 +9,15 @@ from flax import nnx
 
 from models import pruning
 from models.gpt import GPT, greedy_decode
-from reference.gpt import TorchGPT, course_greedy, flax_params
-
+from reference.gpt import TorchGPT, course_greedy
+from tests.helpers import copy_gpt_from_torch
 
 VOCAB, BLOCK = 19, 24
 
 
 def copied_model(ref: TorchGPT, n_layer, n_head, n_embd, positions="learned") -> GPT:
     model = GPT(VOCAB, BLOCK, n_layer, n_head, n_embd, 0.0, 0.0, 0.0, positions=positions, rngs=nnx.Rngs(0))
-    params = flax_params(ref)
-    if positions != "learned":
-        del params["pos_emb"]
-    nnx.replace_by_pure_dict(state := nnx.state(model, nnx.Param), params)
-    nnx.update(model, state)
+    copy_gpt_from_torch(model, ref, skip=() if positions == "learned" else ("pos_emb",))
     model.eval()
     return model
 

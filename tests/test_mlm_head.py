@@ -11,7 +11,7 @@ from configs import mlm_head as mlm_config
 from data.paths import DataError
 from experiments import mlm_head
 from models import bert
-from tests.conftest import TINY_WORDS
+from tests.helpers import TINY_WORDS
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,13 @@ import numpy as np
 import optax
 import pytest
 import torch
-import transformers
 from flax import nnx
 
 from models import bert, peft
+from tests.helpers import TINY_BERT, hf_bert, randomize, save_checkpoint
 
 # the sizes and batch shape of test_bert.py, so both files share JAX's compiled ops
-CFG = bert.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=37, max_position_embeddings=40)
+CFG = bert.BertConfig(**TINY_BERT)
 D = CFG.hidden_size
 L = CFG.num_hidden_layers
 
@@ -106,15 +105,9 @@ def test_prefix_zero_length_equals_base():
 
 def test_prefix_matches_pytorch_inputs_embeds(tmp_path):
     """The course's prefix: cat(prefix, word embeddings) as inputs_embeds, mask extended with ones."""
-    hf = transformers.BertModel(transformers.BertConfig(
-        **{k: getattr(CFG, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                                        "num_attention_heads", "intermediate_size",
-                                        "max_position_embeddings")})).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # non-trivial weights everywhere (HF's init has zero biases)
-        for p in hf.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g))
-    hf.save_pretrained(tmp_path)
+    # non-trivial weights everywhere (HF's init has zero biases), LayerNorms included
+    hf = randomize(hf_bert(TINY_BERT), 0, norm_key=None)
+    save_checkpoint(hf, tmp_path)
     m = bert.load_classifier(tmp_path, 2, mode="prefix", prefix_length=4, pooling="mean",
                              rngs=nnx.Rngs(params=0, dropout=0))
     m.prefix.embedding.set_value(jax.random.normal(jax.random.key(1), (4, D)))  # a trained prefix

@@ -14,61 +14,23 @@ import torch
 from flax import nnx
 
 from models.layers import LayerNorm, sinusoidal_positions
-from models.transformer import (PostNormAttentionBlock, PreNormAttentionBlock, Transformer,
-                                TransformerClassifier)
+from models.transformer import PostNormAttentionBlock, PreNormAttentionBlock, Transformer, TransformerClassifier
 from reference.transformer import TorchBlock, TorchTransformer
-from tests.test_attention import jitter_, random_mask
+from tests.helpers import (
+    assert_grads_match,
+    copy_from_torch,
+    jitter_,
+    lookup_path,
+    random_mask,
+    torch_name_to_nnx_path,
+)
 
 TOL = dict(atol=1e-10, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------
-# Helpers: weights and gradients between PyTorch and nnx
+# Helpers (weight copiers and gradient checks: tests/helpers.py)
 # ---------------------------------------------------------------------------
-
-def _jax_path(torch_module, name):
-    """torch parameter name -> (path in the nnx module, transpose?)."""
-    parts = [int(p) if p.isdigit() else p for p in name.split(".")]
-    owner = torch_module.get_submodule(".".join(name.split(".")[:-1]))
-    path = []
-    for i, part in enumerate(parts[:-1]):
-        if i and parts[i - 1] == "linear" and isinstance(part, int):
-            path.append({0: "fc1", 3: "fc2"}[part])  # the course's nn.Sequential indices
-        else:
-            path.append(part)
-    last = parts[-1]
-    if isinstance(owner, torch.nn.Linear) and last == "weight":
-        return path + ["kernel"], True
-    if isinstance(owner, torch.nn.Embedding):
-        return path + ["embedding"], False
-    return path + [last], False
-
-
-def _walk(tree, path):
-    for part in path:
-        tree = tree[part] if isinstance(part, int) or not hasattr(tree, part) else getattr(tree, part)
-    return tree
-
-
-def copy_from_torch(jax_module, torch_module):
-    """Copy every PyTorch parameter into the matching nnx variable (in torch's dtype)."""
-    names = []
-    for name, param in torch_module.named_parameters():
-        path, transpose = _jax_path(torch_module, name)
-        value = param.detach().numpy()
-        _walk(jax_module, path).set_value(jnp.asarray(value.T if transpose else value))
-        names.append(name)
-    n_jax = len(jax.tree.leaves(nnx.state(jax_module, nnx.Param)))
-    assert n_jax == len(names), f"{n_jax} nnx params vs {len(names)} torch params"
-
-
-def assert_grads_match(jax_grads, torch_module, **tol):
-    for name, param in torch_module.named_parameters():
-        path, transpose = _jax_path(torch_module, name)
-        ours = np.asarray(_walk(jax_grads, path)[...])
-        theirs = param.grad.numpy()
-        chex.assert_trees_all_close(ours, theirs.T if transpose else theirs, **tol, custom_message=name)
-
 
 # Jitted application: one compile per shape beats op-by-op dispatch on a busy CPU.
 apply = nnx.jit(lambda module, *args: module(*args))
@@ -275,9 +237,9 @@ def test_course_defaults_and_parameter_names():
     params = nnx.state(model, nnx.Param)
     assert sum(p.size for p in jax.tree.leaves(params)) == sum(p.numel() for p in ref.parameters())
     for name, param in ref.named_parameters():  # every course name has its nnx counterpart
-        path, transpose = _jax_path(ref, name)
+        path, transpose = torch_name_to_nnx_path(ref, name)
         shape = tuple(param.shape)
-        chex.assert_shape(_walk(params, path)[...], shape[::-1] if transpose else shape)
+        chex.assert_shape(lookup_path(params, path)[...], shape[::-1] if transpose else shape)
     assert model.sequence_length == 257 and model.transformer[0].attn.head_size == 256
 
 
