@@ -36,6 +36,7 @@ from models.attention import check_head_mask
 from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir
 from models.layers import dropout_layer
 from models.peft import MODES, Prefix, apply_lora
+from models.typed_config import DROPOUT_BITS, ModelConfigError, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -440,6 +441,31 @@ def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm
 
 # ------------------------------------------------------------------ classifier (fine-tuning modes)
 
+@dataclasses.dataclass(frozen=True)
+class BertClassifierConfig:
+    """A config's `model` dict for kind "bert": a pretrained checkpoint and its fine-tuning mode.
+
+    checkpoint: a Hugging Face directory or installed package; "" = the MiniLM package.
+    pooling: "" = the mode's default (mean; cls for linear_probe).
+    dropout_bits: where the encoder's dropout bits come from (models/layers.py).
+    """
+    checkpoint: str = ""
+    mode: str = "full"
+    pooling: str = ""
+    prefix_length: int = 0
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("query", "value")
+    dropout_bits: str = "threefry"
+
+    def __post_init__(self):
+        check_fields(self, positive=("lora_rank",),
+                     choices={"mode": MODES, "pooling": ("",) + POOLINGS, "dropout_bits": DROPOUT_BITS})
+        if isinstance(self.prefix_length, bool) or not isinstance(self.prefix_length, int) or self.prefix_length < 0:
+            raise ModelConfigError("prefix_length", self.prefix_length, "must be 0 (no prefix) or positive")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+
+
 class BertClassifier(nnx.Module):
     """A BERT encoder, a pooling and a linear head, set up for one fine-tuning mode.
 
@@ -453,6 +479,15 @@ class BertClassifier(nnx.Module):
     The classifier is built in train mode (dropout on, the encoder's too); call `.eval()`
     for inference.
     """
+
+    Config = BertClassifierConfig
+
+    @classmethod
+    def from_config(cls, config: BertClassifierConfig, *, num_classes: int, rngs: nnx.Rngs) -> "BertClassifier":
+        return load_classifier(config.checkpoint or None, num_classes, mode=config.mode, rngs=rngs,
+                               pooling=config.pooling or None, prefix_length=config.prefix_length,
+                               lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
+                               lora_targets=config.lora_targets, dropout_bits=config.dropout_bits)
 
     def __init__(self, bert: BertModel, num_classes: int = 2, *, mode: str = "full",
                  pooling: str | None = None, prefix_length: int = 0, lora_rank: int = 8,

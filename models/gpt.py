@@ -24,6 +24,7 @@ attended values before the output projection (issue 13; None: no multiplication)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -33,6 +34,7 @@ from flax import nnx
 
 from models.layers import dropout_layer
 from models.positions import ATTENTION_POSITIONS, sinusoidal_table
+from models.typed_config import DROPOUT_BITS, ModelConfigError, check_fields, check_options
 
 POSITIONS = ("learned", "sinusoidal") + ATTENTION_POSITIONS
 
@@ -139,8 +141,59 @@ class Block(nnx.Module):
         return x + self.mlp_proj(self.mlp_hidden(x)), cache
 
 
+# attention "module": mingpt = minGPT's own attention (the course); variants = models.attention.SelfAttention
+# with the other options (seed 002's ablations), e.g. --config.model.attention.module=variants
+ATTENTION_OPTIONS = dict(module="mingpt", scoring="dot", sharing="separate", masking="neg_inf", fused=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """A config's `model` dict for kind "gpt" (CS224n's minGPT sizes); the vocabulary comes from the data.
+
+    positions: learned (minGPT's table) | sinusoidal | rotary | alibi (the last two need the variants);
+    causal=False attends both ways (a masked LM; variants only). dropout_bits: models/layers.py.
+    """
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 8
+    n_embd: int = 256
+    embd_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    dropout_bits: str = "threefry"
+    attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
+    positions: str = "learned"
+    causal: bool = True
+
+    def __post_init__(self):
+        check_fields(self, positive=("block_size", "n_layer", "n_head", "n_embd"),
+                     fractions=("embd_pdrop", "resid_pdrop", "attn_pdrop"),
+                     choices={"dropout_bits": DROPOUT_BITS, "positions": POSITIONS, "causal": (True, False)})
+        if self.n_embd % self.n_head:
+            raise ModelConfigError("n_head", self.n_head, f"must divide n_embd={self.n_embd}")
+        attention = check_options("attention", self.attention, ATTENTION_OPTIONS)
+        object.__setattr__(self, "attention", attention)
+        if attention["module"] not in ("mingpt", "variants"):
+            raise ModelConfigError("attention.module", attention["module"], "must be mingpt or variants")
+        if attention["module"] == "mingpt" and (self.positions in ATTENTION_POSITIONS or not self.causal):
+            raise ModelConfigError("attention.module", "mingpt", f"positions={self.positions!r} and causal="
+                                   f"{self.causal} need attention.module='variants' (minGPT's own attention "
+                                   f"is causal and has no positions)")
+
+
 class GPT(nnx.Module):
     """`GPT(vocab_size, block_size)(idx (B, T) int) -> logits (B, T, vocab_size)`."""
+
+    Config = GPTConfig
+
+    @classmethod
+    def from_config(cls, config: GPTConfig, *, vocab_size: int, rngs: nnx.Rngs) -> "GPT":
+        attention = None
+        if config.attention["module"] == "variants":
+            attention = {k: v for k, v in config.attention.items() if k != "module"}
+        return cls(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.embd_pdrop,
+                   config.resid_pdrop, config.attn_pdrop, attention, positions=config.positions,
+                   causal=config.causal, dropout_bits=config.dropout_bits, rngs=rngs)
 
     def __init__(
         self,

@@ -12,6 +12,8 @@ Shapes are batch-first. Masks are 1 for a token, 0 for padding. Linear and
 embedding layers are initialised as PyTorch initialises them.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +21,7 @@ from flax import nnx
 
 from models.gru import StackedGRU
 from models.layers import torch_linear
+from models.typed_config import check_fields
 
 
 def _check_mask(mask, batch_shape, what):
@@ -200,8 +203,29 @@ class EncoderDecoder(nnx.Module):
         return x[:, 0], hidden_states
 
 
+@dataclasses.dataclass(frozen=True)
+class GRUClassifierConfig:
+    """A config's `model` dict for kind "gru" (IFT6135 A2 experiments 1-2), course defaults."""
+    vocabulary_size: int = 30522
+    embedding_size: int = 256
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.3
+    encoder_only: bool = False
+
+    def __post_init__(self):
+        check_fields(self, positive=("vocabulary_size", "embedding_size", "hidden_size", "num_layers"),
+                     fractions=("dropout",))
+
+
 class GRUSentimentClassifier(nnx.Module):
     """EncoderDecoder features -> linear layer -> logits (B, num_classes)."""
+
+    Config = GRUClassifierConfig
+
+    @classmethod
+    def from_config(cls, config: GRUClassifierConfig, *, num_classes: int, rngs: nnx.Rngs):
+        return cls(**dataclasses.asdict(config), num_classes=num_classes, rngs=rngs)
 
     def __init__(self, vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1, dropout=0.0,
                  encoder_only=False, num_classes=2, *, pack_padded=False, dtype=None, param_dtype=jnp.float32,

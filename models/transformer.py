@@ -4,11 +4,14 @@ Parameter names follow the course code: blocks have layer_norm_1, attn, layer_no
 linear; the Transformer has embedding, transformer (the blocks), mlp_head (final
 LayerNorm), dropout, cls_token and pos_embedding.
 """
+import dataclasses
+
 import jax.numpy as jnp
 from flax import nnx
 
-from models.attention import MultiHeadedAttention, check_head_mask
+from models.attention import KINDS, MultiHeadedAttention, check_head_mask
 from models.layers import MLP, LayerNorm, dropout_layer, sinusoidal_positions, torch_linear
+from models.typed_config import DROPOUT_BITS, ModelConfigError, check_fields, check_options
 
 BLOCKS = ("prenorm", "postnorm")
 POSITIONS = ("learned", "sinusoidal")
@@ -139,11 +142,51 @@ class Transformer(nnx.Module):
         return self.mlp_head(x[:, 0])
 
 
+# SelfAttention options of every block (models/attention.py): the kind and each kind's parameters
+ATTENTION_OPTIONS = dict(kind="exact", linformer_k=64, linformer_sharing="heads", performer_features=256,
+                         performer_redraw=True, bigbird_block=64, bigbird_global=1, bigbird_window=1, bigbird_random=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerClassifierConfig:
+    """A config's `model` dict for kind "transformer" (IFT6135 A2 experiments 3-5), course defaults.
+
+    max_positions: the position table (CLS excluded), at least the task's max_length.
+    """
+    vocabulary_size: int = 30522
+    embed_dim: int = 256
+    hidden_dim: int = 256
+    num_heads: int = 4
+    num_layers: int = 2
+    block: str = "prenorm"
+    dropout: float = 0.3
+    max_positions: int = 256
+    dropout_bits: str = "threefry"
+    attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
+
+    def __post_init__(self):
+        check_fields(self, positive=("vocabulary_size", "embed_dim", "hidden_dim", "num_heads", "num_layers",
+                                     "max_positions"),
+                     fractions=("dropout",), choices={"block": BLOCKS, "dropout_bits": DROPOUT_BITS})
+        if self.embed_dim % self.num_heads:
+            raise ModelConfigError("num_heads", self.num_heads, f"must divide embed_dim={self.embed_dim}")
+        object.__setattr__(self, "attention", check_options("attention", self.attention, ATTENTION_OPTIONS))
+        if self.attention["kind"] not in KINDS:
+            raise ModelConfigError("attention.kind", self.attention["kind"], f"must be one of {KINDS}")
+
+
 class TransformerClassifier(nnx.Module):
     """Transformer encoder + linear head on the CLS representation: (B, S) -> logits (B, num_classes).
 
     Keyword arguments other than num_classes go to Transformer.
     """
+
+    Config = TransformerClassifierConfig
+
+    @classmethod
+    def from_config(cls, config: TransformerClassifierConfig, *, num_classes: int, rngs: nnx.Rngs):
+        fields = dataclasses.asdict(config)
+        return cls(num_classes, max_length=fields.pop("max_positions"), rngs=rngs, **fields)
 
     def __init__(self, num_classes=2, *, rngs: nnx.Rngs, **transformer_kwargs):
         self.encoder = Transformer(rngs=rngs, **transformer_kwargs)
