@@ -25,7 +25,7 @@ from flax import nnx
 
 from benchmarks.timing import header, load_average
 from configs import attention_ablation
-from experiments.attention_study import build_model
+from models.build import build_model
 from train import optim, steps
 from train.tasks.word_lm import cross_entropy
 
@@ -35,7 +35,8 @@ FLAGS = flags.FLAGS
 def step_times(variant: str, width: int, n: int, batch: int = 32) -> float:
     """Median seconds per train step of `variant` at `width` tokens (after one compiling step)."""
     config = attention_ablation.get_config(variant)
-    model = build_model(config, config.vocab_cap)
+    model = build_model(config.model, vocab_size=config.vocab_cap,
+                        rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optim.make_optimizer(config, params, optax.constant_schedule(config.learning_rate))
     opt_state = tx.init(params)

@@ -3,25 +3,28 @@
 Variants (`:name`): dot (the baseline: scaled dot product, separate Q/K/V, -inf masking),
 additive, qk (Q and K share a projection), qkv (all three share one), zero_after (the
 seed's "0 masking": softmax over all keys, then future weights zeroed, so the future leaks).
-  python -m experiments.attention_study --study=ablation --seeds=0,1,2      # all five variants
+  python -m experiments.attention_study --study=ablation --seeds=0,1,2      # all five variants, recorded
   python -m experiments.attention_study --study=ablation --variants=additive --seeds=0
+  python -m train.main --config=configs/attention_ablation.py:additive --workdir=runs/attention/ablation/additive_s0
   python -m analysis.attention_report                                        # results/attention/report.md
+The driver runs the engine (task word_lm, train/tasks/word_lm.py) once per variant and seed in
+runs/attention/ablation/<variant>_s<seed> and writes each run's record to
+results/attention/records/ablation/<variant>_s<seed>.{json,metrics.jsonl}, which the report reads;
+train.main alone leaves the run directory (metrics.jsonl, eval_metrics.json: the measurements).
 Setting (seed 002): sentences `<START> words <STOP>` cut to 100 inputs, batch 32, Adam at a
 constant 5e-4, clip 1.0, dropout 0.1; vocabulary capped at 10,000 words (data/bbc_words.py;
 the rest is <UNK>); 2 layers, 4 heads, width 64: 1,386,496 parameters (dot product).
 Budget: one epoch, as the seed (957 steps; `--max_steps=N` shortens a run). Sentences are
 batched by similar length (train/tasks/word_lm.py), about 3x fewer padded positions than
 random batches.
-Runtime: on a quiet 2-core machine about 2 minutes of training per dot-product run (about
-10 steps/s), twice that for additive scoring; validation, the leak check and samples add
-1-2 minutes. The 15 runs (5 variants x 3 seeds) took about 100 minutes of wall clock here
-(20:07-21:50 UTC), while other jobs shared the machine and with pauses for benchmarks.
-Measured (seeds 0-2, dev perplexity): dot 212.2 +- 2.9, additive 212.6 +- 2.3, Q=K 216.2 +-
-2.9, Q=K=V 217.3 +- 2.7, zero_after 162.7 +- 3.6, which with the future hidden (PAD) rises to
-1019-1190; generations of zero_after end at once. results/attention/report.md.
+Runtime on this 2-core CPU: about 2 minutes of training per dot-product run when the machine is
+quiet (about 10 steps/s), twice that for additive scoring; validation, the leak check and samples
+add 1-2 minutes; the 15 runs (5 variants x 3 seeds) about 100 minutes beside other jobs.
 """
 
 import ml_collections
+
+from configs import base
 
 VARIANTS = {
     "dot": dict(scoring="dot", sharing="separate", masking="neg_inf"),
@@ -43,18 +46,13 @@ PROMPTS = ("", "the", "the government", "shares in", "the film", "england")
 
 def study_config(study: str, variant: str) -> ml_collections.ConfigDict:
     """The settings every study shares (the seed's); the study configs change a few."""
-    c = ml_collections.ConfigDict()
-    c.study, c.variant, c.name = study, variant, f"{study}_{variant}"
-    c.seed = 0
+    c = base.get_config("word_lm", "gpt")
+    c.name = f"{study}_{variant}"
     c.data_dir = "../shared/data"  # relative to the repository; data/bbc_news.py finds bbc_news/bbc
     c.vocab_cap = 10_000
     c.seq_len = 100  # inputs per sequence
-    c.objective = "causal"  # causal | mlm
-    c.mask_rate = 0.15
-    c.windows = 0  # 0: sentences; > 0: article windows of this many inputs (positions study)
-    c.model = ml_collections.ConfigDict(dict(
-        n_layer=2, n_head=4, n_embd=64, block_size=100, embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1,
-        attention=dict(VARIANTS["dot"]), positions="learned", causal=True))
+    c.model.update(n_layer=2, n_head=4, n_embd=64, block_size=100, embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)
+    c.model.attention.update(module="variants", **VARIANTS["dot"])
     # train/optim.py's keys: Adam (no weight decay) at a constant rate, global-norm clip 1.0.
     c.optimizer, c.learning_rate, c.schedule = "adamw", 5e-4, "constant"
     c.b1, c.b2, c.eps, c.weight_decay, c.no_decay, c.grad_clip = 0.9, 0.999, 1e-8, 0.0, ("bias",), 1.0
@@ -63,15 +61,15 @@ def study_config(study: str, variant: str) -> ml_collections.ConfigDict:
     c.max_steps = -1  # -1: the whole epoch (957 steps), the seed's budget; > 0 shortens a run
     c.log_every_steps = 20
     c.eval_every_steps = 100  # dev perplexity on eval_limit sentences: the learning curves
-    c.eval_at_start = False  # also at step 0 (the MLM study's curves start there)
     c.eval_limit = 640
+    c.checkpoint_every_steps = 200
+    c.keep_checkpoints = 1
+    c.eval_split = "test"  # the final measurements (train/tasks/word_lm.py evaluate)
     c.train_eval_limit = 1280  # train perplexity (dropout off) on the first N train rows
     c.leak_check_sentences = 100  # dev sentences scored with the future hidden (0: skip)
     c.generate_steps = 40
     c.sentences = SEED_SENTENCES
     c.prompts = PROMPTS
-    c.probe_every_steps = 0  # > 0: topic probe of frozen features along training (MLM study)
-    c.extrapolation_lengths = ()  # positions study: dev perplexity on windows of these lengths
     return c
 
 
@@ -79,5 +77,5 @@ def get_config(variant: str = "dot") -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} is not one of {sorted(VARIANTS)}")
     c = study_config("ablation", variant)
-    c.model.attention = dict(VARIANTS[variant])
+    c.model.attention.update(VARIANTS[variant])
     return c

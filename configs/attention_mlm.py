@@ -1,21 +1,21 @@
 """Seed 000, question 9: a masked LM against a left-to-right LM, the same model, data and budget.
 
 Variants (`:name`): causal (next-token prediction, causal attention) and mlm (attention both
-ways, 15% of the tokens predicted: BERT's 80% <MASK> / 10% random / 10% kept). The same
-mini-GPT and sentences as configs/attention_ablation.py. Along training (every 50 steps,
-from step 0) the driver records the dev loss on each objective's predicted tokens and a
-topic probe: a linear classifier of the 5 BBC topics on the frozen mean-pooled last hidden
-states of each article's first 100 tokens (train articles to fit, dev articles to score).
-  python -m experiments.attention_study --study=mlm --seeds=0
-  python -m analysis.attention_report
-Budget: one epoch (957 steps of batch 32) per variant, as the ablations; about 3 minutes of
-training per run on 2 cores, plus a topic probe every 100 steps (a few seconds each).
-Expected result: per step and per input token the causal LM gets ~6.7x more predicted
-tokens; which objective's features make the better topic probe at equal steps is what the
-report measures.
-Measured (seed 0): final dev loss on predicted tokens causal 5.336, MLM 6.058; topic probe
-(5 classes, dev articles) 49% -> 62% for causal and 54% -> 52% for MLM over the epoch: the
-causal features probe better at 9 of 10 points after step 0.
+ways, 15% of each sentence's words predicted: BERT's 80% <MASK> / 10% random / 10% kept,
+data/masking.py). The same mini-GPT and sentences as configs/attention_ablation.py. Along
+training (every 100 steps, from step 0) the run records the dev loss on each objective's
+predicted tokens and a topic probe: a linear classifier of the 5 BBC topics on the frozen
+mean-pooled last hidden states of each article's first 100 tokens (train articles to fit,
+dev articles to score).
+  python -m experiments.attention_study --study=mlm --seeds=0                # both, recorded
+  python -m train.main --config=configs/attention_mlm.py:mlm --workdir=runs/attention/mlm/mlm_s0
+  python -m analysis.attention_report                                        # results/attention/report.md
+Records: results/attention/records/mlm/<variant>_s<seed>.{json,metrics.jsonl} (the driver).
+Budget: one epoch (957 steps of batch 32) per variant, as the ablations.
+Runtime on this 2-core CPU: about 3 minutes of training per run, plus a topic probe every 100
+steps (a few seconds each).
+Expected: per step and per input token the causal LM gets ~6.7x more predicted tokens; which
+objective's features make the better topic probe at equal steps is what the report measures.
 """
 
 from configs.attention_ablation import study_config
@@ -34,11 +34,5 @@ def get_config(variant: str = "causal"):
     c.eval_at_start = True
     c.eval_limit = 320
     c.leak_check_sentences = 0
-    c.probe_every_steps = 100
+    c.topic_probe = True  # at every validation
     return c
-
-
-def on_eval_hook(config, corpus):
-    """The topic probe at every validation (experiments/attention_study.py calls it)."""
-    from train.tasks.word_lm import topic_probe
-    return lambda model, step, tokens_seen: topic_probe(model, corpus, config.seq_len)

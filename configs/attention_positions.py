@@ -4,16 +4,17 @@ Variants (`:name`): learned (minGPT's trained table), sinusoidal (Vaswani et al.
 table), rotary (RoPE: queries and keys rotated by position), alibi (per-head linear distance
 penalty on the scores). The same mini-GPT as configs/attention_ablation.py, trained on
 contiguous article text in 64-token windows, scored on dev windows of 64, 128, 256 and 512.
-  python -m experiments.attention_study --study=positions --seeds=0
-  python -m analysis.attention_report
-Budget: one epoch of the training windows (374 steps of batch 32, 766k tokens); about 3 minutes
-of training per run on 2 cores shared with other jobs, plus a minute of extrapolation scoring.
-Expected result: similar perplexity at 64; beyond it the learned table (its rows past 64 are
-never trained: no position information there) and sinusoidal degrade, rotary less, ALiBi
-(built for extrapolation) least.
-Measured (seed 0, dev perplexity at 64 / 512 tokens): learned 236.5 / 238.4, sinusoidal
-562.0 / 551.7 (its unit-amplitude table swamps minGPT's N(0, 0.02) embeddings), rotary
-229.4 / 230.2, ALiBi 226.9 / 223.6: no scheme degrades at 8x the training length here.
+  python -m experiments.attention_study --study=positions --seeds=0        # all four, recorded
+  python -m train.main --config=configs/attention_positions.py:rotary --workdir=runs/attention/positions/rotary_s0
+  python -m analysis.attention_report                                      # results/attention/report.md
+Records: results/attention/records/positions/<variant>_s<seed>.{json,metrics.jsonl} (the driver);
+train.main alone leaves its run directory (eval_metrics.json holds the extrapolation table).
+Budget: one epoch of the training windows (374 steps of batch 32, 766k tokens).
+Runtime on this 2-core CPU: about 3 minutes of training per run beside other jobs, plus a minute
+of extrapolation scoring.
+Expected: similar perplexity at 64; beyond it the learned table (its rows past 64 are never
+trained: no position information there) and sinusoidal may degrade, rotary less, ALiBi (built
+for extrapolation) least. What was measured is in results/attention/report.md.
 """
 
 from configs.attention_ablation import study_config

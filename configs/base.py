@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import ml_collections
 
-TASKS = ("span_corruption", "birth_places", "text_classification")
+TASKS = ("span_corruption", "birth_places", "text_classification", "word_lm")
+DATASETS = ("sst2", "boolq", "amazon_polarity", "listops")  # text_classification's
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("mingpt", "warmup_cosine", "warmup_linear", "constant")
 SHARDINGS = ("replicated", "fsdp")
@@ -34,7 +35,10 @@ def model_config(kind: str, **values) -> ml_collections.ConfigDict:
             # module "mingpt": minGPT's own attention (the course). "variants": models.attention.SelfAttention
             # with these options (seed 002's ablations), e.g. --config.model.attention.module=variants
             # --config.model.attention.scoring=additive
-            attention=dict(module="mingpt", scoring="dot", sharing="separate", masking="neg_inf", fused=False)),
+            attention=dict(module="mingpt", scoring="dot", sharing="separate", masking="neg_inf", fused=False),
+            # learned (minGPT's table) | sinusoidal | rotary | alibi (the last two need module "variants");
+            # causal=False attends both ways (a masked LM; variants too). models/gpt.py, seed 000
+            positions="learned", causal=True),
         # IFT6135 A2 GRU classifiers (models/seq2seq.py)
         "gru": dict(vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1, dropout=0.3,
                     encoder_only=False),
@@ -82,12 +86,30 @@ def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
     # parameters of its best validation pass in workdir/best, and the final evaluation scores those.
     config.select_best = ""
     config.early_stopping_patience = 0  # > 0 (with select_best): stop after N validations without a new best
+    config.eval_at_start = False  # also validate at step 0, before any training (a learning curve's first point)
     if task in ("span_corruption", "birth_places"):  # train/tasks/char_gpt.py
         config.pretrain_corpus = "wiki.txt"  # the vocabulary always comes from it, as in the course
         config.train_file = "birth_places_train.tsv"
         config.decode_steps = 32  # greedy characters after `name⁇`
+    elif task == "word_lm":  # train/tasks/word_lm.py: BBC News words (data/bbc_words.py), seed 002's mini-GPT
+        config.vocab_cap = 10_000  # the most frequent training words (specials included); the rest are <UNK>
+        config.seq_len = 100  # inputs per row: sentences are cut to it
+        config.objective = "causal"  # causal: next-token prediction | mlm: BERT's masking (data/masking.py)
+        config.mask_rate = 0.15  # mlm: the share of each row's words that is predicted
+        config.windows = 0  # 0: sentences `<START> words <STOP>`; > 0: contiguous article windows of N inputs
+        config.eval_limit = 640  # dev rows of each validation pass (0: all)
+        # The final measurements (eval_split set): perplexity on the first train_eval_limit train rows, dev and
+        # test; for causal sentences also the leak check (dev sentences scored with their future hidden; 0
+        # skips it), the scores of `sentences` and greedy and sampled continuations of `prompts`.
+        config.train_eval_limit = 1280
+        config.leak_check_sentences = 0
+        config.sentences = ()
+        config.prompts = ()
+        config.generate_steps = 40
+        config.extrapolation_lengths = ()  # windows: dev perplexity on windows of these lengths
+        config.topic_probe = False  # also a BBC topic probe of the frozen features at every validation pass
     else:  # train/tasks/text_classification.py
-        config.dataset = "sst2"  # sst2 | boolq | amazon_polarity
+        config.dataset = "sst2"  # sst2 | boolq | amazon_polarity | listops (a data/listops.py directory)
         config.tfds_dir = ""  # prepared array_record cache; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
         config.tokenizer = ""  # checkpoint dir or package with the WordPiece vocabulary; "" = the MiniLM package
         config.max_length = 128  # tokens per example (pairs are cut longest-first)
@@ -198,6 +220,21 @@ def validate(config) -> None:
         if model.kind == "transformer":
             need(config.max_length <= model.max_positions, "max_length",
                  f"exceeds config.model.max_positions={model.max_positions}")
+        need(config.dataset in DATASETS, "dataset", f"must be one of {DATASETS}")
+        if config.dataset == "listops":
+            need(model.kind == "transformer", "model.kind", "ListOps is set up for the transformer classifier")
+    elif config.task == "word_lm":
+        need(model.kind == "gpt", "model.kind", "the word-level LM is the mini-GPT")
+        need(config.objective in ("causal", "mlm"), "objective", "must be causal or mlm")
+        need(model.causal == (config.objective == "causal"), "model.causal",
+             f"must be {config.objective == 'causal'} with objective={config.objective!r} (an MLM attends both ways)")
+        need(not config.eval_file, "eval_file", "the word-level LM measures its splits: use eval_split")
+        need(config.eval_split in ("", "train", "dev", "test"), "eval_split", "must be '', train, dev or test")
+        need(0 < config.mask_rate < 1, "mask_rate", "must be in (0, 1)")
+        need(config.windows >= 0, "windows", "must be 0 (sentences) or the window length")
+        need(max(config.seq_len, config.windows) <= model.block_size, "seq_len",
+             f"seq_len / windows exceed config.model.block_size={model.block_size}")
+        need(config.windows == 0 or config.objective == "causal", "windows", "article windows are for the causal LM")
     else:
         need(not config.eval_split, "eval_split", "the CS224n tasks score a file: use eval_file")
         need(config.decode_steps > 0, "decode_steps", "must be positive")

@@ -33,7 +33,8 @@ def build_model(model_config, *, vocab_size: int | None = None, num_classes: int
                 raise ValueError(f"config.model.attention.module={m.attention.module!r}: use mingpt or variants")
             attention = {k: v for k, v in m.attention.items() if k != "module"}
         return GPT(_require("vocab_size", vocab_size, kind), m.block_size, m.n_layer, m.n_head, m.n_embd,
-                   m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, attention, dropout_bits=m.dropout_bits, rngs=rngs)
+                   m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, attention, positions=m.positions, causal=m.causal,
+                   dropout_bits=m.dropout_bits, rngs=rngs)
     num_classes = _require("num_classes", num_classes, kind)
     if kind == "gru":
         from models.seq2seq import GRUSentimentClassifier

@@ -116,12 +116,12 @@ def test_epoch_batches_are_a_bucketed_permutation(corpus_dir):
 @pytest.mark.parametrize("masking, leaks", [("neg_inf", False), ("zero_after", True)])
 def test_leak_check_separates_the_masks(corpus_dir, masking, leaks):
     """Hiding the future by the input changes nothing for -inf masking and a lot for 0-masking."""
-    from experiments.attention_study import build_model
+    from models.build import build_model
     from train.tasks.word_lm import WordLMTask
     config = tiny_config(data_dir=str(corpus_dir), variant="dot" if masking == "neg_inf" else "zero_after")
     config.model.update(embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
     task = WordLMTask(config)
-    model = build_model(config, len(task.vocab))
+    model = build_model(config.model, vocab_size=len(task.vocab), rngs=nnx.Rngs(0))
     model.eval()
     # Large random weights: the N(0, 0.02) initialisation makes every score ~0, so the leak would be tiny.
     params = nnx.state(model, nnx.Param)
@@ -140,7 +140,8 @@ def test_leak_check_separates_the_masks(corpus_dir, masking, leaks):
 def test_driver_trains_measures_and_records(corpus_dir, tmp_path):
     from experiments import attention_study
     config = tiny_config(data_dir=str(corpus_dir), max_steps=4)
-    record = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", log=lambda *_: None)
+    record = attention_study.run_one(config, "ablation", "dot", tmp_path / "runs", tmp_path / "records",
+                                     log=lambda *_: None)
     path = tmp_path / "records" / "ablation" / "dot_s0.json"
     assert json.loads(path.read_text())["dev"] == record["dev"]
     assert record["steps"] == 4 and record["train_seconds"] > 0
@@ -150,7 +151,8 @@ def test_driver_trains_measures_and_records(corpus_dir, tmp_path):
     assert lc["future_pad"]["nll"] == pytest.approx(lc["normal"]["nll"], abs=1e-5)  # -inf masking: no leak
     metrics = path.with_suffix(".metrics.jsonl").read_text().splitlines()
     assert sum(json.loads(m)["split"] == "valid" for m in metrics) == 2  # steps 2 and 4
-    again = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", log=lambda *_: None)
+    again = attention_study.run_one(config, "ablation", "dot", tmp_path / "runs", tmp_path / "records",
+                                    log=lambda *_: None)
     assert again == json.loads(path.read_text())  # finished runs are skipped
 
     from analysis import attention_report
@@ -179,22 +181,44 @@ def test_positions_and_mlm_studies_run(corpus_dir, tmp_path):
     """The other two studies end to end at toy size: extrapolation lengths, the probe along training."""
     from configs import attention_mlm, attention_positions
     from experiments import attention_study
-    corpus = bw.load_bbc_words(corpus_dir, vocab_cap=40, max_tokens=33)
     config = attention_positions.get_config("rotary")
     config.model.update(n_layer=1, n_head=2, n_embd=16, block_size=32)
     config.update(data_dir=str(corpus_dir), vocab_cap=40, windows=8, seq_len=8, batch_size=4, max_steps=2,
                   eval_every_steps=2, eval_limit=8, extrapolation_lengths=(8, 16, 64))
-    record = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", corpus, log=lambda *_: None)
+    record = attention_study.run_one(config, "positions", "rotary", tmp_path / "runs", tmp_path / "records",
+                                     log=lambda *_: None)
     assert sorted(record["extrapolation"]) == ["16", "8"]  # 64 > block_size is skipped
     assert record["dev"] == record["extrapolation"]["8"]
     config = attention_mlm.get_config("mlm")
     config.model.update(n_layer=1, n_head=2, n_embd=16, block_size=32)
     config.update(data_dir=str(corpus_dir), vocab_cap=40, seq_len=32, batch_size=4, max_steps=2,
                   eval_every_steps=2, eval_limit=8, train_eval_limit=8)
-    record = attention_study.run_one(config, tmp_path / "runs", tmp_path / "records", corpus, log=lambda *_: None,
-                                     on_eval=attention_mlm.on_eval_hook(config, corpus))
+    record = attention_study.run_one(config, "mlm", "mlm", tmp_path / "runs", tmp_path / "records",
+                                     log=lambda *_: None)
     valid = [json.loads(line) for line in (tmp_path / "records" / "mlm" / "mlm_s0.metrics.jsonl").read_text()
              .splitlines() if json.loads(line)["split"] == "valid"]
     assert [v["step"] for v in valid] == [0, 2]
     assert all(0 <= v["probe_accuracy"] <= 1 for v in valid)
     assert record["predicted_tokens"] < record["tokens_seen"] / 3  # ~15% of the tokens are predicted
+
+
+def test_word_lm_resumes_through_the_engine(corpus_dir, tmp_path):
+    """The MLM variant via train_and_evaluate, killed after 3 of 6 steps and resumed, equals 6 at once
+    (batches, masks and dropout are functions of the step)."""
+    from configs import attention_mlm
+    from train.metrics import read_metrics
+    from train.train import train_and_evaluate
+
+    config = attention_mlm.get_config("mlm")
+    config.model.update(n_layer=1, n_head=2, n_embd=16, block_size=32)
+    config.update(data_dir=str(corpus_dir), vocab_cap=40, seq_len=32, batch_size=4, max_steps=6,
+                  checkpoint_every_steps=3, log_every_steps=1, eval_every_steps=0, eval_split="")
+    assert train_and_evaluate(config, tmp_path / "resumed", stop_after=3) == {"stopped_at": 3}
+    assert train_and_evaluate(config, tmp_path / "resumed")["step"] == 6
+    train_and_evaluate(config, tmp_path / "once")
+
+    def losses(run):
+        return [(r["step"], r["loss"]) for r in read_metrics(tmp_path / run) if r["split"] == "train"]
+
+    assert [s for s, _ in losses("resumed")] == list(range(1, 7))
+    np.testing.assert_allclose([v for _, v in losses("resumed")], [v for _, v in losses("once")], rtol=1e-6)

@@ -8,6 +8,7 @@ or initialise, then loop jit'ed steps (train/steps.py) over a data mesh, logging
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 
@@ -25,6 +26,9 @@ from train import distributed, optim, rundir, steps
 from train import tasks as tasks_lib
 from train.checkpoint import Checkpointer
 from train.metrics import MetricWriter, NonFiniteLossError, TrainLogger  # noqa: F401  (NonFiniteLossError: API)
+
+
+EVAL_METRICS_FILE = "eval_metrics.json"  # the final evaluation's metrics, nested ones included
 
 
 def example_pipeline(dataset, num_epochs: int, seed: int) -> grain.MapDataset:
@@ -58,6 +62,21 @@ class _NoWriter:
 
     def close(self) -> None:
         pass
+
+
+def host_batches(task, config):
+    """(batch(index), rows(index, rows)): training batch `index` on the host, whole or some rows of it.
+
+    A task with `train_batch(index)` builds its batches itself (e.g. sentences bucketed by length);
+    otherwise examples are shuffled each epoch and stacked (`task.prepare_batch` may cut padding).
+    """
+    if hasattr(task, "train_batch"):
+        return task.train_batch, lambda index, rows: jax.tree.map(lambda a: a[rows], task.train_batch(index))
+    examples = example_pipeline(task.train_data, config.num_epochs, config.seed)
+    pipeline = examples.batch(config.batch_size, drop_remainder=True)
+    prepare_batch = getattr(task, "prepare_batch", lambda batch: batch)
+    return (lambda index: prepare_batch(pipeline[index]),
+            lambda index, rows: batch_rows(examples, index, config.batch_size, rows))
 
 
 def num_train_steps(config, dataset_size: int) -> int:
@@ -192,12 +211,11 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     train_step = steps.make_train_step(graphdef, tx, task.loss, mesh, trainable,
                                        param_shardings=param_shardings, opt_shardings=opt_shardings)
     validation_batches = task.validation_batches() if config.eval_every_steps else []
-    eval_step = (steps.make_eval_step(eval_graphdef(graphdef, params, rest), task.eval_outputs, mesh,
+    eval_step_graphdef = eval_graphdef(graphdef, params, rest)
+    eval_step = (steps.make_eval_step(eval_step_graphdef, task.eval_outputs, mesh,
                                       param_shardings=param_shardings)
                  if validation_batches else None)
-    examples = example_pipeline(task.train_data, config.num_epochs, config.seed)
-    pipeline = examples.batch(config.batch_size, drop_remainder=True)
-    prepare_batch = getattr(task, "prepare_batch", lambda batch: batch)  # e.g. cut padding columns
+    train_batch, batch_rows_of = host_batches(task, config)
     dropout_key = jax.random.key(config.seed + 2)
     writer = MetricWriter(workdir, resume_step=start_step) if primary else _NoWriter()
     logger = TrainLogger(writer, schedule, tokens_per_step, ckpt.directory)
@@ -221,25 +239,29 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         """Task metrics on held-out data through the jit'ed eval step (no dropout)."""
         t = time.perf_counter()
         metrics = task.summarize(steps.run_eval(eval_step, params, rest, validation_batches, mesh))
+        if hasattr(task, "validate_model"):  # measurements of the whole model, e.g. a probe of its features
+            model = nnx.merge(eval_step_graphdef, distributed.gather(params), distributed.gather(rest))
+            metrics.update(task.validate_model(model, step))
         metrics["seconds"] = time.perf_counter() - t
         writer.write(step, "valid", metrics)
         return metrics
 
     bar = tqdm(total=total_steps, initial=start_step, desc=config.name, unit="step", dynamic_ncols=True,
                disable=not primary)
-    t0 = time.perf_counter()
     last_step = start_step
     try:
+        if eval_step is not None and config.eval_at_start and start_step == 0:
+            validate(0)
+        t0 = time.perf_counter()
         for step in range(start_step + 1, total_steps + 1):
             if best is not None and best.should_stop(last_step):
                 tqdm.write(f"early stopping at step {last_step}: no better validation {best.metric} than "
                            f"{best.value:.4f} (step {best.step}) in {best.patience} passes")
                 break
             if jax.process_count() == 1:
-                batch = jax.device_put(prepare_batch(pipeline[step - 1]), sharded)
+                batch = jax.device_put(train_batch(step - 1), sharded)
             else:  # each process loads only the rows its devices hold
-                batch = distributed.global_batch(
-                    lambda rows: batch_rows(examples, step - 1, config.batch_size, rows), config.batch_size, sharded)
+                batch = distributed.global_batch(lambda rows: batch_rows_of(step - 1, rows), config.batch_size, sharded)
             params, opt_state, metrics = train_step(params, rest, opt_state, batch, jax.random.fold_in(dropout_key, step))
             logger.add(step, metrics)
             bar.update(1)
@@ -277,9 +299,12 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
             eval_metrics["eval_seconds"] = time.perf_counter() - t
             if best is not None:
                 eval_metrics.update(selected_step=best.step, trained_steps=last_step)
-            writer.write(last_step, "eval", eval_metrics)
+            # nested measurements (tables, samples) go to eval_metrics.json only
+            writer.write(last_step, "eval", {k: v for k, v in eval_metrics.items()
+                                             if not isinstance(v, (dict, list, tuple))})
             if primary:
                 (workdir / "predictions.txt").write_text("".join(p + "\n" for p in predictions))
+                (workdir / EVAL_METRICS_FILE).write_text(json.dumps(eval_metrics, indent=1) + "\n")
             results.update(eval_metrics)
         return results
     finally:

@@ -13,15 +13,20 @@ final evaluation. Models come from `models.build`, datasets from `data/`. The en
   validation_batches() -> [(batch, real_rows)]; empty when the task has no validation set
   eval_outputs(model, batch) -> per-example arrays; summarize(outputs) -> metrics
   evaluate(model, target=None) -> (metrics, prediction lines), target: the config's eval_file
-      or eval_split unless given
+      or eval_split unless given; nested metrics go to WORKDIR/eval_metrics.json only
+and, where a task needs them:
+  prepare_batch(batch) -> batch     e.g. cut padding columns of a stacked training batch
+  train_batch(index) -> batch       the task batches itself (word_lm: sentences of similar length)
+  validate_model(model, step) -> metrics  more validation measurements of the eval-mode model (a probe)
 """
 
 from train.tasks.char_gpt import BirthPlacesTask, SpanCorruptionTask
 from train.tasks.listops import ListOpsTask
 from train.tasks.text_classification import TextClassificationTask
+from train.tasks.word_lm import WordLMTask
 
 TASKS = {"span_corruption": SpanCorruptionTask, "birth_places": BirthPlacesTask,
-         "text_classification": TextClassificationTask}
+         "text_classification": TextClassificationTask, "word_lm": WordLMTask}
 
 
 def build(config):

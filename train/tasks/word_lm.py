@@ -1,9 +1,11 @@
 """Word-level mini-GPT on BBC News (seed 002's study): causal LM or masked LM, and its measurements.
 
-The data is data/bbc_words.py: sentences `<START> ... <STOP>` (objective 'causal' or
-'mlm') or contiguous article windows (`config.windows` > 0, the position-encoding study).
-Everything a run measures lives here, so the driver (experiments/attention_study.py)
-and the tests share it:
+The engine's task `word_lm` (configs/attention_*.py; keys in configs/base.py). The data is
+data/bbc_words.py: sentences `<START> ... <STOP>` (objective 'causal' or 'mlm') or contiguous
+article windows (`config.windows` > 0, the position-encoding study). Training batches are
+sentences of similar length (`train_batch`); validation is dev perplexity on the predicted
+tokens (and, with `topic_probe`, a topic probe); the final evaluation (`evaluate`) is
+every measurement experiments/attention_study.py records:
 
   loss(model, batch)                     mean cross-entropy over the predicted tokens
   perplexity(model, split)               exp(mean NLL) over every target token of a split
@@ -17,7 +19,11 @@ one of `WIDTHS` so a run compiles a few shapes only.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import pathlib
+import time
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +31,8 @@ import numpy as np
 import optax
 
 from data import bbc_words as bw
+from data.masking import bert_mask
+from data.paths import resolve_path
 
 WIDTHS = (16, 32, 48, 64, 100, 128, 256, 512)
 
@@ -44,33 +52,38 @@ def cross_entropy(logits, targets):
 
 
 def mlm_corrupt(ids: np.ndarray, rng: np.random.Generator, vocab_size: int, rate: float = 0.15):
-    """BERT's masking: `rate` of the real tokens (not PAD or <START>) are predicted; of those 80% become
-    <MASK>, 10% a random word, 10% stay. Returns (inputs, targets with PAD where nothing is predicted)."""
-    real = (ids != bw.PAD_ID) & (ids != bw.START_ID)
-    chosen = real & (rng.random(ids.shape) < rate)
-    # at least one prediction per row with a real token, so no row is wasted
-    for i in np.flatnonzero(~chosen.any(axis=1) & real.any(axis=1)):
-        chosen[i, rng.choice(np.flatnonzero(real[i]))] = True
-    roll = rng.random(ids.shape)
-    inputs = ids.copy()
-    inputs[chosen & (roll < 0.8)] = bw.MASK_ID
-    swap = chosen & (roll >= 0.8) & (roll < 0.9)
-    inputs[swap] = rng.integers(len(bw.SPECIALS), vocab_size, size=int(swap.sum()))
-    targets = np.where(chosen, ids, bw.PAD_ID).astype(np.int32)
-    return inputs.astype(np.int32), targets
+    """BERT's masking (data/masking.py) of the words (not PAD or <START>); random replacements are words.
+    Returns (inputs, targets with PAD where nothing is predicted)."""
+    inputs, chosen = bert_mask(ids, rng, maskable=(ids != bw.PAD_ID) & (ids != bw.START_ID), mask_id=bw.MASK_ID,
+                               replace_ids=np.arange(len(bw.SPECIALS), vocab_size), rate=rate)
+    return inputs.astype(np.int32), np.where(chosen, ids, bw.PAD_ID).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_corpus(data_dir: pathlib.Path, vocab_cap: int, max_tokens: int) -> bw.BBCWords:
+    """One read of the corpus per process: a study's runs share it."""
+    return bw.load_bbc_words(data_dir, vocab_cap, max_tokens)
 
 
 class WordLMTask:
-    """config keys: data_dir, vocab_cap, seq_len, objective ('causal' | 'mlm'), mask_rate, windows
-    (0: sentences; > 0: article windows of that many inputs), batch_size, seed."""
+    """config keys (configs/base.py, task word_lm): data_dir, vocab_cap, seq_len, objective ('causal' |
+    'mlm'), mask_rate, windows (0: sentences; > 0: article windows of that many inputs), batch_size, seed,
+    and the measurements' (eval_limit, train_eval_limit, leak_check_sentences, sentences, prompts, ...)."""
 
     def __init__(self, config, corpus: bw.BBCWords | None = None):
         if config.objective not in ("causal", "mlm"):
             raise ValueError(f"config.objective={config.objective!r} must be 'causal' or 'mlm'")
         self.config = config
-        self.corpus = corpus or bw.load_bbc_words(config.data_dir, config.vocab_cap, config.seq_len + 1)
+        self.corpus = corpus or _load_corpus(resolve_path(config.data_dir), config.vocab_cap, config.seq_len + 1)
         self.vocab = self.corpus.vocab
         self.mlm = config.objective == "mlm"
+        # the engine's interface (train/tasks/__init__.py)
+        self.train_data = self.rows("train")  # only its length is read: batches come from train_batch
+        self.tokens_per_example = int(np.mean([len(r) - (not self.mlm) for r in self.train_data]))
+        self.model_sizes = {"vocab_size": len(self.vocab)}
+        vocab_hash = hashlib.sha1("\n".join(self.vocab.itos).encode()).hexdigest()[:16]
+        self.meta = {"vocab_size": len(self.vocab), "vocab_sha1": vocab_hash, "objective": config.objective}
+        self._epochs: dict[int, list[np.ndarray]] = {}
 
     # -- training data --------------------------------------------------------------
 
@@ -110,9 +123,46 @@ class WordLMTask:
         batches = [order[i:i + b] for i in range(0, len(order), b)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
+    def train_batch(self, index: int):
+        """Training batch `index` (0-based) of the run: the same on every run and resume."""
+        per_epoch = len(self.train_data) // self.config.batch_size
+        epoch, position = divmod(index, per_epoch)
+        if epoch not in self._epochs:
+            self._epochs = {epoch: self.epoch_batches(epoch)}  # one epoch at a time is enough
+        rows = self.train_data
+        return self.make_batch([rows[i] for i in self._epochs[epoch][position]],
+                               np.random.default_rng([self.config.seed, 7, index]))  # MLM corruption
+
+    def decay_tokens(self) -> int:
+        return self.config.decay_epochs * len(self.train_data) * self.tokens_per_example
+
     def loss(self, model, batch):
         x, y = batch
         return cross_entropy(model(x), y)
+
+    def validation_batches(self) -> list:
+        """The first eval_limit dev rows, as the eval step's batches of eval_batch_size rows."""
+        return [({"inputs": x, "targets": y}, len(x))
+                for x, y in self.eval_batches("dev", self.config.eval_limit, self.config.eval_batch_size)]
+
+    def eval_outputs(self, model, batch) -> dict:
+        """Per row: the summed NLL of its predicted tokens and how many there are."""
+        nll, count = _row_nll(model, batch["inputs"], batch["targets"])
+        return {"nll": nll, "tokens": count}
+
+    def summarize(self, outputs: dict) -> dict:
+        total, count = float(outputs["nll"].sum()), float(outputs["tokens"].sum())
+        return {"dev_nll": total / count, "dev_perplexity": math.exp(total / count), "dev_tokens": int(count)}
+
+    def validate_model(self, model, step: int) -> dict:
+        """The topic probe (config.topic_probe) of the model at this validation pass."""
+        return topic_probe(model, self.corpus, self.config.seq_len) if self.config.topic_probe else {}
+
+    def step_counts(self, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per training step: the input tokens (not PAD) and the predicted tokens of its batch."""
+        counts = np.array([((x != bw.PAD_ID).sum(), (y != bw.PAD_ID).sum())
+                           for x, y in (self.train_batch(i) for i in range(steps))], np.int64).reshape(-1, 2)
+        return counts[:, 0], counts[:, 1]
 
     # -- measurements ---------------------------------------------------------------
 
@@ -173,6 +223,50 @@ class WordLMTask:
         return {"nll": total / len(rows), "perplexity": math.exp(total / len(rows)), "tokens": len(rows),
                 "how": how, "sentences": limit}
 
+    def evaluate(self, model, target: str | None = None):
+        """Every final measurement of a run (dropout off): (metrics, greedy continuations as lines).
+
+        metrics["measurements"]: sentences: perplexity on train (the first train_eval_limit rows), dev
+        and test; for the causal LM also the scores of config.sentences, greedy and sampled
+        continuations of config.prompts and the leak check. Windows: dev perplexity on windows of each
+        extrapolation length (up to block_size). The split `target` (default: eval_split) is also
+        reported on its own (nll, perplexity) where it was measured.
+        """
+        c = self.config
+        t = time.perf_counter()
+        out: dict = {"vocab": self.corpus.stats}
+        if c.windows:  # positions study: dev windows of the training length and longer ones
+            out["extrapolation"] = {}
+            for length in c.extrapolation_lengths:
+                rows = list(self.corpus.windows("dev", length)) if length <= c.model.block_size else []
+                if rows:  # else longer than the model or than every dev article
+                    batches = [window_batch(rows[i:i + 16]) for i in range(0, len(rows), 16)]
+                    out["extrapolation"][str(length)] = self.perplexity(model, "dev", batches=batches)
+            out["dev"] = out["extrapolation"].get(str(c.windows)) or self.perplexity(model, "dev", batches=[
+                window_batch(list(self.corpus.windows("dev", c.windows)))])
+        else:
+            out["train"] = self.perplexity(model, "train", c.train_eval_limit)
+            out["dev"] = self.perplexity(model, "dev")
+            out["test"] = self.perplexity(model, "test")
+        lines = []
+        if not self.mlm and not c.windows:
+            out["sentence_scores"] = self.sentence_scores(model, list(c.sentences))
+            out["greedy"] = lines = self.generate(model, list(c.prompts), c.generate_steps)
+            out["sampled"] = self.generate(model, list(c.prompts), c.generate_steps, temperature=1.0, seed=c.seed)
+            if c.leak_check_sentences:
+                dev = [np.asarray(s, np.int32) for s in self.corpus.sentences["dev"][:c.leak_check_sentences]]
+                out["leak_check"] = {
+                    "normal": self.perplexity(model, "dev", batches=self.eval_batches("dev", rows=dev)),
+                    "future_pad": self.prefix_only_perplexity(model, "dev", c.leak_check_sentences, "pad"),
+                    "future_shuffled": self.prefix_only_perplexity(model, "dev", c.leak_check_sentences, "shuffle")}
+        out["measure_seconds"] = time.perf_counter() - t
+        split = target or c.eval_split or "dev"
+        metrics = {"eval_split": split, "vocab_size": len(self.vocab)}
+        if split in out:
+            metrics.update(nll=out[split]["nll"], perplexity=out[split]["perplexity"])
+        metrics["measurements"] = out
+        return metrics, lines
+
     def sentence_scores(self, model, sentences: list[str]) -> list[dict]:
         """Mean NLL and perplexity of `<START> sentence <STOP>` for each (seed 002's Tables 2 and 3)."""
         out = []
@@ -215,12 +309,24 @@ class WordLMTask:
         return [self.vocab.decode(tokens[i, :lengths[i]]) for i in range(len(ids))]
 
 
-@jax.jit
-def _nll_sum(model, x, y):
+def _row_nll(model, x, y):
+    """Per row: summed NLL over targets != PAD, and their count."""
     logits = model(x).astype(jnp.float32)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     w = (y != bw.PAD_ID).astype(jnp.float32)
-    return (nll * w).sum(), w.sum()
+    return (nll * w).sum(1), w.sum(1)
+
+
+@jax.jit
+def _nll_sum(model, x, y):
+    nll, count = _row_nll(model, x, y)
+    return nll.sum(), count.sum()
+
+
+def window_batch(rows):
+    """Next-token pairs of equal-length windows (no bucketing: the window length is the point)."""
+    ids = np.stack(rows)
+    return ids[:, :-1], ids[:, 1:]
 
 
 @jax.jit
