@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.test_train import REPO, data_dir, final_params, tiny_config  # noqa: F401  (data_dir: fixture)
+from tests.helpers import REPO_ROOT, final_params, tiny_birth_config, tiny_listops_config
 from train import train
 
 DROPOUT = dict(embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)  # the dropout keys must travel too
@@ -23,9 +23,9 @@ OVERRIDES = dict(max_steps=8, checkpoint_every_steps=4)
 WORKER = """
 import json, sys
 from train import train
-from tests.test_train import tiny_config
+from tests.helpers import tiny_birth_config
 data_dir, workdir, overrides, model = json.loads(sys.argv[1])
-config = tiny_config(data_dir, **overrides)
+config = tiny_birth_config(data_dir, **overrides)
 config.model.update(model)
 results = train.train_and_evaluate(config, workdir)
 print("RESULTS " + json.dumps({k: v for k, v in results.items() if k not in ("eval_file", "eval_seconds")}))
@@ -43,14 +43,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(data_dir, workdir, devices, overrides, model=DROPOUT):  # noqa: F811
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(REPO))
+def start(data_dir, workdir, devices, overrides, model=DROPOUT):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(REPO_ROOT))
     argument = json.dumps([str(data_dir), str(workdir), overrides, model])
-    return subprocess.Popen([sys.executable, "-c", WORKER, argument], env=env, cwd=REPO,
+    return subprocess.Popen([sys.executable, "-c", WORKER, argument], env=env, cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def two_processes(data_dir, workdir, overrides):  # noqa: F811
+def two_processes(data_dir, workdir, overrides):
     port = free_port()
     return [start(data_dir, workdir, 4, dict(overrides, num_processes=2, coordinator_address=f"localhost:{port}",
                                               process_id=i)) for i in range(2)]
@@ -80,11 +80,11 @@ def records(workdir, split):
     return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
 
 
-def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, data_dir):  # noqa: F811
-    config = tiny_config(data_dir, **OVERRIDES)
+def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, bios_dir):
+    config = tiny_birth_config(bios_dir, **OVERRIDES)
     config.model.update(DROPOUT)
-    reference = start(data_dir, tmp_path / "one_process", 8, OVERRIDES)
-    processes = two_processes(data_dir, tmp_path / "two_processes",
+    reference = start(bios_dir, tmp_path / "one_process", 8, OVERRIDES)
+    processes = two_processes(bios_dir, tmp_path / "two_processes",
                               dict(OVERRIDES, eval_file="birth_dev.tsv", decode_steps=8))
     # Meanwhile a one-device run killed after step 6 leaves its step-4 checkpoint: two processes resume it with FSDP.
     try:
@@ -92,7 +92,7 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, data_
     except BaseException:
         kill(processes + [reference])
         raise
-    resumed = two_processes(data_dir, tmp_path / "resumed", dict(OVERRIDES, sharding="fsdp"))
+    resumed = two_processes(bios_dir, tmp_path / "resumed", dict(OVERRIDES, sharding="fsdp"))
     two = finish([reference] + processes + resumed)[1:3]
 
     # Their checkpoints restore here, on one device, and hold the same parameters.
@@ -108,7 +108,7 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, data_
     (info,) = records(tmp_path / "two_processes", "info")
     assert (info["devices"], info["processes"]) == (8, 2)
     assert [r["step"] for r in records(tmp_path / "two_processes", "train")] == [3, 6, 8]
-    dev_lines = (data_dir / "birth_dev.tsv").read_text().splitlines()
+    dev_lines = (bios_dir / "birth_dev.tsv").read_text().splitlines()
     assert two[0] == two[1] and two[0]["examples"] == len(dev_lines) and 0 <= two[0]["accuracy"] <= 1
     assert len((tmp_path / "two_processes" / "predictions.txt").read_text().splitlines()) == len(dev_lines)
     assert records(tmp_path / "resumed", "info")[-1]["processes"] == 2
@@ -116,36 +116,25 @@ def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, data_
 
 LISTOPS_WORKER = """
 import json, sys
-from tests.test_distributed import listops_config
+from tests.helpers import tiny_listops_config
 from train import train
 data_dir, workdir, overrides = json.loads(sys.argv[1])
-results = train.train_and_evaluate(listops_config(data_dir, **overrides), workdir)
+results = train.train_and_evaluate(tiny_listops_config(data_dir, **overrides), workdir)
 print("RESULTS " + json.dumps({k: v for k, v in results.items() if k != "eval_seconds"}))
 """
-
-
-def listops_config(data_dir, **overrides):
-    """A tiny ListOps Transformer classifier: periodic validation and a final split evaluation."""
-    from configs import listops
-    config = listops.get_config("exact")
-    config.data_dir = str(data_dir)
-    config.max_length = config.model.max_positions = 63
-    config.model.embed_dim, config.model.hidden_dim, config.model.num_layers = 16, 16, 1
-    config.update(batch_size=16, max_steps=4, eval_every_steps=2, eval_batch_size=16, **overrides)
-    return config
 
 
 def test_validation_and_split_evaluation_in_two_fsdp_processes(tmp_path):
     from data import listops
     data = listops.write_dataset(tmp_path / "lo", train=64, valid=16, test=16, seed=0, min_length=10, max_length=63)
     port = free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=str(REPO))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=str(REPO_ROOT))
     processes = [subprocess.Popen(
         [sys.executable, "-c", LISTOPS_WORKER, json.dumps([str(data), str(tmp_path / "two"), dict(
             sharding="fsdp", num_processes=2, coordinator_address=f"localhost:{port}", process_id=i)])],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:
-        one = train.train_and_evaluate(listops_config(data), tmp_path / "one")
+        one = train.train_and_evaluate(tiny_listops_config(data), tmp_path / "one")
     except BaseException:
         kill(processes)
         raise

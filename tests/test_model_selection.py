@@ -3,26 +3,25 @@ import numpy as np
 import pytest
 
 from configs import base
+from tests.helpers import tiny_sst2_config
 from train import evaluate, train
 from train.metrics import read_metrics
-
-from tests.test_text_task import checkpoint, sst2_dir, tiny_config  # noqa: F401  (fixtures)
 
 
 def records(workdir, split):
     return [r for r in read_metrics(workdir) if r["split"] == split]
 
 
-def selection_config(checkpoint, sst2_dir, tmp_path, **overrides):
+def selection_config(sst2_checkpoint, sst2_dir, tmp_path, **overrides):
     """Head-only training at a learning rate high enough that the validation loss is not monotone."""
     values = dict(max_steps=16, eval_every_steps=2, log_every_steps=2, learning_rate=0.5,
                   eval_split="validation", select_best="loss")
     values.update(overrides)
-    return tiny_config(checkpoint[0], sst2_dir[0], tmp_path / "tfds", "head", **values)
+    return tiny_sst2_config(sst2_checkpoint[0], sst2_dir[0], tmp_path / "tfds", "head", **values)
 
 
-def test_the_best_validation_pass_is_the_one_evaluated(checkpoint, sst2_dir, tmp_path):
-    config = selection_config(checkpoint, sst2_dir, tmp_path)
+def test_the_best_validation_pass_is_the_one_evaluated(sst2_checkpoint, sst2_dir, tmp_path):
+    config = selection_config(sst2_checkpoint, sst2_dir, tmp_path)
     results = train.train_and_evaluate(config, tmp_path / "run")
     valid = records(tmp_path / "run", "valid")
     losses = np.array([r["loss"] for r in valid])
@@ -45,8 +44,8 @@ def test_the_best_validation_pass_is_the_one_evaluated(checkpoint, sst2_dir, tmp
     np.testing.assert_allclose(latest["loss"], losses[-1], rtol=1e-5)
 
 
-def test_early_stopping_stops_after_patience_and_resumes_to_the_same_end(checkpoint, sst2_dir, tmp_path):
-    config = selection_config(checkpoint, sst2_dir, tmp_path, early_stopping_patience=2)
+def test_early_stopping_stops_after_patience_and_resumes_to_the_same_end(sst2_checkpoint, sst2_dir, tmp_path):
+    config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, early_stopping_patience=2)
     results = train.train_and_evaluate(config, tmp_path / "run")
     valid = records(tmp_path / "run", "valid")
     losses = [r["loss"] for r in valid]
@@ -62,8 +61,8 @@ def test_early_stopping_stops_after_patience_and_resumes_to_the_same_end(checkpo
     assert len(records(tmp_path / "run", "valid")) == len(valid)
 
 
-def test_killed_run_keeps_its_best_pass(checkpoint, sst2_dir, tmp_path):
-    config = selection_config(checkpoint, sst2_dir, tmp_path, checkpoint_every_steps=4)
+def test_killed_run_keeps_its_best_pass(sst2_checkpoint, sst2_dir, tmp_path):
+    config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, checkpoint_every_steps=4)
     whole = train.train_and_evaluate(config, tmp_path / "whole")
     assert train.train_and_evaluate(config, tmp_path / "killed", stop_after=11) == {"stopped_at": 11}
     resumed = train.train_and_evaluate(config, tmp_path / "killed")
@@ -84,17 +83,18 @@ def test_inconsistent_selection_settings_name_their_key(overrides, key):
         base.validate(config)
 
 
-def test_unknown_selection_metric_is_named(checkpoint, sst2_dir, tmp_path):
-    config = selection_config(checkpoint, sst2_dir, tmp_path, select_best="f1", max_steps=2)
+def test_unknown_selection_metric_is_named(sst2_checkpoint, sst2_dir, tmp_path):
+    config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, select_best="f1", max_steps=2)
     with pytest.raises(base.ConfigError, match="select_best='f1'.*accuracy"):
         train.train_and_evaluate(config, tmp_path / "run")
 
 
-def test_search_restores_and_tests_its_best_trial(checkpoint, sst2_dir, tmp_path):
+def test_search_restores_and_tests_its_best_trial(sst2_checkpoint, sst2_dir, tmp_path):
     """hparam_search with select_best: the trial's validation is its best pass, and the restored best trial
     scores its test split as it did in training."""
     from experiments import hparam_search as hs
-    config = selection_config(checkpoint, sst2_dir, tmp_path, eval_split="test", max_steps=8, select_best="accuracy")
+    config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, eval_split="test", max_steps=8,
+                              select_best="accuracy")
     trials = hs.make_trials("learning_rate=0.5,0.05", 0, "", 0)
     rows = hs.run_trials(config, trials, tmp_path / "search", log=lambda _: None)
     for row in rows:

@@ -4,32 +4,26 @@ import re
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 from analysis import sentiment_report
 from configs import sentiment
 from data import amazon_polarity
+from tests.helpers import SPECIAL_TOKENS, hf_bert, save_checkpoint
 from train import train
 from train.metrics import read_metrics
 
 WORDS = "the a this product item book was is good bad great awful not very fun boring it".split()
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+VOCAB = SPECIAL_TOKENS + WORDS
 POSITIVE, NEGATIVE = ("good", "great", "fun"), ("bad", "awful", "boring")
-TINY_BERT = dict(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=24, max_position_embeddings=32, type_vocab_size=2)
+SENTIMENT_BERT = dict(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=24, max_position_embeddings=32, type_vocab_size=2)
 STEPS = 24
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A random HF BertModel with its word-level vocabulary: the tokenizer of every run, and model 6."""
-    d = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    transformers.BertModel(transformers.BertConfig(**TINY_BERT)).save_pretrained(d, safe_serialization=True)
-    (d / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    transformers.BertTokenizer(vocab=str(d / "vocab.txt")).save_pretrained(d)
-    return d
+    return save_checkpoint(hf_bert(SENTIMENT_BERT, seed=0), tmp_path_factory.mktemp("tiny_bert"), vocab=VOCAB)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +94,7 @@ def test_each_experiment_trains(number, runs):
     assert (root / f"exp{number}" / "checkpoints" / str(STEPS)).is_dir()
     info = [r for r in records if r["split"] == "info"][-1]
     if number == 6:  # frozen encoder: only the linear head trains
-        assert info["trainable_parameters"] == 2 * TINY_BERT["hidden_size"] + 2 < info["parameters"]
+        assert info["trainable_parameters"] == 2 * SENTIMENT_BERT["hidden_size"] + 2 < info["parameters"]
     else:
         assert info["trainable_parameters"] == info["parameters"]
 

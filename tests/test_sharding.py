@@ -15,7 +15,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import base
-from tests.test_train import REPO, data_dir, final_params, tiny_config  # noqa: F401  (data_dir: fixture)
+from tests.helpers import REPO_ROOT, final_params, tiny_birth_config
 from train import distributed, optim, tasks, train
 
 
@@ -39,7 +39,7 @@ def test_fsdp_spec_shards_a_divisible_dimension(shape, spec):
     ("process_id", 2, r"config.process_id=2: must be in \[0, 2\)"),
 ])
 def test_bad_distributed_keys_are_named(tmp_path, key, value, message):
-    config = tiny_config(tmp_path, num_processes=2, coordinator_address="localhost:1234", process_id=1)
+    config = tiny_birth_config(tmp_path, num_processes=2, coordinator_address="localhost:1234", process_id=1)
     config[key] = value
     with pytest.raises(base.ConfigError, match=message):
         train.train_and_evaluate(config, tmp_path / "run")
@@ -53,8 +53,8 @@ def test_defaults_are_one_replicated_process():
         distributed.state_shardings({}, train.steps.data_mesh(), "zero3")
 
 
-def test_a_process_share_of_a_batch_is_those_rows_of_the_batch(data_dir):  # noqa: F811
-    task = tasks.build(tiny_config(data_dir))
+def test_a_process_share_of_a_batch_is_those_rows_of_the_batch(bios_dir):
+    task = tasks.build(tiny_birth_config(bios_dir))
     examples = train.example_pipeline(task.train_data, 1, seed=0)
     pipeline = train.batch_pipeline(task.train_data, 8, 1, seed=0)
     for index, rows in ((0, slice(0, 4)), (0, slice(4, 8)), (3, slice(2, 6))):
@@ -74,11 +74,11 @@ def state_bytes(config, devices=1):
 
 def run_eight_devices(runs, tmp_path):
     """Trains [(workdir, config overrides)] one after the other in one 8-device subprocess."""
-    script = ("import sys, json, jax; from train import train; from tests.test_train import tiny_config;"
+    script = ("import sys, json, jax; from train import train; from tests.helpers import tiny_birth_config;"
               "assert len(jax.devices()) == 8, jax.devices();"
-              "[train.train_and_evaluate(tiny_config(d, **kw), w) for d, w, kw in json.loads(sys.argv[1])]")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], env=env, cwd=REPO,
+              "[train.train_and_evaluate(tiny_birth_config(d, **kw), w) for d, w, kw in json.loads(sys.argv[1])]")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], env=env, cwd=REPO_ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -86,15 +86,16 @@ def run_eight_devices(runs, tmp_path):
 
 def info(workdir):
     """The run's last info record (a resumed run writes one more)."""
-    return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if r["split"] == "info"][-1]
+    records = map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+    return [r for r in records if r["split"] == "info"][-1]
 
 
-def test_fsdp_trains_like_replication_and_its_checkpoints_cross_device_counts(tmp_path, data_dir):  # noqa: F811
+def test_fsdp_trains_like_replication_and_its_checkpoints_cross_device_counts(tmp_path, bios_dir):
     overrides = dict(max_steps=8, checkpoint_every_steps=4)
-    config = tiny_config(data_dir, **overrides)
+    config = tiny_birth_config(bios_dir, **overrides)
     # A one-device run killed after step 6 leaves its step-4 checkpoint; an 8-device FSDP run resumes it.
     assert train.train_and_evaluate(config, tmp_path / "fsdp", stop_after=6) == {"stopped_at": 6}
-    d = str(data_dir)
+    d = str(bios_dir)
     log = run_eight_devices([(d, str(tmp_path / "replicated"), overrides),
                              (d, str(tmp_path / "fsdp"), dict(overrides, sharding="fsdp"))], tmp_path)
 

@@ -3,59 +3,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import transformers
 from flax import nnx
 
-from configs import bert_finetune
 from models import bert
+from tests.helpers import SST2_BERT, tiny_sst2_config
 from train import evaluate, rundir, tasks, train
 from train.metrics import read_metrics
-
-WORDS = "the a movie film is was good bad great awful not very fun boring plot actors".split()
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-TINY = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=37, max_position_embeddings=40, type_vocab_size=2)
-POSITIVE, NEGATIVE = ("good", "great", "fun"), ("bad", "awful", "boring")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A random HF BertModel saved with its word-level tokenizer; also returns its parameter count."""
-    d = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    model = transformers.BertModel(transformers.BertConfig(**TINY))
-    model.save_pretrained(d, safe_serialization=True)
-    (d / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    transformers.BertTokenizer(vocab=str(d / "vocab.txt")).save_pretrained(d)
-    return d, sum(p.numel() for p in model.parameters())
-
-
-@pytest.fixture(scope="module")
-def sst2_dir(tmp_path_factory):
-    """stsa.binary.* with a learnable rule: the sentiment word decides the label."""
-    d = tmp_path_factory.mktemp("sst2")
-    rng = np.random.default_rng(0)
-    sizes = {"train": 48, "dev": 16, "test": 20}
-    for split, n in sizes.items():
-        lines = []
-        for _ in range(n):
-            label = int(rng.integers(2))
-            word = rng.choice(POSITIVE if label else NEGATIVE)
-            filler = " ".join(rng.choice(WORDS[:6], size=int(rng.integers(1, 6))))
-            lines.append(f"{label} {filler} {word} movie")
-        (d / f"stsa.binary.{split}").write_text("\n".join(lines) + "\n")
-    return d, sizes
-
-
-def tiny_config(checkpoint_dir, sst2_dir, tfds_dir, mode, **overrides):
-    config = bert_finetune.get_config(f"sst2,{mode}")
-    config.update(data_dir=str(sst2_dir), tfds_dir=str(tfds_dir), tokenizer=str(checkpoint_dir),
-                  max_length=16, batch_size=8, max_steps=6, eval_every_steps=3, log_every_steps=3,
-                  checkpoint_every_steps=100, eval_batch_size=16, schedule="constant", learning_rate=1e-2)
-    config.model.checkpoint = str(checkpoint_dir)
-    config.update(overrides)
-    return config
 
 
 def params_by_path(module, filter=nnx.Param) -> dict[str, np.ndarray]:
@@ -78,10 +31,10 @@ def initial_model(config):
 
 
 @pytest.mark.parametrize("mode", ["head", "lora"])
-def test_bert_task_trains_only_its_parameters(mode, checkpoint, sst2_dir, tmp_path):
-    ckpt_dir, hf_params = checkpoint
+def test_bert_task_trains_only_its_parameters(mode, sst2_checkpoint, sst2_dir, tmp_path):
+    ckpt_dir, hf_params = sst2_checkpoint
     data_dir, sizes = sst2_dir
-    config = tiny_config(ckpt_dir, data_dir, tmp_path / "tfds", mode)
+    config = tiny_sst2_config(ckpt_dir, data_dir, tmp_path / "tfds", mode)
     results = train.train_and_evaluate(config, tmp_path / "run")
 
     # (a) finite losses; info, train, valid and eval records; eval covers the test file
@@ -103,7 +56,7 @@ def test_bert_task_trains_only_its_parameters(mode, checkpoint, sst2_dir, tmp_pa
     # what should train, by name (not by the filter under test): the head and LoRA factors
     trainable = {k for k in final if "classifier" in k or "/lora_" in k}
     frozen = [k for k in final if k not in trainable]
-    layers = TINY["num_hidden_layers"]
+    layers = SST2_BERT["num_hidden_layers"]
     assert len(frozen) == len(loaded)  # the whole encoder, nothing else
     for key in frozen:
         source = key.removeprefix("bert/").replace("/base/", "/")  # a LoRA-wrapped kernel lives under .base
@@ -117,7 +70,8 @@ def test_bert_task_trains_only_its_parameters(mode, checkpoint, sst2_dir, tmp_pa
     # (c) trainable parameters: the course formulas, from the checkpoint's config.json
     d = json.loads((ckpt_dir / "config.json").read_text())["hidden_size"]
     head = 2 * d + 2
-    expected = head if mode == "head" else head + 2 * config.model.lora_rank * d * layers * len(config.model.lora_targets)
+    lora = 2 * config.model.lora_rank * d * layers * len(config.model.lora_targets)
+    expected = head if mode == "head" else head + lora
     info = by_split["info"][-1]
     assert info["trainable_parameters"] == expected
     # every parameter: the PyTorch model's count plus the head and any adapters

@@ -7,8 +7,7 @@ from flax import nnx
 from configs import base, sentiment
 from data import text
 from models.build import build_model
-
-from tests.test_text_task import checkpoint, sst2_dir, tiny_config  # noqa: F401  (fixtures)
+from tests.helpers import tiny_sst2_config
 
 
 def padded_batch(vocab_size, lengths, width, seed=0):
@@ -48,8 +47,8 @@ def logits_both_ways(model, batch, uses_token_types, multiple=8):
 
 
 @pytest.mark.parametrize("mode", ["full", "head", "prefix", "lora", "linear_probe"])
-def test_bert_logits_do_not_depend_on_padding_columns(mode, checkpoint):
-    config = tiny_config(checkpoint[0], "unused", "unused", mode)
+def test_bert_logits_do_not_depend_on_padding_columns(mode, sst2_checkpoint):
+    config = tiny_sst2_config(sst2_checkpoint[0], "unused", "unused", mode)
     if mode == "prefix":
         config.model.prefix_length = 3
     model = build_model(config.model, num_classes=2, rngs=nnx.Rngs(0))
@@ -77,10 +76,11 @@ def test_models_that_read_padding_refuse_it(number, attention_kind):
         base.validate(config)
 
 
-def test_trimmed_training_run_scores_like_an_untrimmed_model(checkpoint, sst2_dir, tmp_path):
+def test_trimmed_training_run_scores_like_an_untrimmed_model(sst2_checkpoint, sst2_dir, tmp_path):
     """End to end: trimmed batches train, and evaluating with and without trimming agrees."""
     from train import tasks, train
-    config = tiny_config(checkpoint[0], sst2_dir[0], tmp_path / "tfds", "lora", trim_padding=4, max_length=32)
+    config = tiny_sst2_config(sst2_checkpoint[0], sst2_dir[0], tmp_path / "tfds", "lora", trim_padding=4,
+                              max_length=32)
     results = train.train_and_evaluate(config, tmp_path / "run")
     task = tasks.build(config)
     graphdef, params, rest, _ = train.build_split_model(config, task)
