@@ -88,3 +88,18 @@ def test_listops_trains_through_the_engine_with_every_kind(tmp_path):
         assert results["examples"] == 16 and 0 <= results["accuracy"] <= 1
         assert np.isfinite(results["loss"])
         assert (tmp_path / kind / "predictions.txt").read_text().count("\n") == 16
+
+
+def test_listops_is_a_dataset_of_the_schema():
+    from configs import base
+    from configs import listops as listops_config
+
+    config = listops_config.get_config("exact")
+    base.validate(config)
+    config.dataset = "listopz"
+    with pytest.raises(base.ConfigError, match="config.dataset='listopz': must be one of .*'listops'"):
+        base.validate(config)
+    config.dataset = "listops"
+    config.model = base.model_config("gru")
+    with pytest.raises(base.ConfigError, match="config.model.kind='gru': ListOps is set up for the transformer"):
+        base.validate(config)

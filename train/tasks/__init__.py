@@ -21,7 +21,6 @@ and, where a task needs them:
 """
 
 from train.tasks.char_gpt import BirthPlacesTask, SpanCorruptionTask
-from train.tasks.listops import ListOpsTask
 from train.tasks.text_classification import TextClassificationTask
 from train.tasks.word_lm import WordLMTask
 
@@ -32,6 +31,4 @@ TASKS = {"span_corruption": SpanCorruptionTask, "birth_places": BirthPlacesTask,
 def build(config):
     if config.task not in TASKS:
         raise ValueError(f"config.task={config.task!r} is not one of {sorted(TASKS)}")
-    if config.task == "text_classification" and config.get("dataset") == "listops":
-        return ListOpsTask(config)  # a classification dataset with its own reader (data/listops.py)
     return TASKS[config.task](config)

@@ -1,4 +1,5 @@
-"""Sentence(-pair) classification: SST-2, BoolQ, Amazon Polarity with the GRU, Transformer or BERT classifiers."""
+"""Sentence(-pair) classification: SST-2, BoolQ, Amazon Polarity with the GRU, Transformer or BERT classifiers,
+and ListOps (train/tasks/listops.py) with the Transformer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from data import text
 from data.paths import resolve_data_dir
 from models.hf_checkpoint import load_tokenizer
 from train import steps
+from train.tasks.listops import listops_splits
 
 
 
@@ -20,17 +22,26 @@ def classification_loss(logits, labels):
     return loss, {"loss": loss, "accuracy": (logits.argmax(-1) == labels).mean()}
 
 
+def text_splits(config) -> tuple[dict[str, dict[str, np.ndarray]], int]:
+    """A text dataset's splits tokenised (data/text.py), and its number of classes."""
+    tokenizer = load_tokenizer(config.tokenizer or None)
+    splits = text.load_splits(
+        config.dataset, resolve_data_dir(config.data_dir), tokenizer, max_length=config.max_length,
+        tfds_dir=config.tfds_dir, text_fields=config.text_fields, train_limit=config.train_limit)
+    return splits, int(max(int(s["label"].max()) for s in splits.values())) + 1
+
+
+# datasets with their own reader (configs/base.py DATASETS); the others are data/text.py's
+SPLIT_READERS = {"listops": listops_splits}
+
+
 class TextClassificationTask:
 
     def __init__(self, config):
         self.config = config
-        tokenizer = load_tokenizer(config.tokenizer or None)
-        self.splits = text.load_splits(
-            config.dataset, resolve_data_dir(config.data_dir), tokenizer, max_length=config.max_length,
-            tfds_dir=config.tfds_dir, text_fields=config.text_fields, train_limit=config.train_limit)
+        self.splits, num_classes = SPLIT_READERS.get(config.dataset, text_splits)(config)
         self.train_data = text.ArrayExamples(self.splits["train"])
         self.tokens_per_example = config.max_length
-        num_classes = int(max(int(s["label"].max()) for s in self.splits.values())) + 1
         self.model_sizes = {"num_classes": num_classes}
         self.meta = {"dataset": config.dataset, "max_length": config.max_length}
         self.uses_token_types = config.model.kind == "bert"
