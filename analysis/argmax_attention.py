@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from train import cli
+
 
 def _scores(queries, keys):
     return jnp.einsum("...qd,...kd->...qk", queries, keys) / math.sqrt(queries.shape[-1])
@@ -36,7 +38,8 @@ def gradient_norms(attention, queries, keys, values):
     return tuple(float(jnp.linalg.norm(g)) for g in grads)
 
 
-def main():
+def main(argv):
+    del argv
     # The worked example of the seed: four keys/values, one query.
     keys = jnp.array([[0, 1, 2], [1, 1, 2], [-1, 1, -2], [0, -1, -2]], jnp.float32)
     values = jnp.array([[3, 2, -4], [3, -2, 4], [3, 2, 0], [3, 2, 4]], jnp.float32)
@@ -52,4 +55,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

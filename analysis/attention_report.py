@@ -16,9 +16,12 @@ import pathlib
 import re
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from data.paths import REPO_ROOT
+from train import cli
+
+FLAGS = flags.FLAGS
 
 # Seed 002's numbers (its own corpus and code; its "Training Time" is mm:ss).
 SEED = {"dot": {"time": "3:35", "train_loss": 5.85, "train_ppl": 401.043, "dev_ppl": 380.805},
@@ -142,7 +145,7 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
               "(validation and compilation excluded, robust to a paused run), on the machine's 2 CPU cores with "
               f"{load_note([r for v in order for r in runs[v]])}: other jobs shared them at times, so compare "
               "times between rows loosely; `benchmarks/attention_ablation.py` measures the step-time ratio alone."
-              + (f" Every run used its config's step budget (max_steps), not the seed's full epoch." if short else "")
+              + (" Every run used its config's step budget (max_steps), not the seed's full epoch." if short else "")
               + (f" **Not run**: {', '.join(ABLATION_LABEL[v] for v in ABLATION_ORDER if v not in runs)}."
                  if any(v not in runs for v in ABLATION_ORDER) else "")
               + (" Seeds other than those listed were not run." if max(len(runs[v]) for v in order) < 3 else ""), ""]
@@ -489,6 +492,5 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("records", str(REPO_ROOT / "results/attention/records"), "Per-run records of the study.")
-    flags.DEFINE_string("out", str(REPO_ROOT / "results/attention"), "Where report.md and the PNGs go.")
-    FLAGS = flags.FLAGS
-    app.run(main)
+    cli.define_out(str(REPO_ROOT / "results/attention"), "report.md and the PNGs")
+    cli.run(main)

@@ -33,13 +33,16 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from analysis.argmax_attention import (
     argmax_attention,
     gradient_norms,
     softmax_attention,
 )
+from train import cli
 
+FLAGS = flags.FLAGS
 CLAIMS = ("copying", "averaging", "scaling", "multihead_noise", "argmax")
 
 
@@ -642,23 +645,18 @@ INTRO = ("## The theory, runnable\n\n"
          "Scores are q·k/√h throughout (seed 001's form; seed 003 writes q·k, the same with q scaled by √h).\n\n")
 
 
+def main(argv):
+    del argv
+    out = pathlib.Path(FLAGS.out)
+    body = build(out, FLAGS.claims)
+    if tuple(FLAGS.claims) == CLAIMS:
+        (out / "section.md").write_text(INTRO + body)
+        print(f"wrote {out / 'section.md'}")
+    else:
+        print(body)
+
+
 if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("out", "results/attention/theory", "output directory (PNGs, tables, section.md)")
-    flags.DEFINE_list("claims", list(CLAIMS), f"claims to run: {', '.join(CLAIMS)}")
-    FLAGS = flags.FLAGS
-
-    def main(_):
-        out = pathlib.Path(FLAGS.out)
-        try:
-            body = build(out, FLAGS.claims)
-        except ValueError as e:  # an unknown --claims name: one line, no traceback
-            raise app.UsageError(str(e)) from None
-        if tuple(FLAGS.claims) == CLAIMS:
-            (out / "section.md").write_text(INTRO + body)
-            print(f"wrote {out / 'section.md'}")
-        else:
-            print(body)
-
-    app.run(main)
+    cli.define_out("results/attention/theory", "<claim>.png and <claim>.md per claim, section.md")
+    cli.define_list("claims", CLAIMS, "Claims to run", choices=CLAIMS)
+    cli.run(main)

@@ -24,6 +24,7 @@ from flax import nnx
 
 from configs import bert_finetune
 from models.build import build_model, trainable_filter
+from train import cli
 from train.optim import lr_schedule, make_optimizer
 from train.steps import data_mesh, make_train_step
 from train.tasks.text_classification import classification_loss
@@ -33,11 +34,12 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags, defined only when run as a script (modules import each other in tests)."""
-    flags.DEFINE_integer("batch", 32, "Batch size.")
-    flags.DEFINE_integer("length", 128, "Sequence length.")
-    flags.DEFINE_list("modes", ["full", "head", "prefix", "lora", "linear_probe"], "Fine-tuning modes.")
+    flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
+    flags.DEFINE_integer("length", 128, "Sequence length.", lower_bound=1)
+    cli.define_list("modes", ["full", "head", "prefix", "lora", "linear_probe"], "Fine-tuning modes",
+                    choices=bert_finetune.LEARNING_RATES)
     flags.DEFINE_string("checkpoint", "", "BERT checkpoint directory or package; '' = MiniLM.")
-    flags.DEFINE_string("out", "results/bert", "Where memory.md, memory.json and memory.png go.")
+    cli.define_out("results/bert", "memory.md, memory.json and memory.png")
     flags.DEFINE_bool("replot", False, "Only redraw memory.md and memory.png from OUT/memory.json.")
 
 
@@ -155,6 +157,8 @@ def plot(rows: list[dict], path: pathlib.Path, device: str) -> None:
 def main(argv):
     del argv
     out = pathlib.Path(FLAGS.out)
+    if FLAGS.replot and not (out / "memory.json").is_file():
+        raise app.UsageError(f"--replot: there is no {out / 'memory.json'} to redraw")
     out.mkdir(parents=True, exist_ok=True)
     if FLAGS.replot:
         saved = json.loads((out / "memory.json").read_text())
@@ -173,4 +177,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -18,15 +18,19 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
+from configs import bert_finetune
+from train import cli
+
 FLAGS = flags.FLAGS
 
 
 def define_flags():
     """Command-line flags, defined only when run as a script (modules import each other in tests)."""
-    flags.DEFINE_string("dataset", "sst2", "sst2 or boolq.")
+    flags.DEFINE_enum("dataset", "sst2", list(bert_finetune.DATA_DIRS), "The runs' dataset.")
     flags.DEFINE_string("runs", "runs/bert", "Folder holding <dataset>_<mode> run directories.")
-    flags.DEFINE_list("modes", ["full", "head", "prefix", "lora", "linear_probe"], "Modes to report.")
-    flags.DEFINE_string("out", "results/bert", "Output folder.")
+    cli.define_list("modes", ["full", "head", "prefix", "lora", "linear_probe"], "Modes to report",
+                    choices=bert_finetune.LEARNING_RATES)
+    cli.define_out("results/bert", "<dataset>_results.md and <dataset>_results.png")
 
 
 # Course reference figures (test accuracy, %); a pair is a range over runs.
@@ -139,11 +143,11 @@ def plot(dataset: str, rows: dict[str, dict | None], baseline: dict, path: pathl
 def main(argv):
     del argv
     runs, out = pathlib.Path(FLAGS.runs), pathlib.Path(FLAGS.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = {m: run_summary(runs / f"{FLAGS.dataset}_{m}") for m in FLAGS.modes}
     done = [r for r in rows.values() if r is not None]
     if not done:
         raise app.UsageError(f"no runs found under {runs} for {FLAGS.dataset}_<mode>")
+    out.mkdir(parents=True, exist_ok=True)
     baseline = majority_baseline(split_labels(FLAGS.dataset, done[0]["data_dir"], done[0]["tfds_dir"]),
                                  done[0]["train_limit"])
     text = markdown(FLAGS.dataset, rows, baseline)
@@ -154,4 +158,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

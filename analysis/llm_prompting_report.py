@@ -6,13 +6,15 @@ Writes OUT/report.md, OUT/boolq_accuracy.png and OUT/bbc_distribution.png.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import pathlib
 import statistics
 
 import numpy as np
+from absl import flags
+
+from train import cli
 
 BOOLQ_MAJORITY_FULL_DEV = 62.2  # "yes" share of the 3,270 BoolQ dev questions
 SEED_GPT35 = 83.3  # seed 001: gpt-3.5-turbo-instruct, 8 demonstrations, 30 questions
@@ -181,11 +183,11 @@ def build_report(out: pathlib.Path) -> str:
     return text
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/llm_prompting")
-    print(build_report(pathlib.Path(parser.parse_args().out)))
+def main(argv):
+    del argv
+    print(build_report(pathlib.Path(flags.FLAGS.out)))
 
 
 if __name__ == "__main__":
-    main()
+    cli.define_out("results/llm_prompting", "report.md and the PNGs, from the records in its boolq/ and bbc/")
+    cli.run(main)

@@ -3,13 +3,12 @@
   python -m analysis.london_baseline [--eval_file=PATH] [--place=London]
 """
 
-from absl import app, flags
+from absl import flags
 
 from data import birth_places
 from data.paths import resolve_path
+from train import cli
 
-flags.DEFINE_string("eval_file", "../shared/data/cs224n_birth_places/birth_dev.tsv", "TSV with gold places.")
-flags.DEFINE_string("place", "London", "The one answer.")
 FLAGS = flags.FLAGS
 
 
@@ -25,4 +24,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flags.DEFINE_string("eval_file", "../shared/data/cs224n_birth_places/birth_dev.tsv", "TSV with gold places.")
+    flags.DEFINE_string("place", "London", "The one answer.")
+    cli.run(main)

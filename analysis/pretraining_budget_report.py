@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 import pathlib
 
-from absl import app, flags
+from absl import flags
+
+from train import cli
+
+FLAGS = flags.FLAGS
 
 COURSE_PRETRAINED = 0.200  # the course's PyTorch code, pretrain + finetune, birth_dev.tsv
 COURSE_BAR = 0.10  # the assignment's pass mark for the pretrained model
@@ -132,6 +136,5 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("runs", "runs/birth_budget", "The curve's run directory (experiments.pretraining_budget).")
-    flags.DEFINE_string("out", "results/birth_budget", "Where report.md, curve.png and curve.csv go.")
-    FLAGS = flags.FLAGS
-    app.run(main)
+    cli.define_out("results/birth_budget", "report.md, curve.png and curve.csv")
+    cli.run(main)

@@ -14,20 +14,19 @@ and the test set's binomial standard error.
 from __future__ import annotations
 
 import collections
-import json
 import pathlib
 
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
+from train import cli
 from train.records import best_run, read_run, variant_records
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    config_flags.DEFINE_config_file("config", None, "The study's configs/*_study.py file.", lock_config=False)
+    cli.define_config("The study's configs/*_study.py file.", lock_config=False)
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -290,6 +289,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from train import cli
     define_flags()
     cli.run(main)

@@ -9,11 +9,11 @@ Writes `curves.png` (all six), `exp<N>.png` (one per experiment) and `report.md`
 
 from __future__ import annotations
 
-import json
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
+from train import cli
 from train.metrics import read_metrics
 
 EXPERIMENTS = {
@@ -189,10 +189,6 @@ def write_report(runs, out, experiments=tuple(EXPERIMENTS), notes: str = "") -> 
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("runs", None, "Directory with exp1 ... exp6 run directories.")
-flags.DEFINE_string("out", None, "Where report.md and the PNGs go.")
-flags.DEFINE_string("notes", "", "A paragraph put under the title (what subset, how many steps).")
-flags.mark_flags_as_required(["runs", "out"])
 
 
 def main(argv):
@@ -201,4 +197,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flags.DEFINE_string("runs", None, "Directory with exp1 ... exp6 run directories.", required=True)
+    cli.define_out(None, "report.md, curves.png and exp<N>.png")
+    flags.DEFINE_string("notes", "", "A paragraph put under the title (what subset, how many steps).")
+    cli.run(main)

@@ -15,7 +15,6 @@ over its median wall time. The row for benchmarks/run_all.py: ms/step against tr
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 from typing import Any, Callable, NamedTuple
@@ -24,14 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 from flax import nnx
 
-from benchmarks.timing import compiled_flops, emit_rows, header, load_average, measure
+from benchmarks.timing import compiled_flops, define_dropout_bits, emit_rows, header, load_average, measure
 from configs import bert_finetune
 from models.bert import BertConfig
 from models.build import build_model, trainable_filter
 from models.hf_checkpoint import DEFAULT_SOURCE, resolve_checkpoint_dir
+from train import cli
 from train.tasks.text_classification import classification_loss
+
+FLAGS = flags.FLAGS
 
 
 def make_batch(batch, length, vocab, seed=0):
@@ -123,32 +126,32 @@ def build_pair(source=None, batch=32, length=128, dropout_bits="threefry"):
     return Pair(torch_step, flax_step, compiled, diff)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", default=None, help="checkpoint dir or package (default MiniLM)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--length", type=int, default=128)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per implementation")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--dropout_bits", default="threefry", choices=("threefry", "hash"),
-                   help="our encoder's dropout generator (config.model.dropout_bits)")
-    args = p.parse_args(argv)
+def define_flags():
+    flags.DEFINE_string("source", None, "Checkpoint directory or package (default: MiniLM).")
+    flags.DEFINE_integer("batch", 32, "Examples per step.", lower_bound=1)
+    flags.DEFINE_integer("length", 128, "Tokens per example.", lower_bound=1)
+    flags.DEFINE_integer("steps", 6, "Timed steps per implementation.", lower_bound=1)
+    flags.DEFINE_integer("warmup", 2, "Untimed steps per implementation before them.", lower_bound=0)
+    define_dropout_bits()
 
+
+def main(argv):
+    del argv
     import torch
     import transformers
 
     t0 = time.perf_counter()
-    torch_step, flax_step, compiled, diff = build_pair(args.source, args.batch, args.length, args.dropout_bits)
+    torch_step, flax_step, compiled, diff = build_pair(FLAGS.source, FLAGS.batch, FLAGS.length, FLAGS.dropout_bits)
     jax.block_until_ready(flax_step())
     compile_s = time.perf_counter() - t0  # with both models' loading
     machine = header()
     flops = compiled_flops(compiled)
-    times = measure({"torch": torch_step, "flax": flax_step}, args.steps, warmup=args.warmup)
+    times = measure({"torch": torch_step, "flax": flax_step}, FLAGS.steps, warmup=FLAGS.warmup)
 
-    eps = {k: args.batch / t.median for k, t in times.items()}
-    print(f"\nFull fine-tuning step (forward + backward + AdamW), {args.source or DEFAULT_SOURCE}, "
-          f"batch {args.batch}, length {args.length}, float32, dropout on; median of {args.steps} "
-          f"alternating steps after {args.warmup} warm-up; our dropout bits: {args.dropout_bits}.\n{machine}\n")
+    eps = {k: FLAGS.batch / t.median for k, t in times.items()}
+    print(f"\nFull fine-tuning step (forward + backward + AdamW), {FLAGS.source or DEFAULT_SOURCE}, "
+          f"batch {FLAGS.batch}, length {FLAGS.length}, float32, dropout on; median of {FLAGS.steps} "
+          f"alternating steps after {FLAGS.warmup} warm-up; our dropout bits: {FLAGS.dropout_bits}.\n{machine}\n")
     print("| implementation | examples/s | ms/step | ratio vs PyTorch |")
     print("|---|---:|---:|---:|")
     print(f"| PyTorch {torch.__version__} + transformers {transformers.__version__} "
@@ -161,12 +164,14 @@ def main(argv=None):
           f"max |logit difference| before training {diff:.1e}; XLA cost analysis {flops / 1e9:.1f} GFLOP/step, "
           f"{flops / times['flax'].median / 1e9:.1f} GFLOP/s")
     emit_rows("bert", [{
-        "workload": f"BERT fine-tuning step ({(args.source or DEFAULT_SOURCE).split('/')[-1]}), batch {args.batch} "
-                    f"x {args.length}, dropout on, AdamW" + (", hash dropout bits" if args.dropout_bits == "hash" else ""),
+        "workload": f"BERT fine-tuning step ({(FLAGS.source or DEFAULT_SOURCE).split('/')[-1]}), batch "
+                    f"{FLAGS.batch} x {FLAGS.length}, dropout on, AdamW"
+                    + (", hash dropout bits" if FLAGS.dropout_bits == "hash" else ""),
         "ours_ms": times["flax"].ms, "peer": f"transformers {transformers.__version__} (torch {torch.__version__})",
         "peer_ms": times["torch"].ms, "gflops": flops / times["flax"].median / 1e9,
         "note": f"{eps['flax']:.1f} vs {eps['torch']:.1f} examples/s"}])
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    cli.run(main)

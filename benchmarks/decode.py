@@ -17,23 +17,19 @@ recomputation and against the course's PyTorch sample() loop.
 
 import time
 
-import jax
 import numpy as np
 import torch
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
-from benchmarks.timing import emit_rows, header, measure_one
+from benchmarks.timing import define_repeats, emit_rows, header, measure_one
 from configs import birth_pretrain
 from data import birth_places
 from data.paths import resolve_data_dir
 from models.gpt import GPT, greedy_decode
 from reference.gpt import TorchGPT, course_greedy, flax_params
+from train import cli
 
-flags.DEFINE_integer("questions", 500, "Dev questions decoded by the JAX rows.")
-flags.DEFINE_integer("torch_questions", 50, "Questions decoded by the PyTorch loop (time scaled up).")
-flags.DEFINE_integer("repeats", 3, "Timed runs of each JAX decoder (after warm-up).")
-flags.DEFINE_string("data_dir", "", "wiki.txt and birth_dev.tsv (default: the pretraining config's).")
 FLAGS = flags.FLAGS
 
 
@@ -91,4 +87,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flags.DEFINE_integer("questions", 500, "Dev questions decoded by the JAX rows.", lower_bound=1)
+    flags.DEFINE_integer("torch_questions", 50, "Questions decoded by the PyTorch loop (time scaled up).",
+                         lower_bound=1)
+    define_repeats(3)
+    flags.DEFINE_string("data_dir", "", "wiki.txt and birth_dev.tsv (default: the pretraining config's).")
+    cli.run(main)

@@ -11,23 +11,28 @@ over PyTorch.
 import jax
 import numpy as np
 import torch
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
-from benchmarks.timing import compiled_flops, emit_rows, header, measure
+from benchmarks.timing import compiled_flops, define_dropout_bits, define_repeats, emit_rows, header, measure
 from configs import birth_pretrain
 from models.build import build_model, trainable_filter
 from reference.gpt import TorchGPT
+from train import cli
 from train.optim import make_optimizer
 from train.steps import data_mesh, make_train_step
 from train.tasks.char_gpt import masked_cross_entropy
 
-flags.DEFINE_integer("batch_size", 128, "Examples per step (the pretraining config's).")
-flags.DEFINE_integer("repeats", 5, "Timed steps per framework (after warm-up).")
-flags.DEFINE_integer("vocab_size", 256, "Character vocabulary (wiki.txt has about 250).")
-flags.DEFINE_string("rng_impl", "threefry2x32", "JAX's generator for the dropout keys: threefry2x32, rbg, unsafe_rbg.")
-flags.DEFINE_enum("dropout_bits", "threefry", ["threefry", "hash"], "config.model.dropout_bits: jax.random or a counter hash.")
 FLAGS = flags.FLAGS
+
+
+def define_step_flags():
+    """The flags the step is built from; benchmarks/profile_step.py builds the same step from them."""
+    flags.DEFINE_integer("batch_size", 128, "Examples per step (the pretraining config's).", lower_bound=1)
+    flags.DEFINE_integer("vocab_size", 256, "Character vocabulary (wiki.txt has about 250).", lower_bound=1)
+    flags.DEFINE_enum("rng_impl", "threefry2x32", ["threefry2x32", "rbg", "unsafe_rbg"],
+                      "JAX's generator for the dropout keys.")
+    define_dropout_bits()
 
 
 def jax_train_step(batch_size: int, vocab_size: int = 256, rng_impl: str = "threefry2x32",
@@ -100,4 +105,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_step_flags()
+    define_repeats(5)
+    cli.run(main)

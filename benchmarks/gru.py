@@ -28,23 +28,26 @@ GFLOP/s (emitted for benchmarks/run_all.py, and printed) is the matmul count of 
 layer's forward and backward, 6 B S 3H (I + H): XLA's cost analysis counts a scan's loop
 body once, not once per step, so it cannot be used here.
 """
-import argparse
 import os
 import sys
 
 import jax.numpy as jnp
 import numpy as np
 import torch
+from absl import flags
 from flax import nnx
 from torch import nn
 
-from benchmarks.timing import emit_rows, header, load_average, measure
+from benchmarks.timing import define_quick, define_repeats, emit_rows, header, load_average, measure
 from configs import sentiment
 from models.build import build_model
 from models.gru import GRU, load_torch_gru_state_dict
 from reference.gru import CourseGRU
 from reference.seq2seq import TorchClassifier
+from train import cli
 from train.tasks.text_classification import classification_loss
+
+FLAGS = flags.FLAGS
 
 
 SINGLE_THREAD_ENV = {
@@ -137,37 +140,39 @@ def bench_classifier(B, S, experiment, repeats, vocab=30522, size=256):
     return [(f"classifier {name} fwd+bwd (B={B}, S={S}, V={vocab}, E=H={size})", t["jax"].ms, t["torch"].ms)]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--size", type=int, default=256, help="GRU input and hidden size")
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, to check the script runs")
-    parser.add_argument("--threads", type=int, choices=(1,), default=None,
-                        help="1: one thread for both libraries (see the docstring); default: all cores")
-    args = parser.parse_args()
-    if args.threads == 1:
+def define_flags():
+    define_repeats(7)
+    flags.DEFINE_integer("batch", 32, "Batch size.", lower_bound=1)
+    flags.DEFINE_integer("seq-len", 256, "Sequence length.", lower_bound=1)
+    flags.DEFINE_integer("size", 256, "GRU input and hidden size.", lower_bound=1)
+    define_quick("batch 4, length 16, size 32, vocabulary 1000, 2 repeats")
+    flags.DEFINE_integer("threads", None, "1: one thread for both libraries (see the docstring); default: all cores.",
+                         lower_bound=1, upper_bound=1)
+
+
+def main(argv):
+    del argv
+    if FLAGS.threads == 1:
         use_one_thread()
-    if args.quick:
-        args.batch, args.seq_len, args.size, args.repeats = 4, 16, 32, 2
+    batch, seq_len, size, repeats = FLAGS.batch, FLAGS["seq-len"].value, FLAGS.size, FLAGS.repeats
+    if FLAGS.quick:
+        batch, seq_len, size, repeats = 4, 16, 32, 2
 
     machine = header()
-    rows = bench_gru(args.batch, args.seq_len, args.size, args.repeats)
+    rows = bench_gru(batch, seq_len, size, repeats)
     for experiment in (1, 2):
-        rows += bench_classifier(args.batch, args.seq_len, experiment, args.repeats,
-                                 vocab=1000 if args.quick else 30522, size=args.size)
+        rows += bench_classifier(batch, seq_len, experiment, repeats, vocab=1000 if FLAGS.quick else 30522, size=size)
 
-    print(f"\n{machine}\nmedian of {args.repeats} interleaved runs "
-          f"({course_repeats(args.repeats)} for the course GRU); load average at the end {load_average()}\n")
+    print(f"\n{machine}\nmedian of {repeats} interleaved runs "
+          f"({course_repeats(repeats)} for the course GRU); load average at the end {load_average()}\n")
     print("| case | JAX ms | PyTorch ms | speed-up (PyTorch / JAX) |")
     print("|---|---:|---:|---:|")
     for name, jax_ms, torch_ms in rows:
         print(f"| {name} | {jax_ms:.1f} | {torch_ms:.1f} | {torch_ms / jax_ms:.2f}x |")
-    flops = gru_flops(args.batch, args.seq_len, args.size)
+    flops = gru_flops(batch, seq_len, size)
     print(f"\nGRU layer: {flops / rows[0][1] / 1e6:.1f} GFLOP/s (matmul count 6 B S 3H (I + H) / JAX time)")
 
-    threads = ("1 thread each" if args.threads == 1
+    threads = ("1 thread each" if FLAGS.threads == 1
                else f"default threads (torch {torch.get_num_threads()}, XLA all cores)")
     peers = [f"torch.nn.GRU (torch {torch.__version__})", "course GRU in PyTorch (loop over time)",
              "course classifier in PyTorch", "course classifier in PyTorch"]
@@ -181,4 +186,5 @@ def main():
     emit_rows("gru", emitted)
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    cli.run(main)

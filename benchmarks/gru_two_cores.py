@@ -16,7 +16,6 @@ All three compute the same gradients (checked here before timing). The process s
 two host devices (--xla_force_host_platform_device_count=2); plain and two-scans run on the first.
 """
 
-import argparse
 import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
@@ -24,11 +23,13 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 import jax  # noqa: E402  (after XLA_FLAGS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
-from benchmarks.timing import header, measure  # noqa: E402
+from benchmarks.timing import define_repeats, header, measure  # noqa: E402
 from models.gru import GRU  # noqa: E402
+from train import cli  # noqa: E402
 
 
 def loss(model, x):
@@ -47,10 +48,9 @@ def two_scans_step(model, x):
     return nnx.grad(lambda m, x: loss(m, x[:half]) + loss(m, x[half:]), argnums=(0, 1))(model, x)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    repeats = flags.FLAGS.repeats
     B, S, size = 32, 256, 256
     x = np.random.default_rng(0).standard_normal((B, S, size)).astype(np.float32)
     mesh = jax.make_mesh((2,), ("data",))
@@ -64,13 +64,14 @@ def main():
     for name in ("sharded", "two scans"):
         for a, b in zip(reference, jax.tree.leaves(steps[name]())):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-2, err_msg=name)
-    times = measure(steps, args.repeats)
+    times = measure(steps, repeats)
     print(header())
-    print(f"\n| GRU fwd+bwd, B={B}, S={S}, I=H={size} | ms (median of {args.repeats}, interleaved) | vs plain |")
+    print(f"\n| GRU fwd+bwd, B={B}, S={S}, I=H={size} | ms (median of {repeats}, interleaved) | vs plain |")
     print("|---|---:|---:|")
     for name, t in times.items():
         print(f"| {name} | {t.ms:.0f} | {times['plain'].ms / t.ms:.2f}x |")
 
 
 if __name__ == "__main__":
-    main()
+    define_repeats(7)
+    cli.run(main)

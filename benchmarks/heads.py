@@ -13,7 +13,6 @@ its heads pruned, their section 6.2). Writes results/heads/benchmark.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -22,10 +21,14 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from flax import nnx
 
-from benchmarks.timing import header, load_average, measure
+from benchmarks.timing import define_repeats, header, load_average, measure
 from models import bert, pruning
+from train import cli
+
+FLAGS = flags.FLAGS
 
 RECORDS = [pathlib.Path("results/heads/sst2.json"), pathlib.Path("results/heads/sst2.gradient.json")]
 
@@ -52,13 +55,8 @@ def forward(model):
     return lambda ids, mask: run(state, ids, mask)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--length", type=int, default=64, help="tokens per sequence (SST-2's max_length is 64)")
-    ap.add_argument("--batches", default="1,64")
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--out", default="results/heads/benchmark.json")
-    args = ap.parse_args(argv)
+def main(argv):
+    del argv
     load_before = os.getloadavg()[0]
     full = bert.load_classifier(rngs=nnx.Rngs(0))
     full.eval()
@@ -70,25 +68,29 @@ def main(argv=None):
     print(header())
     rows = []
     rng = np.random.default_rng(0)
-    for b in [int(x) for x in args.batches.split(",")]:
-        ids = jnp.asarray(rng.integers(1000, 30000, (b, args.length)), jnp.int32)
-        mask = jnp.ones((b, args.length), jnp.int32)
+    for b in FLAGS.batches:
+        ids = jnp.asarray(rng.integers(1000, 30000, (b, FLAGS.length)), jnp.int32)
+        mask = jnp.ones((b, FLAGS.length), jnp.int32)
         # the pruned model computes what the masked full model computes
         diff = float(jnp.abs(fns["pruned"](ids, mask) - full(ids, mask, head_mask=jnp.asarray(keep, jnp.float32))).max())
-        t = measure({k: (lambda f=f: f(ids, mask)) for k, f in fns.items()}, repeats=args.repeats)
+        t = measure({k: (lambda f=f: f(ids, mask)) for k, f in fns.items()}, repeats=FLAGS.repeats)
         rows.append({"batch": b, "full_s": t["full"].median, "pruned_s": t["pruned"].median, "max_abs_diff": diff})
         print(f"batch {b:3d}: full {t['full'].ms:8.2f} ms, pruned {t['pruned'].ms:8.2f} ms, "
               f"speed-up {100 * (t['full'].median / t['pruned'].median - 1):5.1f}% "
               f"(Michel et al.: {'17.5%' if b == 64 else 'n/a'}), |pruned - masked| {diff:.1e}")
-    record = {"command": "python -m benchmarks.heads " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": header(), "model": "MiniLM classifier (6 x 12 heads, hidden 384)", "seq_len": args.length,
+    record = {"command": "python -m benchmarks.heads " + " ".join(sys.argv[1:]),
+              "machine": header(), "model": "MiniLM classifier (6 x 12 heads, hidden 384)", "seq_len": FLAGS.length,
               "heads_removed": int((~keep).sum()), "heads_total": int(keep.size), "keep_source": source,
-              "repeats": args.repeats, "rows": rows, "load_before": load_before, "load_after": os.getloadavg()[0],
+              "repeats": FLAGS.repeats, "rows": rows, "load_before": load_before, "load_after": os.getloadavg()[0],
               "quiet": load_before < 0.5}
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(record, indent=1))
-    print(f"load average before {load_before:.2f}, after {load_average()}; wrote {args.out}")
+    pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(FLAGS.out).write_text(json.dumps(record, indent=1))
+    print(f"load average before {load_before:.2f}, after {load_average()}; wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_integer("length", 64, "Tokens per sequence (SST-2's max_length is 64).", lower_bound=1)
+    cli.define_list("batches", [1, 64], "Batch sizes", item=int)
+    define_repeats(15)
+    cli.define_out("results/heads/benchmark.json", "the JSON record (machine, timings per batch)", file=True)
+    cli.run(main)

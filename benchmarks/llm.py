@@ -11,49 +11,42 @@ not counted). llama-cpp-python decodes one sequence at a time: it has no batch-8
 """
 from __future__ import annotations
 
-import argparse
-import time
-
 import numpy as np
+from absl import flags
 
-from benchmarks.timing import header, load_average, measure
+from benchmarks.timing import define_repeats, header, load_average, measure
+from train import cli
+
+FLAGS = flags.FLAGS
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--prompt", type=int, default=128, help="prompt tokens per row")
-    parser.add_argument("--new", type=int, default=32, help="decoded tokens per row")
-    parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no_llama_cpp", action="store_true")
-    args = parser.parse_args()
-
+def main(argv):
+    del argv
     import torch
     import transformers
 
     from models.causal_lm import load_causal_lm, resolve_source
     from models.generation import Generator
 
-    path = resolve_source(args.model)
+    path = resolve_source(FLAGS.model)
     model, _ = load_causal_lm(path, with_tokenizer=False)
     gen = Generator(model)
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                             dtype=torch.float32).eval()
     llama = None
-    if not args.no_llama_cpp:
+    if not FLAGS.no_llama_cpp:
         try:
             import llama_cpp
-            llama = llama_cpp.Llama(model_path=str(path), n_ctx=args.prompt + args.new + 8,
-                                    n_batch=args.prompt, n_threads=torch.get_num_threads(), verbose=False)
+            llama = llama_cpp.Llama(model_path=str(path), n_ctx=FLAGS.prompt + FLAGS.new + 8,
+                                    n_batch=FLAGS.prompt, n_threads=torch.get_num_threads(), verbose=False)
         except ImportError:
             print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
 
     rng = np.random.default_rng(0)
     vocab = model.config.vocab_size
     rows = []
-    for batch in map(int, args.batches.split(",")):
-        prompts = rng.integers(100, min(vocab, 30000), (batch, args.prompt))
+    for batch in FLAGS.batches:
+        prompts = rng.integers(100, min(vocab, 30000), (batch, FLAGS.prompt))
         lists = [list(map(int, p)) for p in prompts]
         tokens = torch.tensor(prompts)
 
@@ -61,8 +54,8 @@ def main():
             with torch.no_grad():
                 return ref.generate(tokens, max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
-        fns = {"jax 1": lambda: gen.generate(lists, 1), "jax n": lambda: gen.generate(lists, 1 + args.new),
-               "torch 1": lambda: hf_generate(1), "torch n": lambda: hf_generate(1 + args.new)}
+        fns = {"jax 1": lambda: gen.generate(lists, 1), "jax n": lambda: gen.generate(lists, 1 + FLAGS.new),
+               "torch 1": lambda: hf_generate(1), "torch n": lambda: hf_generate(1 + FLAGS.new)}
         if llama is not None and batch == 1:
             def llama_generate(n):
                 llama.reset()
@@ -71,17 +64,17 @@ def main():
                     llama.eval([llama.sample(top_k=1, temp=0.0)])
                 return llama.n_tokens
 
-            fns.update({"llama.cpp 1": lambda: llama_generate(1), "llama.cpp n": lambda: llama_generate(1 + args.new)})
-        times = measure(fns, repeats=args.repeats, warmup=1)
+            fns.update({"llama.cpp 1": lambda: llama_generate(1), "llama.cpp n": lambda: llama_generate(1 + FLAGS.new)})
+        times = measure(fns, repeats=FLAGS.repeats, warmup=1)
         for name in ("jax", "torch", "llama.cpp"):
             if f"{name} 1" not in times:
                 continue
             one, many = times[f"{name} 1"].median, times[f"{name} n"].median
-            rows.append((name, batch, batch * args.prompt / one, batch * args.new / max(many - one, 1e-9)))
+            rows.append((name, batch, batch * FLAGS.prompt / one, batch * FLAGS.new / max(many - one, 1e-9)))
 
     print(header())
-    print(f"{args.model} ({path.name}), prompt {args.prompt} tokens, {args.new} decoded tokens, "
-          f"median of {args.repeats}")
+    print(f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
+          f"median of {FLAGS.repeats}")
     print("| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers |")
     print("|---|---:|---:|---:|---:|")
     torch_decode = {b: d for n, b, _, d in rows if n == "torch"}
@@ -91,4 +84,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("model", "smollm2", "smollm2, gemma3, a .gguf file or a Hugging Face directory.")
+    flags.DEFINE_integer("prompt", 128, "Prompt tokens per row.", lower_bound=1)
+    flags.DEFINE_integer("new", 32, "Decoded tokens per row.", lower_bound=1)
+    cli.define_list("batches", [1, 8], "Batch sizes", item=int)
+    define_repeats(3)
+    flags.DEFINE_bool("no_llama_cpp", False, "Leave llama.cpp out (it is an optional extra).")
+    cli.run(main)

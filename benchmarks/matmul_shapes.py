@@ -24,14 +24,16 @@ is mostly dispatch, which the scan's loop does not pay.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from absl import flags
 
-from benchmarks.timing import header, measure
+from benchmarks.timing import define_quick, define_repeats, header, measure
+from train import cli
+
+FLAGS = flags.FLAGS
 
 # (workload, M, K, N): the Linear layers of the benchmarks' steps
 SHAPES = (
@@ -73,12 +75,9 @@ def products(M, K, N):
             "weight grad": (lambda: dw(jx, jg), lambda: tg.T @ tx)}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--quick", action="store_true", help="small shapes, to check the script runs")
-    args = parser.parse_args()
-    shapes = [(n, min(M, 64), min(K, 64), min(N, 64)) for n, M, K, N in SHAPES[:2]] if args.quick else SHAPES
+def main(argv):
+    del argv
+    shapes = [(n, min(M, 64), min(K, 64), min(N, 64)) for n, M, K, N in SHAPES[:2]] if FLAGS.quick else SHAPES
     print(header())
     print("\n| layer | M x K x N | product | ours (ms) | PyTorch (ms) | ours GFLOP/s | PyTorch GFLOP/s | ratio |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
@@ -88,7 +87,7 @@ def main():
         gflop = 2 * M * K * N / 1e9
         layer_ms[name] = [0.0, 0.0]
         for product, (ours, theirs) in products(M, K, N).items():
-            t = measure({"ours": ours, "torch": theirs}, args.repeats)
+            t = measure({"ours": ours, "torch": theirs}, FLAGS.repeats)
             a, b = t["ours"].ms, t["torch"].ms
             if product in TRAINING_PRODUCTS:
                 layer_ms[name] = [layer_ms[name][0] + a, layer_ms[name][1] + b]
@@ -104,4 +103,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    define_repeats(9)
+    define_quick("the first two layers' shapes, each size at most 64")
+    cli.run(main)

@@ -41,15 +41,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
+from benchmarks import gpt
 from benchmarks.gpt import jax_train_step, torch_train_step
 from benchmarks.timing import compiled_flops, header, measure_one
+from train import cli
 
-flags.DEFINE_enum("workload", "gpt", ["gpt", "transformer", "bert"], "Which benchmark's training step.")
-flags.DEFINE_integer("steps", 3, "Traced steps (after warm-up).")  # --batch_size, --dropout_bits: benchmarks/gpt.py's
-flags.DEFINE_bool("peer", True, "Also profile the PyTorch peer's step into the same parts.")
 FLAGS = flags.FLAGS
 
 PARTS = ("attention matmul fwd", "attention matmul bwd", "dense matmul fwd", "dense matmul bwd", "dropout bits", "softmax", "GELU", "layer norm", "optimizer", "other")
@@ -173,12 +172,13 @@ def torch_parts(step, steps: int) -> tuple[collections.Counter, float]:
 def workload(name: str):
     """(title, our step(), our compiled step, the PyTorch peer's step()) of one benchmark."""
     if name == "gpt":
-        step, _, step_fn, args = jax_train_step(FLAGS.batch_size, rng_impl=FLAGS.rng_impl,
+        step, _, step_fn, args = jax_train_step(FLAGS.batch_size, FLAGS.vocab_size, rng_impl=FLAGS.rng_impl,
                                                dropout_bits=FLAGS.dropout_bits)
         title = f"minGPT pretraining step, batch {FLAGS.batch_size}, dropout bits {FLAGS.dropout_bits}"
-        return title, step, step_fn.lower(*args).compile(), torch_train_step(FLAGS.batch_size)[0]
+        return title, step, step_fn.lower(*args).compile(), torch_train_step(FLAGS.batch_size, FLAGS.vocab_size)[0]
     if name == "transformer":
         import torch
+
         from benchmarks import transformer
         jitted, model, optimizer = transformer.jax_train_step_parts(cls_only_last_layer=False,
                                                                     dropout_bits=FLAGS.dropout_bits)
@@ -241,4 +241,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    flags.DEFINE_enum("workload", "gpt", ["gpt", "transformer", "bert"], "Which benchmark's training step.")
+    flags.DEFINE_integer("steps", 3, "Traced steps (after warm-up).", lower_bound=1)
+    flags.DEFINE_bool("peer", True, "Also profile the PyTorch peer's step into the same parts.")
+    gpt.define_step_flags()  # --batch_size, --vocab_size, --rng_impl, --dropout_bits
+    flags.adopt_module_key_flags(gpt)  # listed by --help
+    cli.run(main)

@@ -1,6 +1,6 @@
 """One command for every headline benchmark: one Markdown table, a JSON file and the full logs.
 
-    python -m benchmarks.run_all [--quick] [--only=gru,bert] [--out=results/benchmarks]
+    python -m benchmarks.run_all [--quick] [--only=gru,bert] [--out=results/benchmarks] [--quiet_wait=300]
 
 Runs the benchmarks of BENCHMARKS one after another, each in its own subprocess (so thread
 settings and environment variables can differ: the single-threaded GRU run is one), and
@@ -19,14 +19,14 @@ A benchmark that fails gets a row whose note is "failed: <last line of its stder
 others still run, and the command exits with status 1 at the end.
 
 Timings are only worth anything on a quiet machine: before the first benchmark it waits up
-to $QUIET_WAIT seconds (default 300) for the 1-minute load average to fall below $QUIET_LOAD
-(default 0.5), like /work/shared/tools/quiet-run; if it does not, it runs anyway and the
-machine line says so. The load average before and after each benchmark is in table.json.
+to --quiet_wait seconds ($QUIET_WAIT, default 300) for the 1-minute load average to fall below
+--quiet_load ($QUIET_LOAD, default 0.5), like /work/shared/tools/quiet-run
+(benchmarks.timing.wait_for_quiet); if it does not, it runs anyway and the machine line says so.
+The load average before and after each benchmark is in table.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -37,6 +37,12 @@ import subprocess
 import sys
 import time
 
+from absl import flags
+
+from benchmarks import timing
+from train import cli
+
+FLAGS = flags.FLAGS
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -67,7 +73,8 @@ BENCHMARKS = [
     Benchmark("bert_hash", "benchmarks.bert", ("--dropout_bits=hash",),
               ("--batch=4", "--length=32", "--steps=1", "--warmup=1", "--dropout_bits=hash")),
     # one timed run after warm-up: recomputing takes about a minute, and the speed-up is large
-    Benchmark("decode", "benchmarks.decode", ("--repeats=1",), ("--questions=20", "--torch_questions=2", "--repeats=1")),
+    Benchmark("decode", "benchmarks.decode", ("--repeats=1",),
+              ("--questions=20", "--torch_questions=2", "--repeats=1")),
 ]
 
 COLUMNS = ("workload", "ours (ms)", "peer", "peer (ms)", "ratio (peer / ours)", "our GFLOP/s", "note")
@@ -81,7 +88,7 @@ def select(benchmarks: list[Benchmark], only: str | None) -> list[Benchmark]:
     known = {b.name for b in benchmarks} | {b.module.rsplit(".", 1)[-1] for b in benchmarks}
     unknown = [w for w in wanted if w not in known]
     if unknown:
-        raise SystemExit(f"run_all: --only names unknown benchmark(s) {', '.join(unknown)}; "
+        raise SystemExit(f"error: --only names unknown benchmark(s) {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
     return [b for b in benchmarks if b.name in wanted or b.module.rsplit(".", 1)[-1] in wanted]
 
@@ -126,22 +133,6 @@ def write_outputs(out: pathlib.Path, machine: str, rows: list[dict], runs: list[
     return text
 
 
-def _load1() -> float:
-    return os.getloadavg()[0]
-
-
-def wait_for_quiet() -> str:
-    """'' once the 1-minute load is below $QUIET_LOAD (waiting up to $QUIET_WAIT s), else a warning."""
-    limit, wait_s = float(os.environ.get("QUIET_LOAD", 0.5)), float(os.environ.get("QUIET_WAIT", 300))
-    start = time.monotonic()
-    while _load1() >= limit:
-        if time.monotonic() - start >= wait_s:
-            return (f"NOT A QUIET MACHINE: 1-minute load average {_load1():.2f} >= {limit} after "
-                    f"{wait_s:.0f} s of waiting; the ratios below mean little")
-        time.sleep(min(10.0, max(0.1, wait_s - (time.monotonic() - start))))
-    return ""
-
-
 def _last_line(*texts: str) -> str:
     for text in texts:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -179,38 +170,43 @@ def run_benchmark(bench: Benchmark, quick: bool, logs: pathlib.Path) -> tuple[li
     return rows, record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="each benchmark's small shapes / few repeats")
-    parser.add_argument("--only", default=None, help="comma-separated benchmark names, e.g. gru,bert")
-    parser.add_argument("--out", default=str(REPO_ROOT / "results" / "benchmarks"),
-                        help="folder for table.md, table.json and logs/")
-    args = parser.parse_args(argv)
-    benchmarks = select(BENCHMARKS, args.only)
-    out = pathlib.Path(args.out)
+def define_flags() -> None:
+    timing.define_quick("each benchmark's small shapes and few repeats")
+    flags.DEFINE_list("only", [], "Benchmark names or modules to run, e.g. gru,bert (default: all).")
+    cli.define_out(str(REPO_ROOT / "results" / "benchmarks"), "table.md, table.json and logs/")
+    timing.define_quiet_flags()
+
+
+def main(argv: list[str]) -> int:
+    args = sys.argv[1:]
+    if argv and argv[0].startswith("-"):  # main(["--quick", ...]) called from Python (tests/test_benchmarks.py)
+        if "only" not in FLAGS:
+            define_flags()
+        args = argv
+        FLAGS(["run_all", *args])
+    benchmarks = select(BENCHMARKS, ",".join(FLAGS.only))
+    out = pathlib.Path(FLAGS.out)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "-m", "benchmarks.run_all", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "benchmarks.run_all", *args])
 
-    from benchmarks.timing import header  # imports jax (and torch): after the argument errors
-    busy = wait_for_quiet()
-    machine, remarks = header(), [busy] if busy else []
+    busy = timing.wait_for_quiet(FLAGS.quiet_wait, FLAGS.quiet_load)
+    machine, remarks = timing.header(), [busy] if busy else []
     started = datetime.datetime.now(datetime.timezone.utc)
     rows, runs = [], []
     for i, bench in enumerate(benchmarks, 1):
-        print(f"[{i}/{len(benchmarks)}] {bench.name}: {shlex.join(bench.argv(args.quick)[1:])}",
+        print(f"[{i}/{len(benchmarks)}] {bench.name}: {shlex.join(bench.argv(FLAGS.quick)[1:])}",
               file=sys.stderr, flush=True)
-        bench_rows, record = run_benchmark(bench, args.quick, logs)
+        bench_rows, record = run_benchmark(bench, FLAGS.quick, logs)
         rows += bench_rows
         runs.append(record)
         status = "ok" if record["returncode"] == 0 else f"FAILED (exit status {record['returncode']})"
         print(f"    {status}, {record['wall_s']:.0f} s, {len(bench_rows)} rows; log {out / record['log']}",
               file=sys.stderr, flush=True)
-    from benchmarks.timing import load_average
-    remarks.append(f"load average at the end (1/5/15 min) {load_average()}")
-    if args.quick:
+    remarks.append(f"load average at the end (1/5/15 min) {timing.load_average()}")
+    if FLAGS.quick:
         remarks.append("--quick: small shapes and few repeats, a smoke test; these numbers mean nothing")
-    extra = {"quick": args.quick, "started": started.isoformat(timespec="seconds"),
+    extra = {"quick": FLAGS.quick, "started": started.isoformat(timespec="seconds"),
              "wall_s": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1)}
     text = write_outputs(out, machine, rows, runs, command, remarks, extra)
     print(text)
@@ -225,4 +221,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    cli.run(main)

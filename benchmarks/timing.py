@@ -11,6 +11,9 @@ interleaved, so that load from other processes on a shared machine, or a driftin
 hits them alike. Every result is passed through jax.block_until_ready (a no-op for torch
 tensors and Python values), so asynchronous dispatch is inside the measured time. Wall
 time is time.perf_counter; process CPU time (all threads) is recorded beside it.
+
+The flags several benchmarks share are defined here, once (define_repeats, define_quick,
+define_dropout_bits, define_quiet_flags; train/cli.py has those of every script, --out).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ import time
 from typing import Any, Callable
 
 import jax
+from absl import flags
+
+# The define_* functions define flags for the benchmark that calls them (listed by its --help).
+flags.disclaim_key_flags()
 
 
 @dataclasses.dataclass
@@ -110,3 +117,48 @@ def emit_rows(benchmark: str, rows: list[dict]) -> None:
     with open(path, "a") as f:
         for row in rows:
             f.write(json.dumps({"benchmark": benchmark, **row}) + "\n")
+
+
+# ----------------------------------------------------------------------------- shared flags
+
+
+def define_repeats(default: int) -> flags.FlagHolder:
+    """--repeats: timed calls of each measured function after its warm-up (measure()'s `repeats`)."""
+    return flags.DEFINE_integer("repeats", default, "Timed calls of each measured function, after warm-up "
+                                "(the median is reported).", lower_bound=1)
+
+
+def define_quick(what: str) -> flags.FlagHolder:
+    """--quick: a smoke test (`what`: how the benchmark shrinks); its numbers mean nothing."""
+    return flags.DEFINE_bool("quick", False, f"A smoke test, to check the script runs: {what}.")
+
+
+def define_dropout_bits() -> flags.FlagHolder:
+    """--dropout_bits: where our models' dropout masks come from (config.model.dropout_bits)."""
+    return flags.DEFINE_enum("dropout_bits", "threefry", ["threefry", "hash"],
+                             "config.model.dropout_bits of our model: jax.random (threefry) or a counter hash.")
+
+
+def define_quiet_flags() -> None:
+    """--quiet_wait and --quiet_load, for wait_for_quiet(); unset, $QUIET_WAIT and $QUIET_LOAD
+    (as /work/shared/tools/quiet-run reads them), else 300 s and 0.5."""
+    flags.DEFINE_float("quiet_wait", None, "Seconds to wait, before timing, for the 1-minute load average to fall "
+                       "below --quiet_load (default: $QUIET_WAIT, else 300).", lower_bound=0)
+    flags.DEFINE_float("quiet_load", None, "The load average a quiet machine stays below (default: $QUIET_LOAD, "
+                       "else 0.5).", lower_bound=0)
+
+
+def wait_for_quiet(wait_s: float | None = None, load: float | None = None) -> str:
+    """'' once the 1-minute load is below `load` (waiting up to `wait_s` s), else a warning for the table.
+
+    None: $QUIET_WAIT and $QUIET_LOAD, else 300 s and 0.5 (the values of define_quiet_flags).
+    """
+    limit = float(os.environ.get("QUIET_LOAD", 0.5)) if load is None else load
+    wait_s = float(os.environ.get("QUIET_WAIT", 300)) if wait_s is None else wait_s
+    start = time.monotonic()
+    while os.getloadavg()[0] >= limit:
+        if time.monotonic() - start >= wait_s:
+            return (f"NOT A QUIET MACHINE: 1-minute load average {os.getloadavg()[0]:.2f} >= {limit} after "
+                    f"{wait_s:.0f} s of waiting; the ratios below mean little")
+        time.sleep(min(10.0, max(0.1, wait_s - (time.monotonic() - start))))
+    return ""

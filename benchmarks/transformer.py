@@ -24,7 +24,6 @@ For benchmarks/run_all.py it emits two rows against PyTorch eager with the cours
 attention formula: the full last layer (the same work as the course code) and, labelled
 as such, the CLS-only last layer; each with GFLOP/s from XLA's cost analysis of its step.
 """
-import argparse
 import functools
 
 import jax
@@ -32,13 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from absl import flags
 from flax import nnx
 
-from benchmarks.timing import compiled_flops, emit_rows, header, load_average, measure, measure_one
+from benchmarks.timing import compiled_flops, define_quick, emit_rows, header, load_average, measure, measure_one
 from configs import sentiment
 from models.attention import SelfAttention
 from models.build import build_model
 from reference.transformer import TorchTransformer
+from train import cli
 from train.tasks.text_classification import classification_loss
 
 
@@ -200,12 +201,11 @@ def emit_train_rows(times, eager):
     emit_rows("transformer", rows)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and sequence lengths")
-    args = parser.parse_args()
-    repeats = 3 if args.quick else 7
-    seqs = (128, 256, 512) if args.quick else (128, 256, 512, 1024, 2048)
+def main(argv):
+    del argv
+    quick = flags.FLAGS.quick
+    repeats = 3 if quick else 7
+    seqs = (128, 256, 512) if quick else (128, 256, 512, 1024, 2048)
 
     print("# Transformer benchmark\n")
     print(header())
@@ -236,4 +236,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    define_quick("3 repeats instead of 7, sequences up to 512 instead of 2048")
+    cli.run(main)

@@ -1,6 +1,6 @@
 """XLA:CPU flags against the minGPT training step: which compiler options move the step time.
 
-    python -m benchmarks.xla_flags [--sets=default,onednn_dot] [--repeats=5] [--out=results/benchmarks/xla_flags]
+    python -m benchmarks.xla_flags [--sets=default,onednn_dots] [--repeats=5] [--out=results/benchmarks/xla_flags]
 
 XLA reads its flags once, when the backend starts, so each flag set runs benchmarks.gpt
 (hash dropout bits) in its own subprocess with XLA_FLAGS set; that run also times the course's
@@ -9,12 +9,11 @@ timing, each set's compiled step is searched for the library fusions the flag as
 YNNPACK, oneDNN), so a flag XLA accepted but did not act on shows as such. Prints one Markdown
 table and writes it with the raw rows to <out>/table.md and table.json.
 
-Only meaningful on a quiet machine (see benchmarks/run_all.py, which this waits like).
+Only meaningful on a quiet machine: it waits for one as benchmarks/run_all.py does (--quiet_wait, --quiet_load).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -23,6 +22,12 @@ import subprocess
 import sys
 import tempfile
 
+from absl import flags
+
+from benchmarks import timing
+from train import cli
+
+FLAGS = flags.FLAGS
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # name -> XLA_FLAGS. Fusion types name what a library may take over: dot, eltwise, reduce, individual_dot.
@@ -95,36 +100,32 @@ def markdown(rows: list[dict], machine: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default=",".join(FLAG_SETS), help="comma-separated names from FLAG_SETS")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--out", default="results/benchmarks/xla_flags")
-    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # the per-set subprocess
-    args = parser.parse_args(argv)
-    if args.probe:
-        print(json.dumps(probe(args.batch_size)))
+def main(argv) -> int:
+    del argv
+    if FLAGS.probe:
+        print(json.dumps(probe(FLAGS.batch_size)))
         return 0
-    unknown = [s for s in args.sets.split(",") if s not in FLAG_SETS]
-    if unknown:
-        parser.error(f"--sets: unknown {unknown}; known: {sorted(FLAG_SETS)}")
-    from benchmarks.run_all import wait_for_quiet
-    from benchmarks.timing import load_average
-    warning = wait_for_quiet()
-    machine = (warning + "; " if warning else "") + f"load average at the start (1/5/15 min): {load_average()}"
+    warning = timing.wait_for_quiet(FLAGS.quiet_wait, FLAGS.quiet_load)
+    machine = (warning + "; " if warning else "") + f"load average at the start (1/5/15 min): {timing.load_average()}"
     rows = []
-    for name in args.sets.split(","):
-        rows.append(run_set(name, FLAG_SETS[name], args.repeats, args.batch_size))
+    for name in FLAGS.sets:
+        rows.append(run_set(name, FLAG_SETS[name], FLAGS.repeats, FLAGS.batch_size))
         print(json.dumps(rows[-1]), flush=True)
-    text = markdown(rows, machine + f"; at the end: {load_average()}")
+    text = markdown(rows, machine + f"; at the end: {timing.load_average()}")
     print(text)
-    out = REPO_ROOT / args.out
+    out = REPO_ROOT / FLAGS.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(f"`python -m benchmarks.xla_flags {' '.join(argv or sys.argv[1:])}`\n\n" + text)
+    (out / "table.md").write_text(f"`python -m benchmarks.xla_flags {' '.join(sys.argv[1:])}`\n\n" + text)
     (out / "table.json").write_text(json.dumps({"rows": rows, "machine": machine}, indent=1))
     return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.define_list("sets", FLAG_SETS, "Flag sets to time, in order", choices=FLAG_SETS)
+    timing.define_repeats(5)
+    flags.DEFINE_integer("batch_size", 128, "Examples per step of benchmarks.gpt.", lower_bound=1)
+    cli.define_out("results/benchmarks/xla_flags", "table.md and table.json (relative to the repository)")
+    timing.define_quiet_flags()
+    flags.DEFINE_bool("probe", False, "Internal: print the compiled step's FLOPs and library fusions as JSON "
+                      "(the per-set subprocess).")
+    cli.run(main)

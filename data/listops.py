@@ -9,13 +9,12 @@ As in LRA's input pipeline the brackets '(' ')' of the string form are not token
 an example is the whitespace-separated sequence, e.g. `[MAX 2 9 [MIN 4 7 ] 0 ]` -> 9.
 
 LRA: 96,000 / 2,000 / 2,000 examples, lengths 500-2,000, max_depth 10, max_args 10.
-A smaller, shorter set for the CPU here (the command that made results/efficient_attention):
+write_dataset() writes a set once: train.tsv, val.tsv, test.tsv (LRA's Source<TAB>Target
+with a header) and meta.json (its parameters); it refuses to overwrite a different set.
+Its command line is experiments/listops_data.py; the set that made results/efficient_attention:
 
-    python -m data.listops --out=~/.cache/listops_512 --min_length=128 --max_length=512 \\
+    python -m experiments.listops_data --out=~/.cache/listops_512 --min_length=128 --max_length=512 \\
         --train=20000 --valid=1000 --test=2000 --seed=0
-
-writes train.tsv, val.tsv, test.tsv (LRA's Source<TAB>Target with a header) and
-meta.json (the command's parameters) once; it refuses to overwrite a different set.
 """
 
 from __future__ import annotations
@@ -122,7 +121,8 @@ def read_split(path, max_length: int) -> dict[str, np.ndarray]:
     """A TSV split as {input_ids (N, max_length) int32, attention_mask (N, max_length) int32, label (N,)}."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such ListOps file (write the set with `python -m data.listops --out=DIR`)")
+        raise DataError(f"{path}: no such ListOps file "
+                        "(write the set with `python -m experiments.listops_data --out=DIR`)")
     lines = path.read_text().splitlines()
     if not lines or lines[0].split("\t") != ["Source", "Target"]:
         raise DataError(f"{path}:1: expected the header 'Source<TAB>Target'")
@@ -148,27 +148,3 @@ def load_splits(data_dir, max_length: int) -> dict[str, dict[str, np.ndarray]]:
     data_dir = pathlib.Path(data_dir)
     return {split: read_split(data_dir / name, max_length) for split, name in SPLIT_FILES.items()}
 
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("out", None, "directory for train.tsv, val.tsv, test.tsv, meta.json", required=True)
-    flags.DEFINE_integer("train", 96000, "training examples (LRA: 96,000)")
-    flags.DEFINE_integer("valid", 2000, "validation examples (LRA: 2,000)")
-    flags.DEFINE_integer("test", 2000, "test examples (LRA: 2,000)")
-    flags.DEFINE_integer("seed", 0, "random seed of the generator")
-    flags.DEFINE_integer("min_length", 500, "keep trees longer than this (LRA: 500)")
-    flags.DEFINE_integer("max_length", 2000, "keep trees shorter than this (LRA: 2,000)")
-    flags.DEFINE_integer("max_depth", 10, "tree depth limit (LRA: 10)")
-    flags.DEFINE_integer("max_args", 10, "operands per operator at most (LRA: 10)")
-    FLAGS = flags.FLAGS
-
-    def main(_):
-        out = write_dataset(FLAGS.out, train=FLAGS.train, valid=FLAGS.valid, test=FLAGS.test, seed=FLAGS.seed,
-                            min_length=FLAGS.min_length, max_length=FLAGS.max_length, max_depth=FLAGS.max_depth,
-                            max_args=FLAGS.max_args)
-        labels = [int(line.rsplit("\t", 1)[1]) for line in (out / "train.tsv").read_text().splitlines()[1:]]
-        counts = np.bincount(labels, minlength=NUM_CLASSES)
-        print(f"{out}: train label counts {counts.tolist()}, majority {counts.max() / counts.sum():.3f}")
-
-    app.run(main)

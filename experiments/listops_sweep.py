@@ -1,6 +1,6 @@
 """ListOps with each attention kind under one budget: the same config, steps and data for every kind.
 
-    python -m data.listops --out=~/.cache/listops_512 --min_length=128 --max_length=512 \\
+    python -m experiments.listops_data --out=~/.cache/listops_512 --min_length=128 --max_length=512 \\
         --train=20000 --valid=1000 --test=2000 --seed=0
     nice -n 10 nohup python -m experiments.listops_sweep --out=runs/listops --max_steps=300 > runs/listops.log 2>&1 &
     python -m analysis.efficient_attention_report --runs=runs/listops
@@ -20,7 +20,35 @@ import os
 import pathlib
 import time
 
+from absl import app, flags
+
+from configs import base
 from configs import listops as listops_config
+from data.paths import resolve_data_dir
+from train import cli
+
+FLAGS = flags.FLAGS
+
+
+def kind_config(kind: str, overrides: dict):
+    """configs/listops.py:<kind> with the overrides {dotted key: value} applied (a string is converted
+    to the type of the value it replaces); an unknown key or a bad value is an app.UsageError, a value
+    the schema refuses a ConfigError."""
+    config = listops_config.get_config(kind)
+    for key, value in overrides.items():
+        parent, _, leaf = key.rpartition(".")
+        target = config
+        try:
+            for part in filter(None, parent.split(".")):
+                target = target[part]
+            old = target[leaf]
+            target[leaf] = type(old)(value) if not isinstance(old, bool) else value in (True, "True")
+        except KeyError:
+            raise app.UsageError(f"{key}: configs/listops.py has no such key") from None
+        except (TypeError, ValueError) as e:
+            raise app.UsageError(f"{key}={value}: {e}") from None
+    base.validate(config)
+    return config
 
 
 def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str = "") -> dict:
@@ -31,13 +59,7 @@ def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str 
     if budget_file.is_file():
         log(f"{kind}: finished before ({budget_file}); not re-run")
         return json.loads(budget_file.read_text())
-    config = listops_config.get_config(kind)
-    for key, value in overrides.items():
-        parent, _, leaf = key.rpartition(".")
-        target = config
-        for part in filter(None, parent.split(".")):
-            target = target[part]
-        target[leaf] = type(target[leaf])(value) if not isinstance(target[leaf], bool) else value in (True, "True")
+    config = kind_config(kind, overrides)
     load_before = os.getloadavg()
     wall, cpu = time.perf_counter(), time.process_time()
     results = train_and_evaluate(config, workdir)
@@ -50,28 +72,30 @@ def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str 
     return budget
 
 
-if __name__ == "__main__":
-    from absl import app, flags
+def main(argv):
+    del argv
+    overrides = {"max_steps": FLAGS.max_steps, "eval_every_steps": FLAGS.eval_every_steps}
+    if FLAGS.data_dir:
+        overrides["data_dir"] = FLAGS.data_dir
+    for item in FLAGS.set:
+        key, _, value = item.partition("=")
+        overrides[key] = value
+    for kind in FLAGS.kinds:  # every override, and the data directory, checked before the first run
+        resolve_data_dir(kind_config(kind, overrides).data_dir)
+    out = pathlib.Path(FLAGS.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for kind in FLAGS.kinds:
+        run_kind(kind, out, overrides, tag=FLAGS.tag)
 
-    flags.DEFINE_string("out", "runs/listops", "one run directory per attention kind under it")
-    flags.DEFINE_list("kinds", list(listops_config.KINDS), "attention kinds, in order")
+
+if __name__ == "__main__":
+    cli.define_out("runs/listops", "one run directory per attention kind, OUT/<kind><tag>")
+    cli.define_list("kinds", listops_config.KINDS, "Attention kinds, in order", choices=listops_config.KINDS)
     flags.DEFINE_integer("max_steps", 300, "training steps of every kind (the shared budget)")
     flags.DEFINE_integer("eval_every_steps", 150, "validation every N steps")
     flags.DEFINE_string("data_dir", "", "ListOps directory (default: the config's)")
     flags.DEFINE_list("set", [], "more config overrides key=value (e.g. model.attention.performer_redraw=False)")
+    flags.register_validator("set", lambda items: all("=" in item for item in items),
+                             "each item must be key=value")
     flags.DEFINE_string("tag", "", "suffix of the run directories (OUT/<kind><tag>), for a variant")
-    FLAGS = flags.FLAGS
-
-    def main(_):
-        out = pathlib.Path(FLAGS.out)
-        out.mkdir(parents=True, exist_ok=True)
-        overrides = {"max_steps": FLAGS.max_steps, "eval_every_steps": FLAGS.eval_every_steps}
-        if FLAGS.data_dir:
-            overrides["data_dir"] = FLAGS.data_dir
-        for item in FLAGS.set:
-            key, _, value = item.partition("=")
-            overrides[key] = value
-        for kind in FLAGS.kinds:
-            run_kind(kind, out, overrides, tag=FLAGS.tag)
-
-    app.run(main)
+    cli.run(main)
