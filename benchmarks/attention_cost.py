@@ -17,11 +17,8 @@ average before and after). Timings mean something only on a quiet machine.
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import math
-import os
 import pathlib
 import time
 

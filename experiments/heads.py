@@ -17,24 +17,24 @@ import json
 import pathlib
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
 from models import head_importance as hi
 from models import pruning
+from train import cli
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "configs/heads.py:<setup>", lock_config=True)
+cli.define_config("configs/heads.py:<setup>")
 
 
 def restore_run(workdir):
     """(model in eval mode, task, run config) of a train.main run directory."""
-    from train import rundir, tasks as tasks_lib
+    from train import rundir
+    from train import tasks as tasks_lib
     from train.train import build_split_model
     config = rundir.load_config(workdir)
     task = tasks_lib.build(config)
@@ -241,5 +241,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from train import cli
     cli.run(main)

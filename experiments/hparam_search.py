@@ -34,20 +34,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
+
+from train import cli
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
     """Command-line flags, defined only when run as a script (modules import each other in tests)."""
-    config_flags.DEFINE_config_file("config", None, "The base configs/*.py file (with its argument).", lock_config=False)
+    cli.define_config("The base configs/*.py file (with its argument).", lock_config=False)
     flags.DEFINE_string("grid", "", "'key=v1,v2;key2=w1,w2': the grid to expand.")
     flags.DEFINE_integer("random", 0, "Number of random trials (from --space, else from the --grid values).")
     flags.DEFINE_string("space", "", "'key=v1,v2;key2=loguniform:1e-5:1e-3': the random-search space.")
     flags.DEFINE_integer("search_seed", 0, "Seed for drawing random trials.")
     flags.DEFINE_multi_string("override", [], "key=value applied to every trial (repeatable).")
-    flags.DEFINE_string("out", None, "Output directory: trials/, results.csv, results.md.")
+    cli.define_out(None, "trials/, results.csv, results.md")
     flags.DEFINE_string("records", "", "Also copy the reports and each trial's metrics and config here "
                         "(small files to commit, without checkpoints).")
     flags.DEFINE_string("metric", "accuracy", "Validation metric to maximise.")
@@ -368,6 +369,5 @@ def restore_and_test(out: pathlib.Path, best: dict) -> dict:
 
 
 if __name__ == "__main__":
-    from train import cli
     define_flags()
     cli.run(main)

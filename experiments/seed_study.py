@@ -28,9 +28,9 @@ import subprocess
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 from data.paths import REPO_ROOT
+from train import cli
 from train.metrics import read_metrics
 from train.records import best_run, read_run, variant_records
 
@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    config_flags.DEFINE_config_file("config", None, "A configs/*_study.py file.", lock_config=False)
+    cli.define_config("A configs/*_study.py file.", lock_config=False)
     flags.DEFINE_list("variants", [], "Variants to run (default: the config's `run` list, in its order).")
     flags.DEFINE_bool("dry_run", False, "Print the commands of the grid stage and stop.")
 
@@ -140,6 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from train import cli
     define_flags()
     cli.run(main)

@@ -4,14 +4,12 @@ Re-running the same command resumes from the last checkpoint in DIR.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from train import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, TensorBoard events.")
-flags.mark_flags_as_required(["workdir"])
-config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, TensorBoard events.", required=True)
+cli.define_config("A configs/*.py file.")
 
 
 def main(argv):

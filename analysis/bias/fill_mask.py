@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from models.masked_lm import MaskedLM, load_mlm
 from data.paths import DataError
+from models.masked_lm import MaskedLM, load_mlm
 
 
 class PromptError(DataError):

@@ -204,5 +204,5 @@ if __name__ == "__main__":
     FLAGS = flags.FLAGS
     flags.DEFINE_multi_string("model", None, "A Hugging Face BERT MLM directory (repeatable).", required=True)
     flags.DEFINE_string("name", None, "Label for a single model (default: its directory name).")
-    flags.DEFINE_string("out", "results/bias", "Output directory.")
+    cli.define_out("results/bias", "probes/<name>.json, the tables and the scatter plots")
     cli.run(main)

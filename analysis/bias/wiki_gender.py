@@ -119,5 +119,5 @@ if __name__ == "__main__":
 
     FLAGS = flags.FLAGS
     flags.DEFINE_string("data_dir", "../shared/data", "Holds cs224n_birth_places/wiki.txt.")
-    flags.DEFINE_string("out", "results/bias", "Output directory.")
+    cli.define_out("results/bias", "wiki_gender.json")
     cli.run(main)
