@@ -2,7 +2,7 @@
 
 One config per attention kind (exact | linformer | performer | bigbird), otherwise identical:
 
-    python -m data.listops --out=~/.cache/listops_512 --min_length=128 --max_length=512 \\
+    python -m experiments.listops_data --out=~/.cache/listops_512 --min_length=128 --max_length=512 \\
         --train=20000 --valid=1000 --test=2000 --seed=0
     python -m train.main --config=configs/listops.py:exact --workdir=runs/listops/exact
     ... :linformer, :performer, :bigbird   (or all four: python -m experiments.listops_sweep)

@@ -1,7 +1,7 @@
 """ListOps (Long Range Arena) as a text-classification dataset: `config.dataset="listops"`.
 
 10-way classification of operator trees with the Transformer classifier (configs/listops.py).
-The data directory is one written by `python -m data.listops`; the keys are text
+The data directory is one written by `python -m experiments.listops_data`; the keys are text
 classification's (data_dir, max_length, eval_split, train_limit, trim_padding).
 """
 
