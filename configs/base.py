@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
-TASKS = ("span_corruption", "birth_places", "text_classification", "word_lm")
+TASKS = ("span_corruption", "birth_places", "text_classification", "word_lm", "mlm_head")
 DATASETS = ("sst2", "boolq", "amazon_polarity", "listops")  # text_classification's
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("mingpt", "warmup_cosine", "warmup_linear", "constant")
@@ -55,6 +55,9 @@ def model_config(kind: str, **values) -> ml_collections.ConfigDict:
         # pretrained BERT + fine-tuning mode (models/bert.py); checkpoint "" = the MiniLM package
         "bert": dict(checkpoint="", mode="full", pooling="", prefix_length=0, lora_rank=8, lora_alpha=16.0,
                      lora_targets=("query", "value"), dropout_bits="threefry"),  # the encoder's; as gpt's
+        # a pretrained BERT with its masked-LM head (a fresh one if the checkpoint has none), for task
+        # mlm_head; mode head: only the head trains (the encoder frozen, no dropout) | full: everything
+        "bert_mlm": dict(checkpoint="", mode="head", dropout_bits="threefry"),
     }
     if kind not in defaults:
         raise ConfigError(f"config.model.kind={kind!r} is not one of {sorted(defaults)}")
@@ -108,6 +111,16 @@ def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
         config.generate_steps = 40
         config.extrapolation_lengths = ()  # windows: dev perplexity on windows of these lengths
         config.topic_probe = False  # also a BBC topic probe of the frozen features at every validation pass
+    elif task == "mlm_head":  # train/tasks/mlm_head.py: masked-LM training of a BERT on the local text
+        config.seq_length = 64  # tokens per packed sequence, [CLS] and [SEP] included
+        config.mask_rate = 0.15  # BERT's masking (data/masking.py)
+        config.eval_sequences = 256  # held-out sequences, masked once with a fixed seed
+        config.cda = False  # counterfactual data augmentation: add a gender-swapped copy of the training text
+        config.head_learning_rate = 0.0  # > 0 with model.mode full: the head's rate (the encoder: learning_rate)
+        # Budgets that experiments/mlm_head.py fits max_steps to (0: none): CPU-minutes of the training
+        # process, or wall-clock minutes when max_cpu_minutes is 0.
+        config.max_cpu_minutes = 0.0
+        config.max_minutes = 0.0
     else:  # train/tasks/text_classification.py
         config.dataset = "sst2"  # sst2 | boolq | amazon_polarity | listops (a data/listops.py directory)
         config.tfds_dir = ""  # prepared array_record cache; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
@@ -235,6 +248,15 @@ def validate(config) -> None:
         need(max(config.seq_len, config.windows) <= model.block_size, "seq_len",
              f"seq_len / windows exceed config.model.block_size={model.block_size}")
         need(config.windows == 0 or config.objective == "causal", "windows", "article windows are for the causal LM")
+    elif config.task == "mlm_head":
+        need(model.kind == "bert_mlm", "model.kind", "the MLM head is trained on a bert_mlm model")
+        need(model.mode in ("head", "full"), "model.mode", "must be head or full")
+        need(not config.eval_file and not config.eval_split, "eval_split",
+             "the MLM head is measured by validation on held-out text (eval_every_steps, eval_at_start)")
+        need(0 < config.mask_rate < 1, "mask_rate", "must be in (0, 1)")
+        need(isinstance(config.seq_length, int) and config.seq_length > 2, "seq_length", "must be above 2")
+        need(config.eval_sequences > 0, "eval_sequences", "must be positive")
+        need(config.head_learning_rate >= 0, "head_learning_rate", "must be 0 (as learning_rate) or positive")
     else:
         need(not config.eval_split, "eval_split", "the CS224n tasks score a file: use eval_file")
         need(config.decode_steps > 0, "decode_steps", "must be positive")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-KINDS = ("gpt", "gru", "transformer", "bert")
+KINDS = ("gpt", "gru", "transformer", "bert", "bert_mlm")
 
 
 def _require(name: str, value, kind: str):
@@ -35,6 +35,15 @@ def build_model(model_config, *, vocab_size: int | None = None, num_classes: int
         return GPT(_require("vocab_size", vocab_size, kind), m.block_size, m.n_layer, m.n_head, m.n_embd,
                    m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, attention, positions=m.positions, causal=m.causal,
                    dropout_bits=m.dropout_bits, rngs=rngs)
+    if kind == "bert_mlm":
+        from models.bert import load_pretrained
+        from models.masked_lm import has_mlm_head
+        source = m.checkpoint or None
+        model = load_pretrained(source, with_mlm_head=True, new_mlm_head=not has_mlm_head(source), rngs=rngs,
+                                dropout_bits=m.dropout_bits)
+        if m.mode == "full":
+            model.train()  # continued pretraining with BERT's dropout; a frozen encoder runs without
+        return model
     num_classes = _require("num_classes", num_classes, kind)
     if kind == "gru":
         from models.seq2seq import GRUSentimentClassifier
@@ -60,4 +69,6 @@ def trainable_filter(model_config) -> nnx.filterlib.Filter:
     if model_config.kind == "bert":
         from models.peft import trainable_filter as mode_filter
         return mode_filter(model_config.mode)
+    if model_config.kind == "bert_mlm" and model_config.mode == "head":
+        return nnx.All(nnx.Param, nnx.PathContains("mlm_head"))
     return nnx.Param

@@ -1,4 +1,5 @@
-"""experiments/mlm_head.py on a tiny random encoder and tiny local text files."""
+"""The MLM-head task (train/tasks/mlm_head.py) and its driver (experiments/mlm_head.py) on a tiny random
+encoder and tiny local text files."""
 import json
 
 import jax.numpy as jnp
@@ -11,6 +12,8 @@ from configs import mlm_head as mlm_config
 from data.paths import DataError
 from experiments import mlm_head
 from models import bert
+from train.metrics import read_metrics
+from train.tasks import mlm_head as mlm_task
 from tests.helpers import TINY_WORDS
 
 
@@ -40,7 +43,7 @@ def data_dir(tmp_path_factory):
 
 
 def test_corpus_reads_the_four_sources_only(data_dir):
-    docs = mlm_head.read_corpus(data_dir)
+    docs = mlm_task.read_corpus(data_dir)
     assert {k: len(v) for k, v in docs.items()} == {"wiki": 40, "bbc": 6, "sst2": 40, "amazon": 40}
     assert not any("poison" in d for ds in docs.values() for d in ds)
     assert not docs["amazon"][0].startswith("__label__") and not docs["sst2"][0][0].isdigit()
@@ -48,14 +51,14 @@ def test_corpus_reads_the_four_sources_only(data_dir):
 
 def test_missing_source_is_named(tmp_path):
     with pytest.raises(DataError, match="cs224n_birth_places/wiki.txt: not found"):
-        mlm_head.read_corpus(tmp_path)
+        mlm_task.read_corpus(tmp_path)
 
 
 def test_masking_is_berts():
     rng = np.random.default_rng(0)
     ids = np.tile(np.arange(100, 164, dtype=np.int32), (2000, 1))
     ids[:, 0], ids[:, -1] = 2, 3
-    inputs, pos, labels = mlm_head.mask_tokens(ids, rng, mask_id=4, replace_ids=np.arange(5, 99), mask_prob=0.15)
+    inputs, pos, labels = mlm_task.mask_sequences(ids, rng, mask_id=4, replace_ids=np.arange(5, 99), rate=0.15)
     assert pos.shape == (2000, 9) and pos.min() >= 1 and pos.max() <= 62  # never [CLS]/[SEP]
     np.testing.assert_array_equal(labels, np.take_along_axis(ids, pos, 1))
     new = np.take_along_axis(inputs, pos, 1)
@@ -67,10 +70,12 @@ def test_masking_is_berts():
     np.testing.assert_array_equal(inputs[untouched], ids[untouched])
 
 
-def tiny_config(stage, data_dir, **kw):
+def tiny_config(stage, data_dir, checkpoint="", **kw):
     c = mlm_config.get_config(stage)
-    c.update(dict(dict(data_dir=str(data_dir), seq_length=16, batch_size=8, max_steps=6, max_minutes=0, max_cpu_minutes=0,
-                       eval_sequences=8, log_every_steps=3, learning_rate=1e-2, warmup_steps=1), **kw))
+    c.update(dict(dict(data_dir=str(data_dir), seq_length=16, batch_size=8, max_steps=6, max_minutes=0,
+                       max_cpu_minutes=0, eval_sequences=8, eval_batch_size=8, log_every_steps=3, learning_rate=1e-2,
+                       warmup_steps=1), **kw))
+    c.model.checkpoint = checkpoint
     return c
 
 
@@ -82,8 +87,10 @@ def test_head_then_full_save_directories_both_loaders_read(tiny_encoder_dir, dat
     head = mlm_head.run(tiny_config("head", data_dir, checkpoint=str(tiny_encoder_dir)), tmp_path / "head")
     out = tmp_path / "head" / "hf"
     assert head["steps"] == 6 and head["after"]["perplexity"] > 0
-    log = [json.loads(line) for line in (tmp_path / "head" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if "loss" in r] == [3, 6] and all("eta_s" in r for r in log if "loss" in r)
+    logged = read_metrics(tmp_path / "head")
+    assert [r["step"] for r in logged if r["split"] == "train"] == [3, 6]
+    assert [r["step"] for r in logged if r["split"] == "valid"] == [0, 6]  # before and after
+    assert json.loads((tmp_path / "head" / "result.json").read_text())["after"] == head["after"]
     ours = bert.load_pretrained(out, with_mlm_head=True)
     src = params(bert.load_pretrained(tiny_encoder_dir))
     got = params(ours)
@@ -110,15 +117,20 @@ def test_weight_decay_and_head_rate_reach_the_right_variables():
     import jax
     from flax import nnx
 
+    from models.build import trainable_filter
+    from train.optim import weight_decay_mask
+
     model = bert.BertModel(bert.BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                            intermediate_size=8, max_position_embeddings=8),
                            with_mlm_head=True, rngs=nnx.Rngs(0))
     config = mlm_config.get_config("full")
-    _, params, _ = nnx.split(model, mlm_head.trainable_filter("full"), ...)
-    _, decays, scale = mlm_head.make_optimizer(config, params)
+    _, params, _ = nnx.split(model, trainable_filter(config.model), ...)
+    decays = weight_decay_mask(params, tuple(config.no_decay))
+    scale = mlm_task.update_scale(config, params)
+    assert mlm_task.update_scale(mlm_config.get_config("head"), params) is None
 
     def flat(tree):
-        return {"/".join(mlm_head._names(path)): v for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+        return {"/".join(mlm_task._names(path)): v for path, v in jax.tree_util.tree_leaves_with_path(tree)}
 
     decays = flat(decays)
     assert decays["mlm_head/transform/kernel"] and decays["embeddings/word_embeddings/embedding"]
@@ -127,12 +139,23 @@ def test_weight_decay_and_head_rate_reach_the_right_variables():
     ratio = config.head_learning_rate / config.learning_rate
     assert s["mlm_head/transform/kernel"] == s["mlm_head/bias"] == ratio != 1
     assert s["layers/0/query/kernel"] == s["embeddings/word_embeddings/embedding"] == 1.0
-    _, head_params, _ = nnx.split(model, mlm_head.trainable_filter("head"), ...)
+    _, head_params, _ = nnx.split(model, trainable_filter(mlm_config.get_config("head").model), ...)
     assert set(flat(head_params)) == {k for k in flat(params) if k.startswith("mlm_head/")}
 
 
 def test_gender_swap_is_two_sided_and_keeps_case():
-    assert mlm_head.gender_swap("He said his wife, Mrs. Lee, is a businesswoman.") == \
+    assert mlm_task.gender_swap("He said his wife, Mrs. Lee, is a businesswoman.") == \
         "She said her husband, Mr. Lee, is a businessman."
-    assert mlm_head.gender_swap("SHE met the men; hershey") == "HE met the women; hershey"
-    assert mlm_head.gender_swap(mlm_head.gender_swap("the woman and the king")) == "the woman and the king"
+    assert mlm_task.gender_swap("SHE met the men; hershey") == "HE met the women; hershey"
+    assert mlm_task.gender_swap(mlm_task.gender_swap("the woman and the king")) == "the woman and the king"
+
+
+def test_budget_fits_max_steps_by_a_timing_run(tiny_encoder_dir, data_dir, tmp_path):
+    """A wall-clock budget far below max_steps' cost: a timing run fits the steps, and a re-run keeps the plan."""
+    config = tiny_config("head", data_dir, checkpoint=str(tiny_encoder_dir), max_steps=40, max_minutes=0.001,
+                         log_every_steps=4)
+    result = mlm_head.run(config, tmp_path / "head")
+    plan = json.loads((tmp_path / "head" / "plan.json").read_text())
+    assert plan["seconds_per_step"] > 0 and plan["reason"] == "max_minutes=0.001"
+    assert 8 <= plan["planned_steps"] < 40 and result["steps"] == plan["planned_steps"] and result["max_steps"] == 40
+    assert not (tmp_path / "head" / "timing").exists()

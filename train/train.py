@@ -15,6 +15,7 @@ import time
 import grain
 import jax
 import numpy as np
+import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -177,6 +178,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     total_steps = num_train_steps(config, len(task.train_data))
     schedule = optim.lr_schedule(config, tokens_per_step, task.decay_tokens(), total_steps)
     tx = optim.make_optimizer(config, params, schedule)
+    update_scale = task.update_scale(params) if hasattr(task, "update_scale") else None
+    if update_scale is not None:  # per-parameter learning rates, e.g. a young head beside a pretrained encoder
+        tx = optax.chain(tx, optax.stateless(lambda updates, _: jax.tree.map(lambda u, k: u * k, updates,
+                                                                             update_scale)))
     opt_state = tx.init(params)
     if config.sharding == "replicated" and jax.process_count() == 1:
         param_shardings = opt_shardings = None  # the one-process default: all replicated
@@ -306,6 +311,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                 (workdir / "predictions.txt").write_text("".join(p + "\n" for p in predictions))
                 (workdir / EVAL_METRICS_FILE).write_text(json.dumps(eval_metrics, indent=1) + "\n")
             results.update(eval_metrics)
+        if hasattr(task, "export") and primary:  # the trained model in another format, e.g. Hugging Face's
+            model = nnx.merge(graphdef, distributed.gather(eval_params), distributed.gather(rest))
+            model.eval()
+            results["exported"] = str(task.export(model, workdir))
         return results
     finally:
         bar.close()

@@ -18,14 +18,17 @@ and, where a task needs them:
   prepare_batch(batch) -> batch     e.g. cut padding columns of a stacked training batch
   train_batch(index) -> batch       the task batches itself (word_lm: sentences of similar length)
   validate_model(model, step) -> metrics  more validation measurements of the eval-mode model (a probe)
+  update_scale(params) -> tree | None  per-parameter factors on the optimizer's updates (learning rates)
+  export(model, workdir) -> path    after training: the model in another format (a Hugging Face directory)
 """
 
 from train.tasks.char_gpt import BirthPlacesTask, SpanCorruptionTask
+from train.tasks.mlm_head import MLMHeadTask
 from train.tasks.text_classification import TextClassificationTask
 from train.tasks.word_lm import WordLMTask
 
 TASKS = {"span_corruption": SpanCorruptionTask, "birth_places": BirthPlacesTask,
-         "text_classification": TextClassificationTask, "word_lm": WordLMTask}
+         "text_classification": TextClassificationTask, "word_lm": WordLMTask, "mlm_head": MLMHeadTask}
 
 
 def build(config):
