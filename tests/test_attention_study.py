@@ -160,7 +160,8 @@ def test_driver_trains_measures_and_records(corpus_dir, tmp_path):
     text = attention_report.write_report(tmp_path / "records", out)
     assert "| dot product (baseline) | 0 |" in text and (out / "ablation_curves.png").is_file()
     assert "Not yet run: `results/attention/theory/section.md`" in text
-    assert "## 3. Positional encodings" in text and "Not yet run: `python -m experiments.attention_study --study=positions" in text
+    assert "## 3. Positional encodings" in text
+    assert "Not yet run: `python -m experiments.attention_study --study=positions" in text
     (out / "theory").mkdir()
     (out / "theory" / "a.png").write_bytes(b"png")
     (out / "theory" / "section.md").write_text("## Theory\n\n![a](a.png) ![b](theory/a.png) [t](https://x.org/a.png)\n")

@@ -122,6 +122,7 @@ def test_emit_rows_is_a_no_op_without_run_all(tmp_path, monkeypatch):
 
 def test_matmul_shapes_times_the_same_product_on_both_sides():
     import numpy as np
+
     from benchmarks import matmul_shapes
     for product, (ours, theirs) in matmul_shapes.products(24, 16, 8).items():
         expected = theirs().numpy()

@@ -6,8 +6,8 @@ import pytest
 import transformers
 
 from analysis.bias import probes, report, wiki_gender
-from models.masked_lm import load_mlm
 from data.paths import DataError
+from models.masked_lm import load_mlm
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def test_scatter_matches_the_pipeline(tiny_mlm_dir, mlm):
 
 
 def test_probes_and_report(tiny_mlm_dir, mlm, tmp_path, monkeypatch):
-    monkeypatch.setattr(probes, "PROMPT_SETS", {"seed": {"title": "t", "prompts": ["he is a [MASK] .", "she is a [MASK] ."]}})
+    monkeypatch.setattr(probes, "PROMPT_SETS",
+                        {"seed": {"title": "t", "prompts": ["he is a [MASK] .", "she is a [MASK] ."]}})
     monkeypatch.setattr(probes, "SCATTERS", {"s": {"template": "{} is a [MASK] .", "fillers": ["he", "she"],
                                                     "targets": "w", "set": "seed"}})
     monkeypatch.setattr(probes, "TARGETS", {"w": ["nurse", "doctor", "teacher", "kind", "poor", "rich"]})

@@ -145,6 +145,6 @@ def test_synthetic_generator_is_deterministic_and_consistent():
 def test_london_baseline_counts_gold_answers(tmp_path):
     from analysis.london_baseline import baseline_accuracy
     directory = synthetic_bios.write(tmp_path, num_people=60, seed=5)
-    answers = [l.split("\t")[1] for l in (directory / "birth_dev.tsv").read_text().splitlines()]
+    answers = [line.split("\t")[1] for line in (directory / "birth_dev.tsv").read_text().splitlines()]
     for place in ("London", "Paris"):
         assert baseline_accuracy(directory / "birth_dev.tsv", place) == (len(answers), answers.count(place))

@@ -7,7 +7,6 @@ GGUF, when its package is installed, is compared with transformers reading the s
 """
 import importlib.util
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -334,7 +333,10 @@ def test_bad_sources_name_what_is_wrong(tmp_path):
     import gguf
     w = gguf.GGUFWriter(str(tmp_path / "x.gguf"), "mamba")
     w.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     with pytest.raises(CheckpointError, match="architecture 'mamba' is not supported"):
         causal_lm.load_causal_lm(tmp_path / "x.gguf", with_tokenizer=False)
     with pytest.raises(CheckpointError, match="unknown model 'nosuchmodel'"):
@@ -465,8 +467,8 @@ def test_sentence_logprobs_score_every_token_after_a_start_token():
     ref = _randomize(transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)))
     gen = Generator(_ours(json.loads(ref.config.to_json_string()), ref, jnp.float32))
     with_bos = sentence_logprobs(gen, Tokenizer(True), ["abc", "hello"])
-    np.testing.assert_allclose(with_bos, gen.score([[1], [1]], [[2 + ord(c) % 50 for c in s] for s in ("abc", "hello")]),
-                               rtol=1e-6)
+    expected = gen.score([[1], [1]], [[2 + ord(c) % 50 for c in s] for s in ("abc", "hello")])
+    np.testing.assert_allclose(with_bos, expected, rtol=1e-6)
     without = sentence_logprobs(gen, Tokenizer(False), ["abc"])
     np.testing.assert_allclose(without, gen.score([[]], [[2 + ord(c) % 50 for c in "abc"]]), rtol=1e-6)
 

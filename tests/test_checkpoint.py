@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from train.checkpoint import CheckpointError, Checkpointer, DamagedCheckpointError
+from train.checkpoint import Checkpointer, CheckpointError, DamagedCheckpointError
 
 STEPS = (2, 4, 6)
 

@@ -8,8 +8,16 @@ import sys
 import ml_collections
 import pytest
 
-from configs import (base, bert_finetune, birth_budget, birth_demo, birth_finetune_pretrained,
-                     birth_finetune_scratch, birth_pretrain, sentiment)
+from configs import (
+    base,
+    bert_finetune,
+    birth_budget,
+    birth_demo,
+    birth_finetune_pretrained,
+    birth_finetune_scratch,
+    birth_pretrain,
+    sentiment,
+)
 from data.paths import resolve_path
 from experiments import birth_places_demo
 from train import rundir

@@ -7,9 +7,9 @@ import torch
 import transformers
 
 from analysis.bias import crows_pairs as cp
-from models.masked_lm import load_mlm
 from data import crows_pairs
 from data.paths import DataError
+from models.masked_lm import load_mlm
 
 HEADER = ",sent_more,sent_less,stereo_antistereo,bias_type,annotations,anon_writer,anon_annotators\n"
 ROWS = [  # words of the tiny vocabulary (tests/conftest.py); one pair differs by two words
@@ -23,8 +23,8 @@ ROWS = [  # words of the tiny vocabulary (tests/conftest.py); one pair differs b
 
 
 def write_csv(path, rows):
-    lines = [HEADER] + [f'{i},"{m}","{l}",{d},{b},"[[\'{b}\']]",a0,"[\'a1\']"\n'
-                        for i, (m, l, d, b) in enumerate(rows)]
+    lines = [HEADER] + [f'{i},"{m}","{less}",{d},{b},"[[\'{b}\']]",a0,"[\'a1\']"\n'
+                        for i, (m, less, d, b) in enumerate(rows)]
     path.write_text("".join(lines))
     return path
 
@@ -63,7 +63,6 @@ def torch_reference(model, tokenizer, pairs):
     won = []
     scores = []
     for pair in pairs:
-        s = []
         ids1 = tokenizer(pair.sent_more, return_tensors="pt")["input_ids"]
         ids2 = tokenizer(pair.sent_less, return_tensors="pt")["input_ids"]
         m = difflib.SequenceMatcher(None, [str(x) for x in ids1[0].tolist()], [str(x) for x in ids2[0].tolist()])

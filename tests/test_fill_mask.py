@@ -7,8 +7,8 @@ import pytest
 import transformers
 
 from analysis.bias import fill_mask as fm
-from models.masked_lm import load_mlm
 from models.hf_checkpoint import CheckpointError
+from models.masked_lm import load_mlm
 from tests.helpers import REPO_ROOT
 
 TEXTS = ["the man worked as a [MASK] .", "she was a very [MASK] nurse .",
@@ -72,7 +72,8 @@ def test_bad_prompts_and_targets(mlm):
 
 
 def test_a_directory_without_mlm_head_is_named(tiny_encoder_dir):
-    with pytest.raises(CheckpointError, match=f"(?s){tiny_encoder_dir}.*no masked-LM head.*experiments.mlm_head.*checkpoint={tiny_encoder_dir}"):
+    pattern = f"(?s){tiny_encoder_dir}.*no masked-LM head.*experiments.mlm_head.*checkpoint={tiny_encoder_dir}"
+    with pytest.raises(CheckpointError, match=pattern):
         load_mlm(tiny_encoder_dir)
 
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from experiments import hparam_search as hs
 from configs import bert_finetune
+from experiments import hparam_search as hs
 from train.metrics import MetricWriter
 
 

@@ -110,6 +110,7 @@ def torch_attention(x, params, heads, *, causal, rotary=False, alibi=False):
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_positions_match_torch_float64(option, causal):
     from flax import nnx
+
     from models.attention import SelfAttention
     heads, D = 4, 24
     attn = SelfAttention(D, heads, positions=option, rngs=nnx.Rngs(0))
@@ -126,6 +127,7 @@ def test_attention_positions_match_torch_float64(option, causal):
 
 def tiny_gpt(**kw):
     from flax import nnx
+
     from models.gpt import GPT
     attention = kw.pop("attention", dict(scoring="dot"))
     return GPT(50, 16, 2, 2, 16, 0.0, 0.0, 0.0, attention, rngs=nnx.Rngs(0), **kw)
@@ -173,6 +175,7 @@ def test_gpt_non_causal_sees_the_future():
 
 def test_position_options_errors_name_them():
     from flax import nnx
+
     from models.attention import SelfAttention
     with pytest.raises(ValueError, match="positions must be one of"):
         tiny_gpt(positions="relative")

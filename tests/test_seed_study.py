@@ -13,8 +13,8 @@ def write_run(folder, learning_rate, seed, valid, test_accuracy, selected_step, 
     folder.mkdir(parents=True, exist_ok=True)
     records = [{"step": 0, "split": "info", "trainable_parameters": 770, "total_steps": 100}]
     records += [{"step": 50, "split": "train", "loss": 0.6, "train_seconds": 12.0, "peak_memory_mb": 900.0}]
-    records += [{"step": s, "split": "valid", "accuracy": a, "loss": l, "examples": 100, "seconds": 6.0}
-                for s, a, l in valid]
+    records += [{"step": s, "split": "valid", "accuracy": a, "loss": loss, "examples": 100, "seconds": 6.0}
+                for s, a, loss in valid]
     records += [{"step": valid[-1][0], "split": "eval", "accuracy": test_accuracy, "selected_step": selected_step,
                  "trained_steps": valid[-1][0], "eval_seconds": 3.0}]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -148,6 +148,7 @@ def study_configs():
 def test_every_variant_makes_a_valid_engine_config(study, name):
     """Each run's command names real keys with valid values (checked here, not hours into a study)."""
     import importlib
+
     from configs import base
     from experiments.hparam_search import apply_overrides
     variant = study.variants[name]
@@ -164,7 +165,8 @@ def test_a_near_tie_is_shown_with_the_digits_that_decide_it():
                  "b": {"test_mean": 72.10, "test_std": 1.23, "runs": [0, 1, 2]},
                  "c": {"test_mean": 71.00, "test_std": 1.60, "runs": [0, 1, 2]}}
     lines = report.claims(summaries, BASELINE)
-    assert "a (74.6) over b (72.1): 2.54 points, larger than the seeds' spread (2.46 = the sum of the two stds)." in lines
+    assert ("a (74.6) over b (72.1): 2.54 points, larger than the seeds' spread (2.46 = the sum of the two stds)."
+            in lines)
     assert "b (72.1) over c (71.0): 1.1 points, within the seeds' spread (2.8 = the sum of the two stds)." in lines
     assert lines[-1].startswith("a is clearly ahead of c by 3.6 points")
 

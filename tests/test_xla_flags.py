@@ -15,8 +15,10 @@ HLO = """\
 }
 
 ENTRY %main (a: f32[4,8], b: f32[8,2]) -> f32[4] {
-  %ynn_fusion = f32[4,2]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation.1, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
-  %onednn_fusion = f32[4]{0} fusion(%ynn_fusion), kind=kCustom, calls=%fused_computation.2, backend_config={"fusion_config":{"kind":"__onednn_fusion"}}
+  %ynn_fusion = f32[4,2]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_computation.1, \
+backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
+  %onednn_fusion = f32[4]{0} fusion(%ynn_fusion), kind=kCustom, calls=%fused_computation.2, \
+backend_config={"fusion_config":{"kind":"__onednn_fusion"}}
   ROOT %dot.3 = f32[4,4]{1,0} dot(%a, %a), lhs_contracting_dims={1}, rhs_contracting_dims={1}
 }
 """
