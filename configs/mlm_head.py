@@ -6,7 +6,7 @@ Stages (`:name`, the bert_mlm model's mode):
   :full  (b) encoder and head together (continued MLM training), starting from :head's result.
 
   python -m experiments.mlm_head --config=configs/mlm_head.py:head --workdir=runs/mlm_head/head
-  python -m experiments.mlm_head --config=configs/mlm_head.py:full --workdir=runs/mlm_head/full \
+  python -m experiments.mlm_head --config=configs/mlm_head.py:full --workdir=runs/mlm_head/full \\
       --config.model.checkpoint=runs/mlm_head/head/hf      # --config.init_from=runs/mlm_head/head/hf also works
   python -m train.main --config=configs/mlm_head.py:head --workdir=DIR --config.max_steps=300   # no budget fitting
 

@@ -2,7 +2,7 @@
 of encoder and head, within a CPU budget, and saves a Hugging Face BertForMaskedLM directory (issue 11).
 
     python -m experiments.mlm_head --config=configs/mlm_head.py:head --workdir=runs/mlm_head/head
-    python -m experiments.mlm_head --config=configs/mlm_head.py:full --workdir=runs/mlm_head/full \
+    python -m experiments.mlm_head --config=configs/mlm_head.py:full --workdir=runs/mlm_head/full \\
         --config.model.checkpoint=runs/mlm_head/head/hf
 
 configs/mlm_head.py describes the stages, the masking, the text and the budget; the training is
