@@ -12,9 +12,9 @@ from configs import mlm_head as mlm_config
 from data.paths import DataError
 from experiments import mlm_head
 from models import bert
+from tests.helpers import TINY_WORDS
 from train.metrics import read_metrics
 from train.tasks import mlm_head as mlm_task
-from tests.helpers import TINY_WORDS
 
 
 @pytest.fixture(scope="module")
