@@ -52,7 +52,7 @@ def get_config(stage: str = "head"):
     c.mask_rate = 0.15
     c.optimizer = "adamw"
     c.learning_rate = 2e-3 if stage == "head" else 1e-4
-    c.head_learning_rate = 0.0 if stage == "head" else 2e-3  # :full: the head's rate (the encoder: learning_rate)
+    c.head_learning_rate = 2e-3  # :full only: the head's rate (the encoder gets learning_rate)
     c.weight_decay = 0.01
     c.no_decay = ("bias", "scale")  # decay on kernels and embeddings only
     c.grad_clip = 0.0

@@ -1,67 +1,69 @@
 """Models from a config's `model` sub-dict (configs/base.py `model_config`): no data needed, only sizes.
 
+Every kind is `Model.from_config(Model.Config(**fields), size, rngs)`, the `Config` being the
+family's frozen dataclass (models/typed_config.py), which is also the schema of its keys.
+
     model = build_model(config.model, vocab_size=len(vocab), rngs=nnx.Rngs(0))          # gpt
     model = build_model(config.model, num_classes=2, rngs=nnx.Rngs(0))                  # classifiers
 
 Every classifier is called as `model(input_ids, attention_mask[, token_type_ids])` and
-returns logits; the GPT as `model(idx)`. `trainable_filter(model_config)` says which
+returns logits; the GPT as `model(idx)`; bert_mlm (a pretrained BERT with its masked-LM head, a
+fresh one where the checkpoint has none) as BertModel, `model(ids, mask, types, mlm_positions=...)`. `trainable_filter(model_config)` says which
 variables a fine-tuning mode trains (everything but a pretrained BERT's frozen parts).
 """
 
 from __future__ import annotations
 
+import importlib
+
 from flax import nnx
 
-KINDS = ("gpt", "gru", "transformer", "bert", "bert_mlm")
+from models.typed_config import ModelConfigError, defaults
+
+# kind -> (module, model class, the size the data decides). Each class has `Config` (a frozen
+# dataclass whose fields are the config's `model` dict, minus `kind`) and `from_config`.
+FAMILIES = {
+    "gpt": ("models.gpt", "GPT", "vocab_size"),
+    "gru": ("models.seq2seq", "GRUSentimentClassifier", "num_classes"),
+    "transformer": ("models.transformer", "TransformerClassifier", "num_classes"),
+    "bert": ("models.bert", "BertClassifier", "num_classes"),
+    "bert_mlm": ("models.masked_lm", "PretrainedMLM", None),
+}
+KINDS = tuple(FAMILIES)
 
 
-def _require(name: str, value, kind: str):
-    if value is None:
-        raise ValueError(f"building a {kind} model needs {name}")
-    return value
+def model_class(kind: str):
+    if kind not in FAMILIES:
+        raise ModelConfigError("kind", kind, f"must be one of {KINDS}")
+    module, name, _ = FAMILIES[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def default_fields(kind: str) -> dict:
+    """The `model` dict of a kind with its defaults (configs/base.py's schema), `kind` first."""
+    return {"kind": kind, **defaults(model_class(kind).Config)}
+
+
+def typed_config(model_config):
+    """The kind's frozen config from a `model` dict (ConfigDict or dict); ModelConfigError names a bad field."""
+    fields = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
+    config_class = model_class(fields.pop("kind")).Config
+    unknown = sorted(set(fields) - set(defaults(config_class)))
+    if unknown:
+        raise ModelConfigError(unknown[0], fields[unknown[0]], f"no such key; known: {sorted(defaults(config_class))}")
+    return config_class(**fields)
 
 
 def build_model(model_config, *, vocab_size: int | None = None, num_classes: int | None = None,
                 rngs: nnx.Rngs) -> nnx.Module:
     """vocab_size: the GPT's (from its corpus); num_classes: the classifiers'."""
-    m, kind = model_config, model_config.kind
-    if kind == "gpt":
-        from models.gpt import GPT
-        attention = None
-        if m.attention.module != "mingpt":
-            if m.attention.module != "variants":
-                raise ValueError(f"config.model.attention.module={m.attention.module!r}: use mingpt or variants")
-            attention = {k: v for k, v in m.attention.items() if k != "module"}
-        return GPT(_require("vocab_size", vocab_size, kind), m.block_size, m.n_layer, m.n_head, m.n_embd,
-                   m.embd_pdrop, m.resid_pdrop, m.attn_pdrop, attention, positions=m.positions, causal=m.causal,
-                   dropout_bits=m.dropout_bits, rngs=rngs)
-    if kind == "bert_mlm":
-        from models.bert import load_pretrained
-        from models.masked_lm import has_mlm_head
-        source = m.checkpoint or None
-        model = load_pretrained(source, with_mlm_head=True, new_mlm_head=not has_mlm_head(source), rngs=rngs,
-                                dropout_bits=m.dropout_bits)
-        if m.mode == "full":
-            model.train()  # continued pretraining with BERT's dropout; a frozen encoder runs without
-        return model
-    num_classes = _require("num_classes", num_classes, kind)
-    if kind == "gru":
-        from models.seq2seq import GRUSentimentClassifier
-        return GRUSentimentClassifier(m.vocabulary_size, m.embedding_size, m.hidden_size, m.num_layers, m.dropout,
-                                      m.encoder_only, num_classes, rngs=rngs)
-    if kind == "transformer":
-        from models.transformer import TransformerClassifier
-        return TransformerClassifier(
-            num_classes, vocabulary_size=m.vocabulary_size, embed_dim=m.embed_dim, hidden_dim=m.hidden_dim,
-            num_heads=m.num_heads, num_layers=m.num_layers, block=m.block, dropout=m.dropout,
-            max_length=m.max_positions, attention=dict(m.attention) if "attention" in m else None,
-            dropout_bits=m.dropout_bits, rngs=rngs)
-    if kind == "bert":
-        from models.bert import load_classifier
-        return load_classifier(m.checkpoint or None, num_classes, mode=m.mode, rngs=rngs, pooling=m.pooling or None,
-                               prefix_length=m.prefix_length, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                               lora_targets=tuple(m.lora_targets), dropout_bits=m.dropout_bits)
-    raise ValueError(f"config.model.kind={kind!r} is not one of {KINDS}")
+    kind = model_config["kind"]
+    size = FAMILIES.get(kind, (None, None, None))[2]
+    sizes = {"vocab_size": vocab_size, "num_classes": num_classes}
+    config = typed_config(model_config)
+    if size is not None and sizes[size] is None:
+        raise ValueError(f"building a {kind} model needs {size}")
+    return model_class(kind).from_config(config, rngs=rngs, **({size: sizes[size]} if size else {}))
 
 
 def trainable_filter(model_config) -> nnx.filterlib.Filter:

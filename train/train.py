@@ -18,7 +18,8 @@ import numpy as np
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from configs import base
@@ -27,7 +28,6 @@ from train import distributed, optim, rundir, steps
 from train import tasks as tasks_lib
 from train.checkpoint import Checkpointer
 from train.metrics import MetricWriter, NonFiniteLossError, TrainLogger  # noqa: F401  (NonFiniteLossError: API)
-
 
 EVAL_METRICS_FILE = "eval_metrics.json"  # the final evaluation's metrics, nested ones included
 
@@ -267,7 +267,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                 batch = jax.device_put(train_batch(step - 1), sharded)
             else:  # each process loads only the rows its devices hold
                 batch = distributed.global_batch(lambda rows: batch_rows_of(step - 1, rows), config.batch_size, sharded)
-            params, opt_state, metrics = train_step(params, rest, opt_state, batch, jax.random.fold_in(dropout_key, step))
+            params, opt_state, metrics = train_step(params, rest, opt_state, batch,
+                                                    jax.random.fold_in(dropout_key, step))
             logger.add(step, metrics)
             bar.update(1)
             if step % config.log_every_steps == 0 or step == total_steps:

@@ -14,7 +14,6 @@ from train import steps
 from train.tasks.listops import listops_splits
 
 
-
 def classification_loss(logits, labels):
     """Mean cross-entropy and accuracy of [B, classes] logits."""
     logits = logits.astype(jnp.float32)
