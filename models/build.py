@@ -8,8 +8,9 @@ family's frozen dataclass (models/typed_config.py), which is also the schema of 
 
 Every classifier is called as `model(input_ids, attention_mask[, token_type_ids])` and
 returns logits; the GPT as `model(idx)`; bert_mlm (a pretrained BERT with its masked-LM head, a
-fresh one where the checkpoint has none) as BertModel, `model(ids, mask, types, mlm_positions=...)`. `trainable_filter(model_config)` says which
-variables a fine-tuning mode trains (everything but a pretrained BERT's frozen parts).
+fresh one where the checkpoint has none) as BertModel, `model(ids, mask, types, mlm_positions=...)`.
+`trainable_filter(model_config)` says which variables a fine-tuning mode trains (everything but a
+pretrained BERT's frozen parts, or the MLM head alone in bert_mlm's head mode).
 """
 
 from __future__ import annotations
