@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from models import build
+from models.typed_config import ModelConfigError
+
 TASKS = ("span_corruption", "birth_places", "text_classification", "word_lm", "mlm_head")
 DATASETS = ("sst2", "boolq", "amazon_polarity", "listops")  # text_classification's
 OPTIMIZERS = ("adamw", "sgd", "rmsprop")
@@ -24,44 +27,11 @@ class ConfigError(ValueError):
 
 
 def model_config(kind: str, **values) -> ml_collections.ConfigDict:
-    """The keys of one model kind (models/build.py reads them), with course defaults."""
-    defaults = {
-        # CS224n minGPT (models/gpt.py); the vocabulary size comes from the corpus.
-        "gpt": dict(
-            block_size=128, n_layer=4, n_head=8, n_embd=256, embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1,
-            # where dropout's random bits come from: "threefry" (jax.random, nnx.Dropout) or "hash" (a
-            # counter hash, models/layers.HashDropout: same dropout, cheaper bits on CPU; issue 15)
-            dropout_bits="threefry",
-            # module "mingpt": minGPT's own attention (the course). "variants": models.attention.SelfAttention
-            # with these options (seed 002's ablations), e.g. --config.model.attention.module=variants
-            # --config.model.attention.scoring=additive
-            attention=dict(module="mingpt", scoring="dot", sharing="separate", masking="neg_inf", fused=False),
-            # learned (minGPT's table) | sinusoidal | rotary | alibi (the last two need module "variants");
-            # causal=False attends both ways (a masked LM; variants too). models/gpt.py, seed 000
-            positions="learned", causal=True),
-        # IFT6135 A2 GRU classifiers (models/seq2seq.py)
-        "gru": dict(vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1, dropout=0.3,
-                    encoder_only=False),
-        # IFT6135 A2 Transformer classifiers (models/transformer.py); max_positions: the position
-        # table (CLS excluded), at least the task's max_length
-        "transformer": dict(vocabulary_size=30522, embed_dim=256, hidden_dim=256, num_heads=4, num_layers=2,
-                            block="prenorm", dropout=0.3, max_positions=256, dropout_bits="threefry",
-                            # models.attention.SelfAttention options of every block: kind exact |
-                            # linformer | performer | bigbird (seed 003), and each kind's parameters
-                            attention=dict(kind="exact", linformer_k=64, linformer_sharing="heads",
-                                           performer_features=256, performer_redraw=True,
-                                           bigbird_block=64, bigbird_global=1, bigbird_window=1,
-                                           bigbird_random=2)),
-        # pretrained BERT + fine-tuning mode (models/bert.py); checkpoint "" = the MiniLM package
-        "bert": dict(checkpoint="", mode="full", pooling="", prefix_length=0, lora_rank=8, lora_alpha=16.0,
-                     lora_targets=("query", "value"), dropout_bits="threefry"),  # the encoder's; as gpt's
-        # a pretrained BERT with its masked-LM head (a fresh one if the checkpoint has none), for task
-        # mlm_head; mode head: only the head trains (the encoder frozen, no dropout) | full: everything
-        "bert_mlm": dict(checkpoint="", mode="head", dropout_bits="threefry"),
-    }
-    if kind not in defaults:
-        raise ConfigError(f"config.model.kind={kind!r} is not one of {sorted(defaults)}")
-    config = ml_collections.ConfigDict({"kind": kind, **defaults[kind]})
+    """The `model` dict of one kind: the fields of its typed config (models/build.py FAMILIES), with
+    the course's defaults; the dataclass's docstring says what each field means."""
+    if kind not in build.KINDS:
+        raise ConfigError(f"config.model.kind={kind!r} is not one of {sorted(build.KINDS)}")
+    config = ml_collections.ConfigDict(build.default_fields(kind))
     unknown = sorted(set(values) - set(config))
     if unknown:
         raise ConfigError(f"config.model ({kind}) has no key(s) {unknown}; known: {sorted(config)}")
@@ -184,6 +154,10 @@ def validate(config) -> None:
 
     need(config.task in TASKS, "task", f"must be one of {TASKS}")
     model = config.model
+    try:  # the model's keys are its typed config's fields, checked by the dataclass
+        build.typed_config(model)
+    except ModelConfigError as e:
+        raise ConfigError(f"config.model.{e.field}={e.value!r}: {e.what}") from None
     need(config.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
     need(config.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
     for key in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
@@ -250,7 +224,6 @@ def validate(config) -> None:
         need(config.windows == 0 or config.objective == "causal", "windows", "article windows are for the causal LM")
     elif config.task == "mlm_head":
         need(model.kind == "bert_mlm", "model.kind", "the MLM head is trained on a bert_mlm model")
-        need(model.mode in ("head", "full"), "model.mode", "must be head or full")
         need(not config.eval_file and not config.eval_split, "eval_split",
              "the MLM head is measured by validation on held-out text (eval_every_steps, eval_at_start)")
         need(0 < config.mask_rate < 1, "mask_rate", "must be in (0, 1)")
@@ -260,15 +233,6 @@ def validate(config) -> None:
     else:
         need(not config.eval_split, "eval_split", "the CS224n tasks score a file: use eval_file")
         need(config.decode_steps > 0, "decode_steps", "must be positive")
-    if "dropout_bits" in model:
-        need(model.dropout_bits in ("threefry", "hash"), "model.dropout_bits", "must be threefry or hash")
-    for key, value in model.items():
-        if key.endswith(("pdrop", "dropout")):
-            need(0 <= value < 1, f"model.{key}", "must be in [0, 1)")
-    for key in ("block_size", "n_layer", "n_head", "n_embd", "num_layers", "num_heads", "hidden_size",
-                "embed_dim", "hidden_dim", "embedding_size", "vocabulary_size", "max_positions", "lora_rank"):
-        if key in model:
-            need(isinstance(model[key], int) and model[key] > 0, f"model.{key}", "must be a positive integer")
 
 
 def _get(config, dotted: str):

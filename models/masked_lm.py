@@ -24,6 +24,7 @@ from flax import nnx
 
 from models import bert
 from models.hf_checkpoint import CheckpointError, read_state_dict, resolve_checkpoint_dir
+from models.typed_config import DROPOUT_BITS, check_fields
 
 LENGTH_BUCKET = 8
 ADAPT_COMMAND = "python -m experiments.mlm_head --config=configs/mlm_head.py:head --workdir=runs/mlm_head"
@@ -35,6 +36,36 @@ def has_mlm_head(source) -> bool:
 
 
 @dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class PretrainedMLMConfig:
+    """A config's `model` dict for kind "bert_mlm" (task mlm_head): a pretrained BERT with its masked-LM head.
+
+    checkpoint: a Hugging Face directory or package ("" = the MiniLM package); a fresh head if it has none.
+    mode: head (only the head trains; the encoder frozen, run without dropout) | full (everything trains).
+    """
+    checkpoint: str = ""
+    mode: str = "head"
+    dropout_bits: str = "threefry"
+
+    def __post_init__(self):
+        check_fields(self, choices={"mode": ("head", "full"), "dropout_bits": DROPOUT_BITS})
+
+
+class PretrainedMLM:
+    """The `bert_mlm` model kind: `from_config` gives a `bert.BertModel` with its masked-LM head."""
+
+    Config = PretrainedMLMConfig
+
+    @staticmethod
+    def from_config(config: PretrainedMLMConfig, *, rngs: nnx.Rngs) -> bert.BertModel:
+        source = config.checkpoint or None
+        model = bert.load_pretrained(source, with_mlm_head=True, new_mlm_head=not has_mlm_head(source), rngs=rngs,
+                                     dropout_bits=config.dropout_bits)
+        if config.mode == "full":
+            model.train()  # continued pretraining with BERT's dropout; a frozen encoder runs without
+        return model
+
+
 class MaskedLM:
     """A BERT with an MLM head (in eval mode) and its tokenizer, scored in padded batches."""
     model: bert.BertModel
