@@ -193,6 +193,11 @@ class Generator:
         to a multiple of 32 tokens (one compilation per such length), and up to
         max_new_tokens are decoded greedily (first token included).
         Yields one pair per suffix, in order.
+
+        prefix + suffix must be the tokenization of the whole prompt text: cut jointly tokenized
+        prompts with `split_shared_prefix`, never encode the prefix text and the rest apart. A
+        tokenizer merges across the cut (SmolLM2 makes "\n\n" one token alone but "\n", "\n"
+        before a word), so parts encoded apart are not the text the model would see (issue 34).
         """
         if not hasattr(self, "_extend"):
             self._extend = jax.jit(self._extend_fn, donate_argnums=(4,))
@@ -285,8 +290,46 @@ class Generator:
         return np.asarray(scores)[:len(rows)]
 
 
+def split_shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
+    """(prefix, suffixes) with prefix + suffixes[i] == prompts[i], for `Generator.after_prefix`.
+
+    The prompts are token ids, each the joint tokenization of one whole prompt text; the prefix
+    is their longest common token prefix, cut one token short of the shortest prompt so that
+    every suffix keeps a token. So the ids fed to the model are each prompt's own tokenization,
+    and the cache still holds whatever the prompts share (demonstrations, an instruction).
+    """
+    prompts = [list(p) for p in prompts]
+    if not prompts or not all(prompts):
+        raise ValueError("every prompt needs at least one token")
+    shortest = min(map(len, prompts))
+    n = 0
+    while n < shortest - 1 and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return prompts[0][:n], [p[n:] for p in prompts]
+
+
+def continuation_ids(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) of a scored continuation, as lm-evaluation-harness cuts them.
+
+    The whole text is encoded at once (with the tokenizer's start token, if it adds one) and the
+    continuation's tokens are those past the context's own token count; the context's trailing
+    whitespace moves to the continuation first. So the two parts together are always the joint
+    tokenization of context + continuation; the context part equals the context encoded alone
+    only where no token crosses the boundary (callers that score from the context's forward
+    pass check that).
+    """
+    stripped = context.rstrip()
+    context, continuation = stripped, context[len(stripped):] + continuation
+    whole = list(tokenizer(context + continuation).input_ids)
+    n = len(tokenizer(context).input_ids)
+    return whole[:n], whole[n:]
+
+
 def sentence_logprobs(generator: Generator, tokenizer, sentences: Sequence[str], *, batch_size: int = 8) -> np.ndarray:
     """log p(sentence) under a causal LM: the sum over its tokens, each given those before it.
+
+    Each sentence is encoded whole, so the context (the start token) and the scored tokens are
+    together its joint tokenization.
 
     With a start token (Gemma's <bos>) every token is scored; without one (SmolLM2) the
     first token has no context and is left out, the same for every sentence compared.
