@@ -121,7 +121,8 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
              f"(dot product); BBC News sentences `<START> words <STOP>` cut to {cfg['seq_len']} inputs; "
              f"{any_run['steps']} steps of batch {cfg['batch_size']} "
              f"({any_run['steps'] / (vocab['train']['sentences'] // cfg['batch_size']):.2f} epoch; the seed trained "
-             + ("one epoch, as here" if any_run.get("max_steps", -1) <= 0 else "one epoch, cut here by the config's max_steps")
+             + ("one epoch, as here" if any_run.get("max_steps", -1) <= 0
+                else "one epoch, cut here by the config's max_steps")
              + f"), Adam at a constant {cfg['learning_rate']}, "
              f"dropout {cfg['model']['embd_pdrop']}. **Vocabulary**: lowercased words capped at "
              f"{vocab['vocab_cap']:,} (5 special tokens included) of the {vocab['distinct_train_words']:,} distinct "
@@ -259,12 +260,14 @@ def ablation_findings(runs) -> list[str]:
             f"{dev['additive']:.1f} (additive); training took {mmss(secs['dot'])} against {mmss(secs['additive'])} "
             f"({secs['additive'] / secs['dot']:.1f}x; from the runs' logs, see the note under the table; "
             "`benchmarks/attention_ablation.py` measures the step-time ratio alone on a quiet machine). "
-            f"The seed saw {SEED['dot']['dev_ppl']} against {SEED['additive']['dev_ppl']} and 3:35 against 20:29 (5.7x). Additive scoring evaluates a tanh "
+            f"The seed saw {SEED['dot']['dev_ppl']} against {SEED['additive']['dev_ppl']} and 3:35 against 20:29 "
+            "(5.7x). Additive scoring evaluates a tanh "
             "layer on every (query, key) pair, O(T^2 d) work and memory that a matrix product does not have; "
             + (f"here it is {dev['dot'] - dev['additive']:.1f} perplexity points better than dot product"
                if dev["additive"] < dev["dot"] else
                f"here it is {dev['additive'] - dev['dot']:.1f} perplexity points worse than dot product")
-            + (" (one seed each: the seed-to-seed spread is not measured)." if min(len(runs['dot']), len(runs['additive'])) < 2
+            + (" (one seed each: the seed-to-seed spread is not measured)."
+               if min(len(runs['dot']), len(runs['additive'])) < 2
                else f", {versus_spread('additive')}."))
         out.append("")
     if dev["dot"] and (dev["qk"] or dev["qkv"]):
@@ -275,7 +278,8 @@ def ablation_findings(runs) -> list[str]:
             + "; ".join(f"{ABLATION_LABEL[v]}: {dev[v] - dev['dot']:+.1f} points, {versus_spread(v)}"
                         for v in ("qk", "qkv") if dev[v]) + "). "
             "With Q = K the score matrix QK^T is symmetric and each token's score with itself is a squared norm, "
-            "which one expects to bias attention towards the token itself (not measured here). In a 2-layer model whose perplexity is dominated by the 10,000-word embeddings and head "
+            "which one expects to bias attention towards the token itself (not measured here). "
+            "In a 2-layer model whose perplexity is dominated by the 10,000-word embeddings and head "
             "(1.28M of the 1.39M parameters) the attention projections are a small part; "
             + ("even so, sharing costs a few perplexity points here, more than the seeds' spread, where the seed "
                "reported no meaningful difference." if all(beyond(v) and dev[v] > dev["dot"] for v in ("qk", "qkv")
@@ -330,7 +334,8 @@ def positions_section(runs, out) -> list[str]:
         f"windows of {', '.join(map(str, lengths))} tokens. Learned absolute positions (minGPT's table, "
         f"{cfg['model']['block_size']} rows, zero-initialised) have rows past {cfg['windows']} that training never "
         "touched, so past the training length they add nothing: the model sees no position there.", "",
-        "| positions | seeds | parameters | train time (m:ss) | " + " | ".join(f"dev ppl @ {n}" for n in lengths) + " |",
+        "| positions | seeds | parameters | train time (m:ss) | "
+        + " | ".join(f"dev ppl @ {n}" for n in lengths) + " |",
         "|---|---|---:|---:|" + "---:|" * len(lengths)]
     for v in order:
         rs = runs[v]
@@ -380,11 +385,12 @@ def positions_section(runs, out) -> list[str]:
         + "Perplexity can fall with length for a scheme that generalises (later tokens "
         "have more context) and rises for one that meets positions it never saw. A learnable positional "
         "encoding, as seed 000 designs it, is a trained (max length x width) table added to the embeddings: "
-        "it learns only the positions it is trained on (here its rows past the training length stay zero); relative schemes "
+        "it learns only the positions it is trained on (here its rows past the training length stay zero); "
+        "relative schemes "
         "(rotary rotates queries and keys by position so scores depend on the offset only; ALiBi subtracts a "
         "per-head slope times the distance) carry no table and apply unchanged to longer inputs."
-        + (f" Not run: {', '.join(v for v in POSITIONS_ORDER if v not in runs)}." if any(v not in runs for v in POSITIONS_ORDER)
-           else ""), ""]
+        + (f" Not run: {', '.join(v for v in POSITIONS_ORDER if v not in runs)}."
+           if any(v not in runs for v in POSITIONS_ORDER) else ""), ""]
     return lines
 
 
@@ -445,7 +451,8 @@ def mlm_section(runs, out) -> list[str]:
         "**What the numbers show.** The two losses are not the same task (a masked token has context on both "
         "sides, a next token on one), so each loss curve says how fast an objective learns its own task; the "
         "probe puts both on one scale. Probe accuracy on the dev articles along training (step: causal / mlm): "
-        + ", ".join(f"{c['step']}: {100 * c['probe_accuracy']:.0f}% / {100 * d['probe_accuracy']:.0f}%" for c, d in pairs)
+        + ", ".join(f"{c['step']}: {100 * c['probe_accuracy']:.0f}% / {100 * d['probe_accuracy']:.0f}%"
+                    for c, d in pairs)
         + f". After step 0 the causal model's features probe better at {ahead['causal']} of {len(pairs) - 1} "
         f"points, the masked LM's at {ahead['mlm']}. Both models read the same input tokens per step (the x axes "
         f"agree up to masking), but the causal LM is trained on {per_step['causal']:.0f} predicted tokens per step "

@@ -121,7 +121,8 @@ def markdown(rows: list[dict], device: str) -> str:
         f, s = r["forward"], r["train_step"]
         lines.append(f"| {r['mode']} | {r['trainable_parameters']:,} | {f['argument_mib']:.1f} | {f['temp_mib']:.1f} | "
                      f"{f['total_mib']:.1f} | {s['argument_mib']:.1f} | {s['temp_mib']:.1f} | "
-                     f"{r['optimizer_state_mib']:.2f} | {s['total_mib']:.1f} | {s['total_mib'] / f['total_mib']:.2f}x |")
+                     f"{r['optimizer_state_mib']:.2f} | {s['total_mib']:.1f} | "
+                     f"{s['total_mib'] / f['total_mib']:.2f}x |")
     if any("device_peak_mib" in r["forward"] for r in rows):
         lines += ["", "| mode | device peak after forward (MiB) | device peak after step (MiB) |", "|---|---:|---:|"]
         lines += [f"| {r['mode']} | {r['forward']['device_peak_mib']:.1f} | {r['train_step']['device_peak_mib']:.1f} |"

@@ -84,7 +84,8 @@ def _pct(x) -> str:
 
 def markdown(dataset: str, rows: dict[str, dict | None], baseline: dict) -> str:
     lines = [f"# {NAMES[dataset]}: MiniLM (all-MiniLM-L6-v2) fine-tuning modes", "",
-             "| mode | dev acc. (%) | test acc. (%) | trainable params | learning rate | steps | batch | train time (s) |",
+             "| mode | dev acc. (%) | test acc. (%) | trainable params | learning rate | steps | batch "
+             "| train time (s) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, r in rows.items():
         if r is None:
@@ -92,12 +93,14 @@ def markdown(dataset: str, rows: dict[str, dict | None], baseline: dict) -> str:
             continue
         steps = f"{r['steps']}" + ("" if r["finished"] else f"/{r['total_steps']} (unfinished)")
         lines.append(f"| {mode} | {_pct(r['dev_accuracy'])} | {_pct(r['test_accuracy'])} | "
-                     f"{r['trainable_parameters']:,} | {r['learning_rate']:g} | {steps} | {r['batch_size']} | {r['train_seconds']:.0f} |")
+                     f"{r['trainable_parameters']:,} | {r['learning_rate']:g} | {steps} | {r['batch_size']} | "
+                     f"{r['train_seconds']:.0f} |")
     lines.append(f"| majority class (label {baseline['label']}, from train) | {_pct(baseline['dev_accuracy'])} | "
                  f"{_pct(baseline['test_accuracy'])} | 0 | | | | |")
     done = [r for r in rows.values() if r is not None]
     limits = sorted({r["train_limit"] for r in done})
-    lines += ["", f"max_length {', '.join(str(v) for v in sorted({r['max_length'] for r in done}))}; training examples: "
+    lines += ["", f"max_length {', '.join(str(v) for v in sorted({r['max_length'] for r in done}))}; "
+              "training examples: "
               + ", ".join("all" if v <= 0 else f"first {v}" for v in limits)
               + "; dev = final validation record, test = the eval record after training; "
               "train time excludes validation and is wall-clock on a shared machine."]

@@ -94,7 +94,8 @@ def listops_rows(out: pathlib.Path):
         evals = [r for r in records if r["split"] == "eval"]
         info = next(r for r in records if r["split"] == "info")
         rows.append({
-            "kind": kind, "name": name, "overrides": budget["overrides"], "records": records, "parameters": info["parameters"],
+            "kind": kind, "name": name, "overrides": budget["overrides"], "records": records,
+            "parameters": info["parameters"],
             "steps": info["total_steps"], "test": evals[-1]["accuracy"] if evals else float("nan"),
             "test_examples": evals[-1]["examples"] if evals else 0,
             "best_valid": max((r["accuracy"] for r in valid), default=float("nan")),
@@ -187,7 +188,8 @@ def build(out: pathlib.Path) -> str:
     def agreement(a, b):
         return "—" if a is None or b is None else f"{100 * np.mean(np.asarray(a) == np.asarray(b)):.1f}%"
     parts += [
-        f"Data: `python -m experiments.listops_data --out={cfg['data_dir']} --min_length=128 --max_length=512 --train=20000 "
+        f"Data: `python -m experiments.listops_data --out={cfg['data_dir']} --min_length=128 --max_length=512 "
+        "--train=20000 "
         "--valid=1000 --test=2000 --seed=0` (LRA's generator and tree distribution, max_depth 10, max_args 10, "
         "but sequences of 129-511 tokens instead of 501-1,999 and 20,000 training trees instead of 96,000).", "",
         f"Model (`configs/listops.py`): Transformer classifier, {m['num_layers']} pre-norm layers, width "

@@ -102,10 +102,11 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
                    f"'{curve['majority_place']}' and finetuning without pretraining.")
     else:
         verdict = (f"**The finding is not shown within this budget**: no pretrained model beats both always "
-                   f"'{curve['majority_place']}' and finetuning without pretraining (best {100 * best['accuracy']:.1f}% "
-                   f"at {best['epochs']} epochs).")
+                   f"'{curve['majority_place']}' and finetuning without pretraining "
+                   f"(best {100 * best['accuracy']:.1f}% at {best['epochs']} epochs).")
     rows = [f"| {p['epochs']} | {p['pretrain_step']} | {p['pretrain_seconds']:.0f} | {p['correct']} / {p['examples']} "
-            f"| {100 * p['accuracy']:.1f}% | {frequent_answers(runs / ('finetune_e%d' % p['epochs']))} |" for p in points]
+            f"| {100 * p['accuracy']:.1f}% | {frequent_answers(runs / ('finetune_e%d' % p['epochs']))} |"
+            for p in points]
     lines = [
         "# Pretraining budget and the CS224n birth-place finding", "",
         f"Runs: `{runs}`. Model: {m.n_layer} layers x {m.n_embd} wide x {m.n_head} heads, block {m.block_size}; "

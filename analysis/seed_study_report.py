@@ -165,7 +165,8 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
                                          "another study's runs with the same commands." for n in variants
                                          if "records" in study.variants.get(n, {})), "",
              "## Each variant at its best learning rate", "",
-             "| variant | trainable params | learning rate | seeds | dev acc. (%) | test acc. (%) | test − majority (pp) "
+             "| variant | trainable params | learning rate | seeds | dev acc. (%) | test acc. (%) "
+             "| test − majority (pp) "
              "| epochs to best | train time per run (s) | eval time (s) | peak memory (MB) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in variants:
@@ -210,7 +211,8 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
             dev = f"{100 * r['dev_accuracy']:.1f}" if r.get("dev_accuracy") is not None else ""
             loss = f"{r['dev_loss']:.4f}" if r.get("dev_loss") is not None else ""
             test = f"{100 * r['test_accuracy']:.1f}" if r.get("test_accuracy") is not None else ""
-            lines.append(f"| {label(study, name)} | {r['learning_rate']:g} | {dev} | {loss} | {r.get('selected_step', '')} / "
+            lines.append(f"| {label(study, name)} | {r['learning_rate']:g} | {dev} | {loss} | "
+                         f"{r.get('selected_step', '')} / "
                          f"{r.get('trained_steps', '')} / {r['total_steps']} | {test} | {r['status']} |")
     lines += ["", "![test accuracy](accuracy.png)", "", "![learning curves](curves.png)"]
     return "\n".join(lines) + "\n"

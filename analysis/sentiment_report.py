@@ -118,7 +118,8 @@ def plot_curves(records_by_exp: dict[int, list[dict]], out: pathlib.Path) -> lis
     for (split, key), ax in zip([("train", "loss"), ("valid", "loss"), ("train", "accuracy"), ("valid", "accuracy")],
                                 axes.flat):
         for n, records in records_by_exp.items():
-            ax.plot(*series(records, split, key), marker="o" if split == "valid" else None, label=f"{n}: {EXPERIMENTS[n]}")
+            ax.plot(*series(records, split, key), marker="o" if split == "valid" else None,
+                    label=f"{n}: {EXPERIMENTS[n]}")
         ax.set_title(f"{'train' if split == 'train' else 'validation'} {key}")
         ax.set_xlabel("training iteration (optimizer step)")
         ax.set_ylabel(key)
@@ -159,7 +160,8 @@ def markdown(rows: dict[int, dict]) -> str:
         "highest validation accuracy over training, at the step in parentheses (best in bold); Test acc.: the "
         "test split after the last step. Train time: training wall-clock seconds, validation excluded, XLA "
         "compilation of the first step included; Eval time: "
-        "seconds for one pass over the validation split; Peak mem.: host RSS on CPU (whole process), device peak on a GPU. "
+        "seconds for one pass over the validation split; Peak mem.: host RSS on CPU (whole process), "
+        "device peak on a GPU. "
         "Params: all parameters, trained ones in parentheses.*")
     summary = (
         f"**Summary.** Fastest to train: experiment **{fastest}** ({EXPERIMENTS[fastest]}, "

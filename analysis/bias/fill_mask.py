@@ -43,7 +43,8 @@ def target_ids(tokenizer, targets: Sequence[str]) -> list[int]:
     return ids
 
 
-def encode_prompts(tokenizer, texts: Sequence[str], masks_per_text: int | None) -> tuple[list[list[int]], list[list[int]]]:
+def encode_prompts(tokenizer, texts: Sequence[str],
+                   masks_per_text: int | None) -> tuple[list[list[int]], list[list[int]]]:
     """Token ids of each text (with [CLS]/[SEP]) and the positions of its mask tokens, checked."""
     seqs, positions = [], []
     mask_id = tokenizer.mask_token_id

@@ -109,12 +109,15 @@ def crows_section(root: pathlib.Path) -> list[str]:
     results = {f.stem: json.loads(f.read_text()) for f in files}
     lines += ["Nangia et al. (2020)'s metric: the percentage of the 1,508 pairs where the more stereotyping "
               "sentence gets the higher pseudo-log-likelihood (shared tokens masked one at a time); 50 = no "
-              "preference; causal LMs (SmolLM2, Gemma 3) compare whole-sentence log-likelihoods instead. Cells: % (pairs counted). Published: BERT-base 60.5, RoBERTa-large 64.1. "
-              "Seconds per model: " + ", ".join(f"{k} {r.get('seconds', float('nan')):.0f} s" for k, r in results.items())
+              "preference; causal LMs (SmolLM2, Gemma 3) compare whole-sentence log-likelihoods instead. "
+              "Cells: % (pairs counted). Published: BERT-base 60.5, RoBERTa-large 64.1. "
+              "Seconds per model: "
+              + ", ".join(f"{k} {r.get('seconds', float('nan')):.0f} s" for k, r in results.items())
               + ".", "", cp.format_table(results), ""]
     for name, r in results.items():
         o = r["overall"]
-        lines.append(f"- {name} ({r.get('method', 'masked pseudo-log-likelihood')}): stereo pairs {o['stereo_stereotyping']}/{o['stereo_pairs']}, antistereo pairs "
+        lines.append(f"- {name} ({r.get('method', 'masked pseudo-log-likelihood')}): "
+                     f"stereo pairs {o['stereo_stereotyping']}/{o['stereo_pairs']}, antistereo pairs "
                      f"{o['antistereo_stereotyping']}/{o['antistereo_pairs']}, neutral (equal scores) {o['neutral']}.")
     return lines + [""]
 
@@ -138,7 +141,8 @@ def wiki_section(root: pathlib.Path) -> list[str]:
         lines.append(f"| {i + 1} | {a} | {b} |")
     lab = s["birth_places_labelled"]
     lines += ["", f"Birth places (the course's labels, for {lab.get('he', 0)} he- and {lab.get('she', 0)} "
-              f"she-biographies):", "", "| rank | place (he) | n (%) | place (she) | n (%) |", "|---:|---|---:|---|---:|"]
+              f"she-biographies):", "", "| rank | place (he) | n (%) | place (she) | n (%) |",
+              "|---:|---|---:|---|---:|"]
     he, she = s["birth_places"]["he"], s["birth_places"]["she"]
     for i in range(max(len(he), len(she))):
         a = f"{he[i][0]} | {he[i][1]} ({he[i][2]:.1f}%)" if i < len(he) else " | "
