@@ -94,11 +94,13 @@ def main(argv):
     print(f"minGPT training step, batch {B} x {T} tokens, {sum(p.numel() for p in tmodel.parameters()):,} parameters, "
           f"median of {FLAGS.repeats} interleaved steps")
     print(header())
-    print(f"XLA's cost analysis: {flops / 1e9:.0f} GFLOP per step; dropout bits: {FLAGS.dropout_bits} (keys: {FLAGS.rng_impl})")
+    print(f"XLA's cost analysis: {flops / 1e9:.0f} GFLOP per step; dropout bits: {FLAGS.dropout_bits} "
+          f"(keys: {FLAGS.rng_impl})")
     print("| framework | median step (ms) | tokens/s | GFLOP/s | speed-up vs PyTorch |")
     print("|---|---:|---:|---:|---:|")
     print(f"| JAX (jit, this engine) | {1e3 * j:.1f} | {tokens / j:,.0f} | {flops / j / 1e9:.0f} | {t / j:.2f}x |")
-    print(f"| PyTorch {torch.__version__} (eager) | {1e3 * t:.1f} | {tokens / t:,.0f} | {flops / t / 1e9:.0f} | 1.00x |")
+    print(f"| PyTorch {torch.__version__} (eager) | {1e3 * t:.1f} | {tokens / t:,.0f} | {flops / t / 1e9:.0f} "
+          "| 1.00x |")
     emit_rows("gpt", [{"workload": f"minGPT pretraining step, batch {B} x {T}, dropout 0.1, AdamW + clip",
                        "ours_ms": 1e3 * j, "peer": f"PyTorch {torch.__version__} eager (course minGPT)",
                        "peer_ms": 1e3 * t, "gflops": flops / j / 1e9, "note": f"dropout bits: {FLAGS.dropout_bits}"}])

@@ -5,11 +5,11 @@
 The full model is MiniLM (all-MiniLM-L6-v2, 6 layers x 12 heads) with a two-class head; the
 pruned one is the same model with heads removed from the weights (models/pruning.py). Which
 heads: the physically pruned checkpoint of results/heads/sst2.json or sst2.gradient.json (the
-gradient ranking's step nearest 50%: 34 of 72 heads) when that record exists, else the last 6 heads of every layer (50%). The
-weights do not change the speed, so the benchmark needs no fine-tuned run. Both forward
-passes are jit-compiled and timed alternately (benchmarks/timing.py) at batch 1 and 64;
-the table gives full/pruned - 1 next to Michel et al.'s 17.5% at batch 64 (BERT-base, half of
-its heads pruned, their section 6.2). Writes results/heads/benchmark.json.
+gradient ranking's step nearest 50%: 34 of 72 heads) when that record exists, else the last 6
+heads of every layer (50%). The weights do not change the speed, so the benchmark needs no
+fine-tuned run. Both forward passes are jit-compiled and timed alternately (benchmarks/timing.py)
+at batch 1 and 64; the table gives full/pruned - 1 next to Michel et al.'s 17.5% at batch 64
+(BERT-base, half of its heads pruned, their section 6.2). Writes results/heads/benchmark.json.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def main(argv):
         ids = jnp.asarray(rng.integers(1000, 30000, (b, FLAGS.length)), jnp.int32)
         mask = jnp.ones((b, FLAGS.length), jnp.int32)
         # the pruned model computes what the masked full model computes
-        diff = float(jnp.abs(fns["pruned"](ids, mask) - full(ids, mask, head_mask=jnp.asarray(keep, jnp.float32))).max())
+        diff = float(jnp.abs(fns["pruned"](ids, mask)
+                             - full(ids, mask, head_mask=jnp.asarray(keep, jnp.float32))).max())
         t = measure({k: (lambda f=f: f(ids, mask)) for k, f in fns.items()}, repeats=FLAGS.repeats)
         rows.append({"batch": b, "full_s": t["full"].median, "pruned_s": t["pruned"].median, "max_abs_diff": diff})
         print(f"batch {b:3d}: full {t['full'].ms:8.2f} ms, pruned {t['pruned'].ms:8.2f} ms, "

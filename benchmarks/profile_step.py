@@ -51,7 +51,8 @@ from train import cli
 
 FLAGS = flags.FLAGS
 
-PARTS = ("attention matmul fwd", "attention matmul bwd", "dense matmul fwd", "dense matmul bwd", "dropout bits", "softmax", "GELU", "layer norm", "optimizer", "other")
+PARTS = ("attention matmul fwd", "attention matmul bwd", "dense matmul fwd", "dense matmul bwd", "dropout bits",
+         "softmax", "GELU", "layer norm", "optimizer", "other")
 _RNG = ("threefry", "_bernoulli", "_uniform", "random_bits", "rng_bit_generator", "RngStream", "hash_bits")
 
 
@@ -188,7 +189,8 @@ def workload(name: str):
         ours = nnx.cached_partial(jitted, model, optimizer)
         theirs = transformer.torch_train_step(sdpa=False)
         torch_args = tuple(torch.tensor(a) for a in batch)
-        return (f"Transformer classifier step (course model, full last layer), batch 32, dropout bits {FLAGS.dropout_bits}",
+        return ("Transformer classifier step (course model, full last layer), batch 32, "
+                f"dropout bits {FLAGS.dropout_bits}",
                 lambda: ours(*args), compiled, lambda: theirs(*torch_args))
     from benchmarks.bert import build_pair
     pair = build_pair(dropout_bits=FLAGS.dropout_bits)

@@ -108,7 +108,8 @@ def get_config(study: str = "boolq"):
     config.title = TITLES[study]
     config.spec = f"configs/finetune_study.py:{study}"  # how the commands name this config
     config.variants = ml_collections.ConfigDict(
-        {name: dict(config=base, overrides=extra, learning_rates=grid) for name, (base, extra, grid) in variants.items()})
+        {name: dict(config=base, overrides=extra, learning_rates=grid)
+         for name, (base, extra, grid) in variants.items()})
     for name, rival in SEEDS_IF_ABOVE.items():
         if name in variants:
             config.variants[name].seeds_if_above = rival

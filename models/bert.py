@@ -29,8 +29,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from flax import struct
+from flax import nnx, struct
 
 from models.attention import check_head_mask
 from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir

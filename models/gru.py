@@ -159,9 +159,9 @@ class StackedGRU(nnx.Module):
         self.num_directions = 2 if bidirectional else 1
         D = self.num_directions
         self.layers = nnx.List([
-            GRU(input_size if l == 0 else D * hidden_size, hidden_size,
+            GRU(input_size if layer == 0 else D * hidden_size, hidden_size,
                 dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-            for l in range(num_layers) for _ in range(D)])
+            for layer in range(num_layers) for _ in range(D)])
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, inputs, hidden_states=None, *, lengths=None):
@@ -180,12 +180,12 @@ class StackedGRU(nnx.Module):
                              f"batch={B}, hidden_size={H}), got {tuple(hidden_states.shape)} "
                              f"(inputs {tuple(inputs.shape)})")
         x, finals = inputs, []
-        for l in range(L):
-            if l > 0:
+        for layer in range(L):
+            if layer > 0:
                 x = self.dropout(x)
             outs = []
             for d in range(D):
-                k = l * D + d
+                k = layer * D + d
                 h0 = None if hidden_states is None else hidden_states[k:k + 1]
                 y, h_T = self.layers[k](x, h0, lengths=lengths, reverse=(d == 1))
                 outs.append(y)
@@ -223,11 +223,11 @@ def load_torch_gru_state_dict(module, state_dict, *, layer=0, reverse=False):
     """
     targets = _layers_of(module, layer, reverse)
     used = set()
-    for l, sfx, gru in targets:
+    for layer_index, sfx, gru in targets:
         H = gru.hidden_size
         for kind, rows in (("ih", "i"), ("hh", "h")):
             for what, prefix in (("weight", "w"), ("bias", "b")):
-                key = f"{what}_{kind}_l{l}{sfx}"
+                key = f"{what}_{kind}_l{layer_index}{sfx}"
                 if key not in state_dict:
                     raise KeyError(f"state dict has no {key!r} (keys: {sorted(state_dict)}); "
                                    "a GRU built with bias=False cannot be loaded")
@@ -251,9 +251,9 @@ def load_torch_gru_state_dict(module, state_dict, *, layer=0, reverse=False):
 def torch_gru_state_dict(module, *, layer=0, reverse=False):
     """The module's weights as a `torch.nn.GRU` state dict of numpy arrays."""
     out = {}
-    for l, sfx, gru in _layers_of(module, layer, reverse):
+    for layer_index, sfx, gru in _layers_of(module, layer, reverse):
         for kind, rows in (("ih", "i"), ("hh", "h")):
             for what, prefix in (("weight", "w"), ("bias", "b")):
-                out[f"{what}_{kind}_l{l}{sfx}"] = np.concatenate(
+                out[f"{what}_{kind}_l{layer_index}{sfx}"] = np.concatenate(
                     [np.asarray(getattr(gru, f"{prefix}_{rows}{g}")[...]) for g in _GATES], axis=0)
     return out

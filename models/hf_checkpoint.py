@@ -24,7 +24,8 @@ class CheckpointError(RuntimeError):
 def flatten(tree) -> dict[str, jax.Array]:
     """A parameter tree as {'blocks/0/attn/key/kernel': array}: the names checkpoints store."""
     leaves = jax.tree_util.tree_leaves_with_path(tree)
-    return {jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value"): leaf for path, leaf in leaves}
+    return {jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value"): leaf
+            for path, leaf in leaves}
 
 
 def check_fits(expected: dict, found: dict, where: str) -> None:

@@ -11,7 +11,8 @@ class TorchCausalSelfAttention(nn.Module):
     def __init__(self, n_embd, n_head, block_size, pdrop=0.0):
         super().__init__()
         self.attn_drop, self.resid_drop = nn.Dropout(pdrop), nn.Dropout(pdrop)
-        self.key, self.query, self.value = nn.Linear(n_embd, n_embd), nn.Linear(n_embd, n_embd), nn.Linear(n_embd, n_embd)
+        self.key, self.query, self.value = (nn.Linear(n_embd, n_embd), nn.Linear(n_embd, n_embd),
+                                            nn.Linear(n_embd, n_embd))
         self.proj = nn.Linear(n_embd, n_embd)
         self.register_buffer("mask", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size))
         self.n_head = n_head
