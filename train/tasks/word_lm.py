@@ -33,6 +33,7 @@ import optax
 from data import bbc_words as bw
 from data.masking import bert_mask
 from data.paths import resolve_path
+from train.tasks.char_gpt import masked_cross_entropy
 
 WIDTHS = (16, 32, 48, 64, 100, 128, 256, 512)
 
@@ -43,12 +44,7 @@ def width_for(n: int, limit: int) -> int:
 
 def cross_entropy(logits, targets):
     """(mean NLL over targets != PAD, metrics) in float32 or wider."""
-    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    weights = (targets != bw.PAD_ID).astype(logits.dtype)
-    count = weights.sum()
-    loss = (nll * weights).sum() / jnp.maximum(count, 1.0)
-    return loss, {"loss": loss, "predicted_tokens": count}
+    return masked_cross_entropy(logits, targets, ignore_id=bw.PAD_ID)
 
 
 def mlm_corrupt(ids: np.ndarray, rng: np.random.Generator, vocab_size: int, rate: float = 0.15):
