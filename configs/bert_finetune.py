@@ -6,7 +6,8 @@ One config, chosen by `dataset,mode` (modes: full, head, prefix, lora, linear_pr
       --config.data_dir=../shared/data/boolq
 Any Hugging Face BERT directory works: --config.model.checkpoint=/path/to/bert-base-uncased
 (and --config.tokenizer=the same path).
-Expected runtime and results: see BUILD_NOTES.md (BERT section).
+Runtime: an SST-2 epoch of LoRA (216 steps of 32) is about 4 minutes alone on this 2-core CPU
+(about 1 s a step). Results, to convergence over three seeds: configs/finetune_study.py.
 """
 
 from configs import text_common

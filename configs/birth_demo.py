@@ -8,11 +8,10 @@ restore, evaluate, compare with the majority baseline):
   python -m experiments.birth_places_demo --data=real     # the course files, runs/demo_real
 One stage by hand:
   python -m train.main --config=configs/birth_demo.py:pretrain --workdir=runs/demo/pretrain
-Expected runtime: 13.3 CPU-minutes in all (1,757 pretraining steps); measured 20m18s wall
-  while two other training jobs shared the 2 cores, so about 7 minutes when they are free.
-Expected result (100 dev people, synthetic world of 250): pretrain + finetune 25.00%, finetune
-  without pretraining 8.00%, always-London 7.00% (BUILD_NOTES.md). The real-data variant keeps
-  the earlier settings (dropout 0.1, 340 pretraining epochs, finetune at 6e-4).
+Runtime: about 5 minutes on this 2-core CPU, 8.4 CPU-minutes (1,757 pretraining steps); the
+  measured figure and its load average are in results/demo/record.json.
+Result: results/demo/README.md (100 dev people, synthetic world of 250). The real-data variant
+  keeps the earlier settings (dropout 0.1, 340 pretraining epochs, finetune at 6e-4).
 """
 
 from configs import gpt_common

@@ -3,7 +3,7 @@
 Command (after configs/birth_pretrain.py):
   python -m train.main --config=configs/birth_finetune_pretrained.py \
       --workdir=runs/birth_finetune --config.init_from=runs/birth_pretrain
-Expected runtime: 10 epochs = 78 steps of 256 x 127 tokens; see BUILD_NOTES.md.
+Runtime: 10 epochs = 78 steps of 256 x 127 tokens (after the pretraining's GPU hours).
 Expected result: dev accuracy at least 10% after the full pretraining (good runs 20-24%).
 """
 

@@ -2,8 +2,9 @@
 
 Command:
   python -m train.main --config=configs/birth_pretrain.py --workdir=runs/birth_pretrain
-Expected runtime: the full 650 epochs (15,100 steps of 128 x 127 tokens) is a GPU
-  job (the course quotes about 2 hours); see BUILD_NOTES.md for what this CPU did.
+Runtime: the full 650 epochs (15,100 steps of 128 x 127 tokens) is a GPU job (the course
+  quotes about 2 hours); what this CPU can do is configs/birth_budget.py
+  (results/birth_budget/report.md).
 Expected result: no accuracy of its own; feeds configs/birth_finetune_pretrained.py.
 """
 

@@ -1,43 +1,24 @@
-"""MiniLM fine-tuning modes trained to convergence, and seed 002's optimizers (issue 17).
+"""MiniLM fine-tuning modes trained to convergence, and seed 002's optimizers.
 
-  python -m experiments.seed_study --config=configs/finetune_study.py:boolq [--variants=head,lora]
-  python -m analysis.seed_study_report --config=configs/finetune_study.py:boolq
-  (the same with :sst2 for the SST-2 modes, :sst2_optimizers for AdamW / SGD / RMSprop)
+  python -m experiments.seed_study --config=configs/finetune_study.py:sst2 [--variants=head,lora]
+  python -m analysis.seed_study_report --config=configs/finetune_study.py:sst2
+  (the same with :boolq for the BoolQ modes, :sst2_optimizers for AdamW / SGD / RMSprop)
 
 experiments/seed_study.py runs each variant's learning-rate grid with seed 0, then seeds 1 and 2
 at the rate with the best validation accuracy. Every run is an ordinary engine run,
 `python -m train.main --config=configs/bert_finetune.py:<dataset>,<mode> --config.<key>=...`
 (the driver prints it), up to `num_epochs` epochs with a validation pass every half epoch,
 stopped after `early_stopping_patience` passes without a new best (`select_best`); dev and
-test are scored with the best pass's parameters.
+test are scored with the best pass's parameters. Prefix-128 takes prefix-10's rate and gets
+seeds only if its dev accuracy beats prefix-10's (`seeds_if_above`).
 
-BoolQ (`:boolq`): our dev-derived split (2,616 / 327 / 327), question + passage cut to 128
-tokens, batch 16 (163 steps an epoch), at most 3 epochs, AdamW, 50 warmup steps then a linear
-decay. Prefix tuning with 10 and with 128 prefix vectors (the course's skeleton; prefix-128 takes
-prefix-10's rate, see BOOLQ). Cost here (2 CPU cores shared with another study; training seconds
-per run, from the report): head 476, LoRA 1174, full 2016, prefix-10 402 (alone on the machine);
-prefix-128 1,471 (seed 0, early-stopped at step 246). The 18 runs took 5.9 hours with their
-validation and test passes. Expected result (results/bert/boolq_study/report.md): head 64.7 +- 0.2,
-LoRA 64.9 +- 0.5, full 64.1 +- 0.8, prefix-10 64.3 +- 1.4, prefix-128 64.8 (one seed: its dev, 65.7,
-is under prefix-10's 66.1, so the prefix mode's seeds are prefix-10's): none above the 65.4%
-majority class on this 2,616-example split.
-
+BoolQ (`:boolq`): the dev-derived split (2,616 / 327 / 327), question + passage cut to 128
+tokens, batch 16, at most 3 epochs, AdamW, 50 warmup steps then a linear decay.
 SST-2 (`:sst2`, `:sst2_optimizers`): 6,920 / 872 / 1,821 sentences, 64 tokens, batch 32, each
-batch's padding cut (trim_padding=16); at most 3 epochs. The optimizer comparison fine-tunes
-LoRA (the cheapest mode that trains attention) with each optimizer's own learning-rate grid,
-seeds 0-2, learning curves (training loss, validation accuracy) on one plot. Its AdamW runs are
-the modes study's LoRA runs (the same commands: SAME_RUNS points the driver and the report at
-results/bert/sst2_study/lora, so they are trained once). Cost
-here: a LoRA run trains in 500-900 s (about 1 s a step alone; SGD and RMSprop use all 648 steps,
-AdamW stops early), 12-17 minutes with its validation and test passes. Measured so far
-(results/bert/sst2_optimizers_study/report.md), test accuracy at each grid's best rate: AdamW
-87.4 +- 1.0 (lr 2e-3, three seeds; it is also the :sst2 table's LoRA row), SGD with momentum
-84.4 +- 0.5 (1e-2, three seeds), RMSprop 86.8 +- 0.3 (5e-4, three seeds): AdamW and RMSprop
-each ahead of SGD by more than the seeds' spread, and tied with each other. Head only
-(results/bert/sst2_study/report.md): 81.1 +- 0.4 at lr 1e-2, 6.2 points under LoRA; about 320 s a run.
-Prefix-10: 84.3 +- 0.4 at lr 3e-3, between head and LoRA by more than the spread; about 780 s a run.
-Seed 002's random search (batch size, learning rate, epochs; 8 trials, full fine-tuning) goes
-through the existing search driver, which restores and re-tests the best trial:
+batch's padding cut (trim_padding=16), at most 3 epochs. The optimizer study fine-tunes LoRA with
+each optimizer's own grid; its AdamW runs are the modes study's LoRA runs (SAME_RUNS).
+Seed 002's random search over full fine-tuning goes through the search driver, which restores
+and re-tests the best trial:
 
   python -m experiments.hparam_search --config=configs/bert_finetune.py:sst2,full --random=8 \
       --space='batch_size=16,32,64;learning_rate=loguniform:1e-5:2e-4;num_epochs=1,2,3' \
@@ -45,17 +26,11 @@ through the existing search driver, which restores and re-tests the best trial:
       --override=schedule=warmup_linear --override=warmup_steps=50 \
       --out=runs/search/sst2_full --records=results/bert/sst2_search
 
-and its table rebuilds from the committed records with the same flags and
-`--out=results/bert/sst2_search --report_only` in place of --out/--records (no training).
+(its table rebuilds from the committed records with `--out=results/bert/sst2_search --report_only`).
 
-SST-2 full fine-tuning: 89.2 +- 0.4 at lr 1e-4 over three seeds (about 950 s a run alone), 1.9 points
-over LoRA. SST-2 prefix-128: seed 0's dev (84.1) beats prefix-10's (83.3), so it ran seeds 1-2:
-84.8 +- 0.4 test, within the spread of prefix-10's 84.3; about 3,850 s of training a run (5-6 s a
-step alone). The 20 SST-2 mode runs took 8.0 hours with their passes. The
-random search (results/bert/sst2_search/results.md): 8 trials, 320-1,094 s of training each
-(1.7 hours in all); best dev 88.3 (lr 1.65e-4, batch 32, 2 epochs), 88.5 test when restored and
-re-tested, not above the full row; the five trials under 2.3e-5 reach only 83-85 dev.
-See BUILD_NOTES.md, issue 17.
+Runtime on this 2-core CPU: 5.9 hours for BoolQ's 18 runs, 8.0 for SST-2's 20 and 2.6 for the
+optimizers' 12, validation and test passes included (each report's footer).
+Results: results/bert/sst2_study/, boolq_study/, sst2_optimizers_study/, sst2_search/.
 """
 
 import ml_collections
