@@ -20,13 +20,13 @@ import time
 import jax
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 from benchmarks.timing import header, load_average
 from configs import attention_ablation
 from models.build import build_model
-from train import optim, steps
+from train import cli, optim, steps
 from train.tasks.word_lm import cross_entropy
 
 FLAGS = flags.FLAGS
@@ -57,7 +57,7 @@ def step_times(variant: str, width: int, n: int, batch: int = 32) -> float:
 
 def main(argv):
     del argv
-    widths = [int(w) for w in FLAGS.widths]
+    widths = FLAGS.widths
     load_before = load_average()
     results = {(v, w): step_times(v, w, FLAGS.steps) for v in FLAGS.variants for w in widths}
     lines = [f"Measured by `python -m benchmarks.attention_ablation --steps={FLAGS.steps}` (training step of the "
@@ -79,8 +79,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.DEFINE_list("variants", list(attention_ablation.VARIANTS), "Variants to time (dot first for ratios).")
-    flags.DEFINE_list("widths", ["32", "64", "100"], "Padded sequence widths.")
-    flags.DEFINE_integer("steps", 20, "Timed steps per (variant, width), after one compiling step.")
-    flags.DEFINE_string("out", "", "Also write the table here (results/attention/step_benchmark.md for the report).")
-    app.run(main)
+    cli.define_list("variants", list(attention_ablation.VARIANTS), "Variants to time (dot first for ratios).",
+                    choices=attention_ablation.VARIANTS)
+    cli.define_list("widths", [32, 64, 100], "Padded sequence widths.", item=int)
+    flags.DEFINE_integer("steps", 20, "Timed steps per (variant, width), after one compiling step.", lower_bound=1)
+    cli.define_out("", "the table, also (results/attention/step_benchmark.md for the report)", file=True)
+    cli.run(main)

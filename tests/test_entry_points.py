@@ -33,7 +33,7 @@ CHILD_SECONDS = 120  # a forked command (a --help) that takes longer is killed
 PRELOAD = ("numpy", "jax", "jax.numpy", "flax.nnx", "optax", "orbax.checkpoint", "ml_collections", "torch",
            "transformers", "matplotlib.pyplot", "tensorboardX", "tensorflow_datasets", "absl.app")
 # Entry points another change is converting (issue 29); strict: the test fails once one passes.
-NOT_YET = {"benchmarks.attention_ablation": "not yet converted to cli.run (the lead is moving it)"}
+NOT_YET: dict[str, str] = {}  # module -> why it does not pass yet (an expected failure, strict)
 
 
 def entry_points() -> list[str]:
