@@ -103,3 +103,117 @@ def test_listops_is_a_dataset_of_the_schema():
     config.model = base.model_config("gru")
     with pytest.raises(base.ConfigError, match="config.model.kind='gru': ListOps is set up for the transformer"):
         base.validate(config)
+
+
+# ------------------------------------------------------------------ against LRA's published generator settings
+# lra_benchmarks/data/listops.py: operators MAX, MIN, MED, SM; a node below max_depth 10 is an operator with
+# probability 0.25 (else a digit 0-9, always a digit at max_depth), with 2..max_args=10 arguments drawn
+# uniformly; the length counts a digit 1 and an operator 2 ('[OP' and ']'); kept when 500 < length < 2000.
+
+LRA = dict(max_depth=10, max_args=10, min_length=500, max_length=2000)
+
+
+def lra_value(source: str) -> int:
+    """LRA's to_value on the token string, written apart from data/listops.py's evaluate."""
+    stack = []
+    for token in source.split():
+        if token.startswith("["):
+            stack.append((token, []))
+        elif token == "]":
+            op, args = stack.pop()
+            value = {"[MIN": min, "[MAX": max, "[MED": lambda a: int(np.median(a)),
+                     "[SM": lambda a: int(np.sum(a)) % 10}[op](args)
+            if not stack:
+                return value
+            stack[-1][1].append(value)
+        else:
+            stack[-1][1].append(int(token))
+    return int(source)
+
+
+def nodes_by_depth(tree, depth=1):
+    """(depth, operator or None, number of arguments or the digit) for every node."""
+    if isinstance(tree, int):
+        yield depth, None, tree
+        return
+    op, args = tree
+    yield depth, op, len(args)
+    for a in args:
+        yield from nodes_by_depth(a, depth + 1)
+
+
+def lra_length_distribution(max_depth, max_args, limit, operator_p=0.25):
+    """P(a fresh tree has LRA length L) for L < limit, by recursion over depth (root at depth 1)."""
+    at_depth = np.zeros(limit)
+    at_depth[1] = 1.0  # at max_depth: a digit
+    for _ in range(max_depth - 1):
+        children_sum, power = np.zeros(limit), at_depth.copy()
+        for _ in range(2, max_args + 1):
+            power = np.convolve(power, at_depth)[:limit]  # the length of one more argument added
+            children_sum += power / (max_args - 1)
+        parent = np.zeros(limit)
+        parent[1] = 1 - operator_p
+        parent[2:] = operator_p * children_sum[:-2]  # '[OP' and ']' around the arguments
+        at_depth = parent
+    return at_depth
+
+
+def test_fresh_trees_follow_lra_node_statistics():
+    import random
+
+    from scipy import stats
+
+    rng = random.Random(1)
+    nodes = []
+    for _ in range(3000):
+        tree, length = listops.generate_tree(rng, 1, LRA["max_depth"], LRA["max_args"])
+        assert length == len(listops.to_tokens(tree))
+        nodes.extend(nodes_by_depth(tree))
+    assert max(d for d, _, _ in nodes) <= LRA["max_depth"]
+    assert all(op is None for d, op, _ in nodes if d == LRA["max_depth"])
+    below = [op is not None for d, op, _ in nodes if d < LRA["max_depth"]]
+    assert len(below) > 50_000
+    assert abs(np.mean(below) - 0.25) < 4 * np.sqrt(0.25 * 0.75 / len(below))
+    operators = [op for _, op, _ in nodes if op is not None]
+    assert set(operators) == {"[MAX", "[MIN", "[MED", "[SM"}
+    counts = [operators.count(op) for op in sorted(set(operators))]
+    assert stats.chisquare(counts).pvalue > 1e-3
+    arities = np.bincount([n for _, op, n in nodes if op is not None], minlength=LRA["max_args"] + 1)
+    assert arities[:2].sum() == 0 and len(arities) == LRA["max_args"] + 1
+    assert stats.chisquare(arities[2:]).pvalue > 1e-3  # uniform over 2..max_args
+    digits = np.bincount([n for _, op, n in nodes if op is None], minlength=10)
+    assert len(digits) == 10 and stats.chisquare(digits).pvalue > 1e-3
+
+
+def test_generated_set_follows_lra_lengths_and_labels():
+    """A set drawn with LRA's settings: lengths inside the bounds, distributed as the recursion says."""
+    from scipy import stats
+
+    lengths = []
+    for seed in (1, 2):
+        examples = listops.generate(400, seed=seed, **LRA)
+        assert len({source for source, _ in examples}) == len(examples)
+        for source, label in examples:
+            assert label == lra_value(source)
+            lengths.append(len(source.split()))
+            depth = max(np.cumsum([1 if t.startswith("[") else -1 if t == "]" else 0 for t in source.split()]))
+            assert depth <= LRA["max_depth"] - 1  # digits sit one level below the deepest operator
+    lengths = np.asarray(lengths)
+    assert lengths.min() > LRA["min_length"] and lengths.max() < LRA["max_length"]
+    fresh = lra_length_distribution(LRA["max_depth"], LRA["max_args"], LRA["max_length"])
+    kept = np.arange(LRA["min_length"] + 1, LRA["max_length"])
+    cdf = np.cumsum(fresh[kept]) / fresh[kept].sum()
+    assert stats.kstest(lengths, lambda x: np.interp(x, kept, cdf)).pvalue > 1e-3
+
+
+def test_length_recursion_matches_fresh_trees():
+    """The recursion above (used for the length check) against a direct count of fresh trees."""
+    import random
+
+    rng = random.Random(2)
+    lengths = np.array([listops.generate_tree(rng, 1, 10, 10)[1] for _ in range(4000)])
+    fresh = lra_length_distribution(10, 10, 2000)
+    assert abs(fresh[1] - 0.75) < 1e-12 and fresh.sum() < 1
+    for below in (2, 20, 200, 2000):
+        p = fresh[:below].sum()
+        assert abs(np.mean(lengths < below) - p) < 4 * np.sqrt(p * (1 - p) / len(lengths))
