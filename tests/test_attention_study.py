@@ -223,3 +223,7 @@ def test_word_lm_resumes_through_the_engine(corpus_dir, tmp_path):
 
     assert [s for s, _ in losses("resumed")] == list(range(1, 7))
     np.testing.assert_allclose([v for _, v in losses("resumed")], [v for _, v in losses("once")], rtol=1e-6)
+
+    from train.evaluate import evaluate_run
+    metrics = evaluate_run(tmp_path / "resumed", eval_split="dev")  # the final measurements, restored
+    assert metrics["checkpoint_step"] == 6 and metrics["perplexity"] == metrics["measurements"]["dev"]["perplexity"]

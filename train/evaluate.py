@@ -16,8 +16,8 @@ from absl import flags
 from flax import nnx
 
 from train import cli, rundir
-from train.checkpoint import DamagedCheckpointError
 from train import tasks as tasks_lib
+from train.checkpoint import DamagedCheckpointError
 from train.train import build_split_model
 
 FLAGS = flags.FLAGS
@@ -71,8 +71,10 @@ def main(argv):
     del argv
     metrics = evaluate_run(FLAGS.workdir, FLAGS.eval_file, FLAGS.outputs_path, FLAGS.data_dir,
                            eval_split=FLAGS.eval_split, step=FLAGS.step, checkpoint=FLAGS.checkpoint)
-    if "accuracy" not in metrics:
-        print(f"No gold answers in {metrics['eval_file']}; predictions written.")
+    if "perplexity" in metrics:  # the word-level LM (its other measurements: the .metrics.json file)
+        print(f"Perplexity on {metrics['eval_split']}: {metrics['perplexity']:.2f}")
+    elif "accuracy" not in metrics:
+        print(f"No gold answers in {metrics.get('eval_file') or metrics.get('eval_split')}; predictions written.")
     elif "correct" in metrics:
         print(f"Correct: {metrics['correct']} out of {metrics['examples']}: {100 * metrics['accuracy']:.2f}%")
     else:
