@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from models import efficient_attention as efficient
 
@@ -47,26 +48,19 @@ def projected_loss(kernel, cotangent):
 
 
 def finite_difference_gradients(loss, args):
-    """Central differences of `loss` in every entry of every argument (one vmapped call per argument)."""
-    grads = []
-    for i, x in enumerate(args):
-        flat = x.reshape(-1)
-        steps = jnp.eye(flat.size, dtype=x.dtype) * EPS
-
-        def shifted(step, i=i, flat=flat, shape=x.shape):
-            return loss(*args[:i], (flat + step).reshape(shape), *args[i + 1:])
-
-        plus, minus = jax.jit(jax.vmap(shifted))(steps), jax.jit(jax.vmap(shifted))(-steps)
-        grads.append(((plus - minus) / (2 * EPS)).reshape(x.shape))
-    return grads
+    """Central differences of `loss` in every entry of every argument, in one vmapped call."""
+    flat, unravel = ravel_pytree(args)
+    steps = jnp.eye(flat.size, dtype=flat.dtype) * EPS
+    values = jax.jit(jax.vmap(lambda step: loss(*unravel(flat + step))))(jnp.concatenate([steps, -steps]))
+    return unravel((values[:flat.size] - values[flat.size:]) / (2 * EPS))
 
 
 def assert_gradients_match_finite_differences(kernel, args, seed=7):
-    out = kernel(*args)
+    out = jax.jit(kernel)(*args)
     assert out.dtype == jnp.float64
     cotangent = arrays(seed, out.shape)[0]
     loss = projected_loss(kernel, cotangent)
-    analytic = jax.grad(loss, argnums=tuple(range(len(args))))(*args)
+    analytic = jax.jit(jax.grad(loss, argnums=tuple(range(len(args)))))(*args)
     numeric = finite_difference_gradients(loss, args)
     for name, a, n in zip("abcdefgh", analytic, numeric):
         assert np.all(np.isfinite(a)), name
@@ -89,12 +83,12 @@ def exact_attention(q, k, v, mask=None, *, causal=False):
 
 
 def assert_gradients_match_exact_attention(kernel, exact, args, seed=7):
-    out = kernel(*args)
-    np.testing.assert_allclose(out, exact(*args), rtol=1e-10, atol=1e-12)
+    out = jax.jit(kernel)(*args)
+    np.testing.assert_allclose(out, jax.jit(exact)(*args), rtol=1e-10, atol=1e-12)
     cotangent = arrays(seed, out.shape)[0]
     argnums = tuple(range(len(args)))
-    ours = jax.grad(projected_loss(kernel, cotangent), argnums=argnums)(*args)
-    want = jax.grad(projected_loss(exact, cotangent), argnums=argnums)(*args)
+    ours = jax.jit(jax.grad(projected_loss(kernel, cotangent), argnums=argnums))(*args)
+    want = jax.jit(jax.grad(projected_loss(exact, cotangent), argnums=argnums))(*args)
     for name, a, w in zip("qkv", ours, want):
         assert float(jnp.max(jnp.abs(w))) > 1e-3
         np.testing.assert_allclose(a, w, rtol=1e-9, atol=1e-12, err_msg=f"d/d{name}")
