@@ -80,6 +80,7 @@ def records(workdir, split):
     return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_eight_devices(tmp_path, bios_dir):
     config = tiny_birth_config(bios_dir, **OVERRIDES)
     config.model.update(DROPOUT)
@@ -124,6 +125,7 @@ print("RESULTS " + json.dumps({k: v for k, v in results.items() if k != "eval_se
 """
 
 
+@pytest.mark.slow
 def test_validation_and_split_evaluation_in_two_fsdp_processes(tmp_path):
     from data import listops
     data = listops.write_dataset(tmp_path / "lo", train=64, valid=16, test=16, seed=0, min_length=10, max_length=63)

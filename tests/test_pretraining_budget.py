@@ -11,6 +11,8 @@ from data import synthetic_bios
 from experiments import pretraining_budget
 from train.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # every test shares the curve: five short engine runs, about 20 s
+
 
 def tiny_configs(data_dir):
     configs = {stage: birth_budget.get_config(stage) for stage in birth_budget.STAGES}
