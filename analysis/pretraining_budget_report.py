@@ -19,9 +19,7 @@ from train import cli
 
 FLAGS = flags.FLAGS
 
-COURSE_PRETRAINED = 0.200  # the course's PyTorch code, pretrain + finetune, birth_dev.tsv
-COURSE_BAR = 0.10  # the assignment's pass mark for the pretrained model
-COURSE_SCRATCH = 0.002
+COURSE_BAR = 0.10  # seed 003: "we expect the dev accuracy will be at least 10%" for the pretrained model
 
 
 def load_curve(runs: pathlib.Path) -> dict:
@@ -69,13 +67,10 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.plot(epochs, acc, "o-", color="C0", label="pretrain + finetune (ours)")
     for y, style, label in ((curve["scratch"], "--", "finetune without pretraining (ours)"),
-                            (curve["majority"], ":", f"always '{curve['majority_place']}'"),
-                            (COURSE_PRETRAINED, "-.", "course: pretrain + finetune, 650 epochs")):
-        if y is None:
-            continue
-        y *= 100
-        ax.axhline(y, linestyle=style, color="gray" if "course" not in label else "C3", label=label)
-    ax.axhline(100 * COURSE_BAR, linestyle=(0, (1, 4)), color="C3", label="course's 10% bar")
+                            (curve["majority"], ":", f"always '{curve['majority_place']}'")):
+        if y is not None:
+            ax.axhline(100 * y, linestyle=style, color="gray", label=label)
+    ax.axhline(100 * COURSE_BAR, linestyle=(0, (1, 4)), color="C3", label="seed 003's 10% bar (pretrained)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(epochs, [str(e) for e in epochs])
     ax.set_xlabel("pretraining epochs of wiki.txt")
@@ -91,8 +86,7 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
         f"{p['accuracy']:.4f}\n" for p in points))
     m = curve["pretrain_config"].model
     crossings = []
-    for level, name in ((curve["majority"], f"always '{curve['majority_place']}'"), (COURSE_BAR, "the 10% bar"),
-                        (COURSE_PRETRAINED, "the course's 20.0%")):
+    for level, name in ((curve["majority"], f"always '{curve['majority_place']}'"), (COURSE_BAR, "the 10% bar")):
         e = first_reaching(points, level)
         crossings.append(f"- reaches {name} ({100 * level:.1f}%): "
                          + (f"at {e} epochs" if e else f"not within {epochs[-1]} epochs"))
@@ -122,8 +116,9 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
         f"| always '{curve['majority_place']}' | - | - | - | {100 * curve['majority']:.1f}% | |", "",
         "Pretraining times are wall-clock training seconds from the run's metrics (validation excluded), measured "
         "while other jobs shared the machine's 2 cores.", "",
-        f"The course's PyTorch code with its full configs: pretrain + finetune {100 * COURSE_PRETRAINED:.1f}%, "
-        f"no pretraining {100 * COURSE_SCRATCH:.1f}%.", "", verdict, "", *crossings, "", "![curve](curve.png)", "",
+        "Seed 003 expects the pretrained model at 10% or more after the course's 650 epochs of pretraining "
+        "(\"we expect the dev accuracy will be at least 10%\"), and asks why the model without pretraining "
+        "stays below it.", "", verdict, "", *crossings, "", "![curve](curve.png)", "",
         f"Made by `python -m analysis.pretraining_budget_report --runs={runs} --out={out}`.", ""]
     (out / "report.md").write_text("\n".join(lines))
     return "\n".join(lines)

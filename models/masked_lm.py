@@ -35,7 +35,6 @@ def has_mlm_head(source) -> bool:
     return any(k.startswith(("cls.predictions.", "bert.cls.predictions.")) for k in state)
 
 
-@dataclasses.dataclass
 @dataclasses.dataclass(frozen=True)
 class PretrainedMLMConfig:
     """A config's `model` dict for kind "bert_mlm" (task mlm_head): a pretrained BERT with its masked-LM head.
@@ -66,6 +65,7 @@ class PretrainedMLM:
         return model
 
 
+@dataclasses.dataclass
 class MaskedLM:
     """A BERT with an MLM head (in eval mode) and its tokenizer, scored in padded batches."""
     model: bert.BertModel
@@ -156,7 +156,7 @@ def load_mlm(source, *, batch_size: int = 64) -> MaskedLM:
             f"{ckpt_dir} has no masked-LM head (no cls.predictions.* weights), so it cannot fill "
             f"masks or score CrowS-Pairs. Use a BertForMaskedLM directory (e.g. bert-base-uncased), "
             f"or train a head for this encoder first:\n  {ADAPT_COMMAND.replace('runs/mlm_head', 'DIR')} "
-            f"--config.checkpoint={source}\nand pass DIR/hf (the adapted model) instead.")
+            f"--config.model.checkpoint={source}\nand pass DIR/hf (the adapted model) instead.")
     model = bert.load_pretrained(ckpt_dir, with_mlm_head=True)
     return MaskedLM(model, load_tokenizer(ckpt_dir), batch_size=batch_size, name=str(source))
 

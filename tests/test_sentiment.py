@@ -46,9 +46,9 @@ def tiny_config(number, checkpoint, data_dir, tfds_dir):
     config.update(data_dir=str(data_dir), tfds_dir=str(tfds_dir), tokenizer=str(checkpoint), max_length=12,
                   batch_size=16, max_steps=STEPS, num_epochs=3, log_every_steps=4, eval_every_steps=12,
                   eval_batch_size=32, learning_rate=1e-2)
-    config.model.update(vocabulary_size=len(VOCAB), embedding_size=16, hidden_size=16, embed_dim=16,
-                        hidden_dim=32, max_length=12, checkpoint=str(checkpoint),
-                        dropout=0.0)  # no dropout: a few steps must visibly lower the loss
+    sizes = dict(vocabulary_size=len(VOCAB), embedding_size=16, hidden_size=16, embed_dim=16, hidden_dim=32,
+                 checkpoint=str(checkpoint), dropout=0.0)  # no dropout: a few steps must visibly lower the loss
+    config.model.update({key: value for key, value in sizes.items() if key in config.model})  # this kind's keys
     return config
 
 

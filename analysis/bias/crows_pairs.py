@@ -210,7 +210,7 @@ if __name__ == "__main__":
                               "gemma3, a .gguf file or a Hugging Face directory (repeatable).")
     flags.DEFINE_string("data_dir", "../shared/data", "Holds crows_pairs/crows_pairs_anonymized.csv.")
     flags.DEFINE_string("file", None, "A CrowS-Pairs CSV file (instead of the one under --data_dir).")
-    cli.define_out(None, "<model>.json per model (summary and per-pair scores)")
+    cli.define_out("", "<model>.json per model (summary and per-pair scores); '' writes nothing")
     flags.DEFINE_integer("batch_size", 128, "Masked sentences per forward pass.")
     flags.DEFINE_string("name", None, "Label for a single model (default: its directory name).")
     cli.run(main)
