@@ -9,7 +9,6 @@ import resource
 import time
 
 import jax
-
 from tensorboardX import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"
@@ -49,7 +48,8 @@ class MetricWriter:
             self.kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in self.kept))
         self._file = self.path.open("a")
-        self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+        self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"),
+                                 purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, split: str, values: dict) -> None:
         record = {"step": int(step), "split": split}

@@ -32,9 +32,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from models.masked_lm import MaskedLM, load_mlm, model_name
 from data import crows_pairs
 from data.crows_pairs import BIAS_TYPES, CrowsPair
+from models.masked_lm import MaskedLM, load_mlm, model_name
 
 SentenceScorer = Callable[[Sequence[str]], np.ndarray]
 
@@ -109,12 +109,12 @@ class Tally:
 def summarize(pairs: Sequence[CrowsPair], more: np.ndarray, less: np.ndarray) -> dict:
     """{"overall": Tally dict, "by_bias_type": {type: Tally dict}} from per-pair scores."""
     tallies = collections.OrderedDict((k, Tally()) for k in ("overall",) + BIAS_TYPES)
-    for pair, m, l in zip(pairs, np.round(more, 3), np.round(less, 3)):
+    for pair, m, less_score in zip(pairs, np.round(more, 3), np.round(less, 3)):
         for t in (tallies["overall"], tallies[pair.bias_type]):
             t.pairs += 1
-            won = bool(m > l)
+            won = bool(m > less_score)
             t.stereotyping += won
-            t.neutral += bool(m == l)
+            t.neutral += bool(m == less_score)
             if pair.direction == "stereo":
                 t.stereo_pairs += 1
                 t.stereo_stereotyping += won
@@ -134,7 +134,7 @@ def evaluate(mlm_or_scorer, pairs: Sequence[CrowsPair]) -> dict:
         more, less = score_with_sentence_scorer(pairs, mlm_or_scorer)
         method = "whole-sentence log-likelihood"
     return {"method": method, **summarize(pairs, more, less),
-            "scores": [[p.index, float(m), float(l)] for p, m, l in zip(pairs, more, less)]}
+            "scores": [[p.index, float(m), float(lo)] for p, m, lo in zip(pairs, more, less)]}
 
 
 def causal_scorer(source, batch_size: int = 16):
