@@ -18,6 +18,23 @@ from train.checkpoint import Checkpointer, CheckpointError
 CONFIG_FILE = "config.json"
 # Config fields that define an experiment: a workdir never mixes runs that differ in these.
 IDENTITY_FIELDS = ("task", "model", "data_dir", "pretrain_corpus", "train_file")
+# Keys a resumed run may change: they decide what is logged, saved, measured after training or
+# where the work runs, never the parameters the steps produce. Every other key defines the run's
+# trajectory (optimizer and its settings, rates, schedule, batch size, model, seed, data), and a
+# resume that changes it is refused.
+RESUMABLE_CHANGES = frozenset({
+    "name", "eval_file", "eval_split", "eval_batch_size", "eval_at_start", "decode_steps",
+    "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+    "num_processes", "coordinator_address", "process_id", "sharding",  # restores onto any layout
+    "tfds_dir", "trim_padding",  # where the prepared data are cached; padding cut off for speed only
+    "max_cpu_minutes", "max_minutes",  # experiments/mlm_head.py's budgets, fixed in its plan.json
+    "train_eval_limit", "leak_check_sentences", "sentences", "prompts", "generate_steps",
+    "extrapolation_lengths"})  # word_lm's final measurements
+# The run's length: changing it extends or shortens the same trajectory, unless the schedule spans the run.
+RUN_LENGTH_KEYS = ("num_epochs", "max_steps")
+LENGTH_DEPENDENT_SCHEDULES = ("warmup_cosine", "warmup_linear")
+# Validation: measurements only, unless select_best keeps (and early stopping stops at) its best pass.
+VALIDATION_KEYS = ("eval_every_steps", "eval_limit", "topic_probe")
 
 
 def experiment_identity(config) -> dict:
@@ -46,18 +63,78 @@ def upgrade_legacy_config(saved: dict) -> dict:
     return config
 
 
+def flat_keys(config: dict, prefix: str = "") -> dict:
+    """{dotted key: value} of a nested config dict ('model.n_embd')."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(previous: dict, current: dict) -> list[str]:
+    """The dotted keys whose values differ between two nested config dicts."""
+    previous, current = flat_keys(previous), flat_keys(current)
+    absent = object()
+    return sorted(k for k in previous.keys() | current.keys() if previous.get(k, absent) != current.get(k, absent))
+
+
+def describe_changes(previous: dict, current: dict, keys: list[str], limit: int = 6) -> str:
+    """'model.n_embd: workdir has 16, config has 32; ...' for the first `limit` keys."""
+    previous, current = flat_keys(previous), flat_keys(current)
+    if "model.kind" in keys:  # another model family: its other keys are noise
+        keys = ["model.kind"] + [k for k in keys if not k.startswith("model.")]
+    text = "; ".join(f"{k}: workdir has {previous.get(k, '(none)')!r}, config has {current.get(k, '(none)')!r}"
+                     for k in keys[:limit])
+    return text + (f"; and {len(keys) - limit} more ({', '.join(keys[limit:])})" if len(keys) > limit else "")
+
+
+def trajectory_changes(previous: dict, current: dict) -> list[str]:
+    """The changed keys that would make a resumed run continue another trajectory than the one saved."""
+    allowed = set(RESUMABLE_CHANGES)
+    if previous.get("schedule") not in LENGTH_DEPENDENT_SCHEDULES and current.get("schedule") == previous.get(
+            "schedule"):
+        allowed.update(RUN_LENGTH_KEYS)
+    if not previous.get("select_best") and not current.get("select_best"):
+        allowed.update(VALIDATION_KEYS)
+    return [k for k in changed_keys(previous, current) if k not in allowed]
+
+
+def has_trained_state(workdir: pathlib.Path) -> bool:
+    """True if the workdir holds a checkpoint step (latest or best): training there has begun."""
+    return any(p.name.isdigit() for folder in ("checkpoints", "best") if (workdir / folder).is_dir()
+               for p in (workdir / folder).iterdir())
+
+
 def check_workdir(workdir: pathlib.Path, config) -> None:
-    """Refuses a workdir whose checkpoints belong to another experiment."""
+    """Refuses a workdir whose checkpoints belong to another experiment, or a resume with changed settings.
+
+    A run resumed with another value of a key that defines its trajectory (anything but
+    RESUMABLE_CHANGES, and the run's length or validation where they do not change it) would
+    continue from parameters the new settings never produced, and config.json would no longer
+    describe the steps already trained: that is a new run, in a new --workdir.
+    """
     saved = workdir / CONFIG_FILE
     if saved.is_file():
-        previous = experiment_identity(ml_collections.ConfigDict(read_config_json(saved)))
+        previous_config = read_config_json(saved)
+        current_config = json.loads(config.to_json())
+        previous = experiment_identity(ml_collections.ConfigDict(previous_config))
         current = experiment_identity(config)
-        diff = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        diff = changed_keys(previous, current)
         if diff:
-            details = "; ".join(f"{k}: workdir has {previous.get(k)!r}, config has {current.get(k)!r}" for k in diff)
             raise CheckpointError(
-                f"{workdir} holds a run of another experiment ({details}). "
+                f"{workdir} holds a run of another experiment ({describe_changes(previous, current, diff)}). "
                 "Use a new --workdir; nothing was overwritten.")
+        changed = trajectory_changes(previous_config, current_config) if has_trained_state(workdir) else []
+        if changed:
+            optimizer = " (the optimizer changed)" if "optimizer" in changed else ""
+            raise base.ConfigError(
+                f"{workdir} was trained with other settings{optimizer}: "
+                f"{describe_changes(previous_config, current_config, changed)}. Resuming would continue its "
+                "trajectory with new settings: rerun with the saved values (config.json), or start a new run "
+                "with a new --workdir; nothing was changed.")
     elif (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
         raise CheckpointError(f"{workdir}/checkpoints exists but {saved} does not: not a run of this engine")
 

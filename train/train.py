@@ -163,7 +163,6 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     distributed.initialize(config)  # before any JAX computation
     primary = distributed.is_primary()
     workdir = pathlib.Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
     rundir.check_workdir(workdir, config)
     if jax.process_count() > 1:  # nobody reads config.json while process 0 rewrites it
         multihost_utils.sync_global_devices("checked workdir")
@@ -189,6 +188,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
         param_shardings = distributed.state_shardings(params, mesh, config.sharding)
         opt_shardings = distributed.state_shardings(opt_state, mesh, config.sharding)
 
+    workdir.mkdir(parents=True, exist_ok=True)  # only now: bad data or settings leave no empty workdir behind
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     # A damaged step is set aside by one process only: with several, it is reported instead.
     restored_params, restored_opt_state, start_step = ckpt.restore_latest(
