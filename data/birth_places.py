@@ -24,7 +24,7 @@ import pathlib
 
 import numpy as np
 
-from data.paths import DataError  # noqa: F401  (raised here; imported by callers)
+from data.paths import DataError, read_utf8  # noqa: F401  (DataError: raised here; imported by callers)
 
 PAD_CHAR = "\u25a1"  # □
 MASK_CHAR = "\u2047"  # ⁇
@@ -36,7 +36,7 @@ def read_text(path: str | pathlib.Path) -> str:
     path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return path.read_text(encoding="utf-8")
+    return read_utf8(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +136,8 @@ class CharCorruptionDataset:
         # Uniform on [1, n//2] when n >= 2: mean length ≈ n/4, and never the whole document.
         masked_length = int(rng.integers(1, max(1, n // 2), endpoint=True))
         start = int(rng.integers(0, n - masked_length, endpoint=True))
-        prefix, masked, suffix = document[:start], document[start:start + masked_length], document[start + masked_length:]
+        end = start + masked_length
+        prefix, masked, suffix = document[:start], document[start:end], document[end:]
         s = prefix + MASK_CHAR + suffix + MASK_CHAR + masked + MASK_CHAR
         return s + PAD_CHAR * (self.block_size - len(s))
 
@@ -162,7 +163,7 @@ class NameDataset:
         self.vocab = pretraining_dataset.vocab
         self.source = source
         if isinstance(data, str):
-            lines = [l for l in data.split("\n") if l.strip()]
+            lines = [line for line in data.split("\n") if line.strip()]
             data = []
             for lineno, line in enumerate(lines, start=1):
                 if "\t" not in line:

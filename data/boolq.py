@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import text
-from data.paths import DataError
+from data.paths import DataError, utf8_errors
 
 COURSE_TRAIN_SIZE = 8000  # seed 001: "8k instances for training and the rest for testing"
 FIELDS = ("question", "passage", "answer")
@@ -44,7 +44,7 @@ def parse_line(line: str, path, lineno: int) -> dict:
 
 
 def read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f, utf8_errors(path):
         return [parse_line(line, path, i + 1) for i, line in enumerate(f) if line.strip()]
 
 

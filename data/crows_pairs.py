@@ -13,7 +13,7 @@ import csv
 import dataclasses
 import pathlib
 
-from data.paths import DataError, resolve_data_dir
+from data.paths import DataError, resolve_data_dir, utf8_errors
 
 FILE = "crows_pairs/crows_pairs_anonymized.csv"
 BIAS_TYPES = ("race-color", "gender", "socioeconomic", "nationality", "religion", "age",
@@ -40,7 +40,7 @@ def load(path: str | pathlib.Path) -> list[CrowsPair]:
     if not path.is_file():
         raise DataError(f"{path}: CrowS-Pairs file not found")
     pairs = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8") as f, utf8_errors(path):
         reader = csv.reader(f)
         try:
             header = next(reader)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -9,6 +10,33 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 class DataError(ValueError):
     """Malformed or missing data, with the file (and line) at fault."""
+
+
+def not_utf8(path: str | pathlib.Path) -> DataError:
+    """The DataError of a file that is not UTF-8 text, naming the line and byte offset of its first bad byte."""
+    data = pathlib.Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return DataError(f"{path}:{line}: not UTF-8 text: byte {data[e.start]:#04x} at byte offset {e.start} "
+                         f"({e.reason}); save the file as UTF-8")
+    return DataError(f"{path}: not UTF-8 text")
+
+
+@contextlib.contextmanager
+def utf8_errors(path: str | pathlib.Path):
+    """Reading `path` inside: a UnicodeDecodeError becomes not_utf8(path) (the decoder names no file)."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+
+
+def read_utf8(path: str | pathlib.Path) -> str:
+    """The text of a UTF-8 file; other bytes are a DataError naming the file, line and byte offset."""
+    with utf8_errors(path):
+        return pathlib.Path(path).read_text(encoding="utf-8")
 
 
 def resolve_path(path: str | pathlib.Path) -> pathlib.Path:

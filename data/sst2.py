@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import text
-from data.paths import DataError
+from data.paths import DataError, utf8_errors
 
 SPLIT_FILES = {"train": "stsa.binary.train", "validation": "stsa.binary.dev",
                "test": "stsa.binary.test"}
@@ -51,7 +51,7 @@ class Sst2Stsa(text.LocalFilesBuilder):
         return {split: self._generate_examples(d / f) for split, f in SPLIT_FILES.items()}
 
     def _generate_examples(self, path):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f, utf8_errors(path):
             for i, line in enumerate(f):
                 if line.strip():
                     yield i, parse_line(line, path, i + 1)
