@@ -9,10 +9,15 @@ deleting them) and falls back to the step before.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import logging
 import os
 import pathlib
 import re
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -33,9 +38,67 @@ class DamagedCheckpointError(CheckpointError):
         self.step, self.item, self.path, self.intact_steps = step, item, str(path), list(intact_steps)
 
 
+class DiskFullError(CheckpointError):
+    """A checkpoint could not be written: no space left on the device (or the quota is spent)."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")  # tensorstore's errors carry only the text
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, says that the disk is full."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(error) for text in DISK_FULL_TEXTS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class _DiskFullLogFilter(logging.Filter):
+    """Drops the logs of Orbax's writer threads about a full disk: each comes with its traceback (hundreds of
+    lines in all), and the save raises one DiskFullError instead (Checkpointer._disk_full_as_one_error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and is_disk_full(record.exc_info[1]))
+
+
+def _drop_closed_loop_errors(unraisable, previous=sys.unraisablehook) -> None:
+    """sys.unraisablehook without tensorstore's 'Event loop is closed' errors: after a failed asynchronous save
+    its write callbacks find Orbax's asyncio loop gone, and each would print a traceback; the failure itself
+    is raised by the save."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    previous(unraisable)
+
+
+def quiet_failed_saves() -> None:
+    """Installs the two filters above, once per process."""
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DiskFullLogFilter) for f in absl_logger.filters):
+        absl_logger.addFilter(_DiskFullLogFilter())
+        sys.unraisablehook = functools.partial(_drop_closed_loop_errors, previous=sys.unraisablehook)
+
+
+def _coded_cause(error: BaseException) -> BaseException:
+    """The error of the chain that says what is wrong: tensorstore's coded one ('OUT_OF_RANGE: ...') where
+    there is one (Orbax wraps it in one that shows only a bound method's repr), else `error`."""
+    chain = []
+    while error is not None and all(error is not e for e in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return next((e for e in chain if re.match(r"[A-Z_]+: ", str(e))), chain[0])
+
+
 def _explain(error: Exception, item_dir: pathlib.Path) -> tuple[str, str]:
     """(file at fault, one-line reason) from an Orbax / tensorstore / json read error."""
-    text = " ".join(str(error).split(" [tensorstore_spec=")[0].split())  # drop the spec dump, one line
+    error = _coded_cause(error)
+    text = str(error).split(" [tensorstore_spec=")[0].split("See full TensorStore details:")[0]  # no spec dumps
+    text = " ".join(text.split())  # one line
     files = [f.rstrip(".,;:") for f in re.findall(re.escape(str(item_dir)) + r"""/[^"'\s]+""", text)]
     files = [f for f in files if not f.endswith("/")]  # '.../params/' is the OCDBT database itself
     path = files[-1] if files else str(item_dir)
@@ -43,10 +106,9 @@ def _explain(error: Exception, item_dir: pathlib.Path) -> tuple[str, str]:
     if code and files:  # tensorstore: 'CODE: ... local file "<path>": <what is wrong with it>'
         detail = text.rsplit(path, 1)[1].lstrip('": ') or ("" if os.path.exists(path) else "file is missing")
         reason = f"{code[1]}: {detail}".rstrip(": ")
-    elif code:
-        reason = text
-    else:
-        reason = f"{type(error).__name__}: {text}"
+    else:  # the message names the item's directory already: its name is enough here
+        reason = text.replace(str(item_dir), item_dir.name)
+        reason = reason if code else f"{type(error).__name__}: {reason}"
     return path, reason if len(reason) <= 200 else reason[:197] + "..."
 
 
@@ -55,6 +117,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | pathlib.Path, keep: int = 3, create: bool = True):
         self.directory = pathlib.Path(directory).absolute()
+        quiet_failed_saves()
         if not create and not self.directory.is_dir():
             raise CheckpointError(f"{self.directory}: no checkpoint directory")
         self._handlers = {"params": ocp.StandardCheckpointHandler(),
@@ -77,7 +140,8 @@ class Checkpointer:
         items = dict(params=ocp.args.StandardSave(flatten(params)), meta=ocp.args.JsonSave(meta))
         if opt_state is not None:
             items["opt_state"] = ocp.args.StandardSave(flatten(opt_state))
-        self.manager.save(step, args=ocp.args.Composite(**items))
+        with self._disk_full_as_one_error():  # Orbax saves asynchronously: an earlier step's failure may surface here
+            self.manager.save(step, args=ocp.args.Composite(**items))
 
     def meta(self, step: int) -> dict:
         return self._restore(step, "meta", ocp.args.JsonRestore())
@@ -130,8 +194,8 @@ class Checkpointer:
                 if not fall_back:
                     raise
                 moved.append((e, self.set_aside(step)))
-                log(f"checkpoint step {step} is damaged ({e.item!r} unreadable at {e.path}); moved it to {moved[-1][1]}; "
-                    + (f"falling back to step {steps[i - 1]}" if i else "no earlier step left"))
+                log(f"checkpoint step {step} is damaged ({e.item!r} unreadable at {e.path}); moved it to "
+                    f"{moved[-1][1]}; " + (f"falling back to step {steps[i - 1]}" if i else "no earlier step left"))
         if not moved:
             return None, None, None
         last = moved[-1][0]
@@ -188,7 +252,28 @@ class Checkpointer:
             raise self._damaged(step, item, e) from e
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._disk_full_as_one_error():
+            self.manager.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _disk_full_as_one_error(self):
+        """A full disk while saving becomes one DiskFullError naming the directory (Orbax raises it from its
+        writer threads, wrapped in their tracebacks); the steps finished before it are intact."""
+        try:
+            yield
+        except DiskFullError:
+            raise
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            with contextlib.suppress(Exception):  # forget the half-written step: only finished ones are listed
+                self.manager.reload()
+            kept = self.all_steps()
+            resume = f"rerun the same command to resume from step {kept[-1]}" if kept else "rerun the same command"
+            raise DiskFullError(f"{self.directory}: the disk is full (no space left on device) while saving a "
+                                f"checkpoint; the steps saved before are intact ({kept or 'none yet'}). Free some "
+                                f"space and {resume}.") from e
 
     def close(self) -> None:
-        self.manager.close()
+        with self._disk_full_as_one_error():  # close() waits for the last save too
+            self.manager.close()
