@@ -81,11 +81,16 @@ COLUMNS = ("workload", "ours (ms)", "peer", "peer (ms)", "ratio (peer / ours)", 
 
 
 def select(benchmarks: list[Benchmark], only: str | None) -> list[Benchmark]:
-    """The benchmarks named in --only (names or module short names), in BENCHMARKS' order."""
-    if not only:
+    """The benchmarks named in --only (names or module short names), in BENCHMARKS' order; None: all.
+
+    An --only that names nothing (`--only=,`) is an error, not an empty table after the quiet wait.
+    """
+    if only is None:
         return list(benchmarks)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
     known = {b.name for b in benchmarks} | {b.module.rsplit(".", 1)[-1] for b in benchmarks}
+    if not wanted:
+        raise SystemExit(f"error: --only={only!r} names no benchmark; known: {', '.join(sorted(known))}")
     unknown = [w for w in wanted if w not in known]
     if unknown:
         raise SystemExit(f"error: --only names unknown benchmark(s) {', '.join(unknown)}; "
@@ -184,7 +189,7 @@ def main(argv: list[str]) -> int:
             define_flags()
         args = argv
         FLAGS(["run_all", *args])
-    benchmarks = select(BENCHMARKS, ",".join(FLAGS.only))
+    benchmarks = select(BENCHMARKS, ",".join(FLAGS.only) if FLAGS["only"].present else None)
     out = pathlib.Path(FLAGS.out)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)

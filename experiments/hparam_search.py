@@ -149,13 +149,16 @@ def convert(value: str, like, key: str = ""):
         if value.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"{key}={value!r}: expected a boolean")
         return value.lower() in ("true", "1")
-    if isinstance(like, int):
-        as_float = float(value)
-        if not as_float.is_integer():
+    if isinstance(like, (int, float)):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{key}={value!r}: expected a number") from None
+        if isinstance(like, float):
+            return number
+        if not number.is_integer():
             raise ValueError(f"{key}={value!r}: expected an integer")
-        return int(as_float)
-    if isinstance(like, float):
-        return float(value)
+        return int(number)
     if isinstance(like, (tuple, list)):
         return tuple(v for v in value.split("+") if v)
     return value
@@ -169,10 +172,10 @@ def apply_overrides(config, overrides: dict[str, str]):
         node = config
         for p in parents:
             if p not in node:
-                raise KeyError(f"override {key!r}: config has no field {p!r}")
+                raise KeyError(f"{key}: the config has no key {p!r} (configs/base.py lists the keys)")
             node = node[p]
         if leaf not in node:
-            raise KeyError(f"override {key!r}: config has no field {leaf!r}")
+            raise KeyError(f"{key}: the config has no key {leaf!r} (configs/base.py lists the keys)")
         node[leaf] = convert(value, node[leaf], key)
     return config
 
@@ -316,16 +319,34 @@ def make_trials(grid_spec: str, n_random: int, space_spec: str, seed: int) -> li
     return trials + (sample_random(space, n_random, seed) if n_random else [])
 
 
+def checked_search(config, override_items: Sequence[str], grid_spec: str, n_random: int, space_spec: str,
+                   seed: int):
+    """(base config, trials), every trial's config built and validated before anything is written or
+    trained: a bad key or value is a ConfigError naming it, not a traceback hours into the search."""
+    from configs.base import ConfigError, validate
+
+    try:
+        base = apply_overrides(config, parse_overrides(override_items))
+        trials = make_trials(grid_spec, n_random, space_spec, seed)
+        for overrides in trials:
+            validate(apply_overrides(base, overrides))
+    except (KeyError, ValueError) as e:  # ConfigError is a ValueError: its message is kept
+        raise ConfigError(e.args[0]) from None
+    return base, trials
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.out:
         raise app.UsageError("--out is required")
+    if FLAGS.random < 0:
+        raise app.UsageError(f"--random={FLAGS.random}: must be 0 (the grid only) or a number of random trials")
     out = pathlib.Path(FLAGS.out)
+    base, trials = checked_search(FLAGS.config, FLAGS.override, FLAGS.grid, FLAGS.random, FLAGS.space,
+                                  FLAGS.search_seed)
     if not FLAGS.report_only:  # a mistyped --out with --report_only creates nothing: the first trial names it
         (out / "trials").mkdir(parents=True, exist_ok=True)
-    base = apply_overrides(FLAGS.config, parse_overrides(FLAGS.override))
-    trials = make_trials(FLAGS.grid, FLAGS.random, FLAGS.space, FLAGS.search_seed)
     rows = run_trials(base, trials, out, metric=FLAGS.metric, train_fn=not_finished if FLAGS.report_only else None)
     best = select_best(rows)
     if best is not None and base.get("eval_split") and not FLAGS.report_only:

@@ -77,13 +77,16 @@ def stream(generator, tokenizer, ids, sampling, max_new_tokens, stops, out=sys.s
 
 
 def main(argv):
-    from models.causal_lm import load_causal_lm
-    from models.generation import Generator, PromptTooLongError, Sampling
-
+    # the cheap checks first: loading a model takes seconds
     if len(argv) != 2 or argv[1] not in ("generate", "chat"):
         raise app.UsageError("give one command: generate or chat")
     if argv[1] == "generate" and not FLAGS.prompt:
         raise app.UsageError("generate needs --prompt")
+    if FLAGS.max_new_tokens < 1:
+        raise app.UsageError(f"--max_new_tokens={FLAGS.max_new_tokens}: must be at least 1")
+    from models.causal_lm import load_causal_lm
+    from models.generation import Generator, PromptTooLongError, Sampling
+
     try:
         sampling = Sampling(temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
     except ValueError as e:

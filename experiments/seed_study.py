@@ -29,6 +29,7 @@ import sys
 
 from absl import flags
 
+from configs.base import ConfigError
 from data.paths import REPO_ROOT
 from train import cli
 from train.metrics import read_metrics
@@ -88,15 +89,22 @@ def rival_best_run(study, rival: str) -> dict:
     return runs[best]
 
 
-def run_variant(study, name: str, dry_run: bool = False) -> None:
+def check_variant(study, name: str) -> None:
+    """Raises KeyError (an unknown variant or rival) or ValueError (no learning rates), before any training."""
     if name not in study.variants:
         raise KeyError(f"variant {name!r} is not in the study's config; it has {sorted(study.variants)}")
     variant = study.variants[name]
     if not variant.learning_rates:
         raise ValueError(f"variant {name!r} has no learning rates (its config's learning_rates is empty)")
-    if (rival := variant.get("seeds_if_above")) and rival not in study.variants:  # checked before any training
+    if (rival := variant.get("seeds_if_above")) and rival not in study.variants:
         raise KeyError(f"variant {name!r}: seeds_if_above={rival!r} is not a variant of the study; "
                        f"it has {sorted(study.variants)}")
+
+
+def run_variant(study, name: str, dry_run: bool = False) -> None:
+    check_variant(study, name)
+    variant = study.variants[name]
+    rival = variant.get("seeds_if_above")
     # a variant that shares another study's runs names that study's folders
     workdir = pathlib.Path(variant.get("workdir", f"{study.workdir}/{name}"))
     records = REPO_ROOT / variant_records(study, name)
@@ -134,7 +142,13 @@ def run_variant(study, name: str, dry_run: bool = False) -> None:
 def main(argv):
     del argv
     study = FLAGS.config
-    for name in FLAGS.variants or study.run.split(","):
+    names = FLAGS.variants or study.run.split(",")
+    for name in names:  # every variant checked before the first one trains (a study runs for hours)
+        try:
+            check_variant(study, name)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"{'--variants' if FLAGS.variants else 'the config run list'}: {e.args[0]}") from None
+    for name in names:
         print(f"== {study.title}: {name}", flush=True)
         run_variant(study, name, FLAGS.dry_run)
 

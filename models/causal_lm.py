@@ -166,6 +166,28 @@ def permute_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, half, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
+def truncated_size(path: pathlib.Path) -> int | None:
+    """The size a GGUF file's header and tensor table say it has, when the file is shorter (a download or
+    copy cut short: the gguf reader then fails with a reshape error); else None."""
+    from gguf import GGUFReader
+
+    class MeasuringReader(GGUFReader):
+        expected = 0
+
+        def _get(self, offset, dtype, count=1, override_order=None):
+            end = offset + np.dtype(dtype).itemsize * int(count)
+            self.expected = max(self.expected, end)
+            if end > len(self.data):  # past the end: zeros, so that reading goes on and measures the rest
+                return np.zeros(int(count), dtype)
+            return super()._get(offset, dtype, count, override_order)
+
+    try:
+        expected = MeasuringReader(str(path)).expected
+    except Exception:  # a damaged header: not measurable
+        return None
+    return expected if expected > path.stat().st_size else None
+
+
 def read_gguf(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(Hugging Face config dict, Hugging Face state dict in float32) from a GGUF file."""
     from gguf import GGUFReader
@@ -175,6 +197,9 @@ def read_gguf(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, np.nd
     try:
         reader = GGUFReader(str(path))
     except (ValueError, OSError) as e:
+        if expected := truncated_size(path):
+            raise CheckpointError(f"{path}: the file is truncated (expected {expected} bytes, found "
+                                  f"{path.stat().st_size}); download or copy it again") from e
         raise CheckpointError(f"{path} is not a readable GGUF file: {e}") from e
     config = gguf_config(reader, path)
     arch = _field(reader, "general.architecture")
