@@ -50,13 +50,13 @@ def test_gpt_matches_pytorch_forward_and_backward(n_layer, n_head, n_embd, T):
         copy_gpt_from_torch(model, ref)
         model.eval()
 
-        logits = model(jnp.asarray(idx))
+        logits = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(idx))  # jit: one compile, not one per op
         np.testing.assert_allclose(np.asarray(logits), logits_ref.detach().numpy(), rtol=1e-10, atol=1e-10)
 
         def loss_fn(m):
             return masked_cross_entropy(m(jnp.asarray(idx)), jnp.asarray(targets))[0]
 
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        loss, grads = nnx.jit(nnx.value_and_grad(loss_fn))(model)
         np.testing.assert_allclose(float(loss), loss_ref.item(), rtol=1e-12)
         grads = flax_grad_to_torch_names(nnx.to_pure_dict(grads), n_layer)
         assert set(grads) == set(grads_ref)
