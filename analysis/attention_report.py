@@ -1,11 +1,11 @@
-"""Report of the attention study (issue 12): results/attention/report.md from the runs' records.
+"""Report of the attention study (issue 12): results/attention/README.md from the runs' records.
 
   python -m analysis.attention_report [--records=results/attention/records] [--out=results/attention]
 
 Reads the per-run records of experiments/attention_study.py (`<study>/<variant>_s<seed>.json`
 and `.metrics.jsonl`) and the theory section (results/attention/theory/section.md, written
 by the theory scripts, included verbatim with its image paths made relative to the report),
-and writes report.md with tables, samples and PNG curves (ablation_curves.png,
+and writes README.md with tables, samples and PNG curves (ablation_curves.png,
 positions_extrapolation.png, mlm_curves.png). Parts not run yet are said to be so.
 """
 from __future__ import annotations
@@ -488,7 +488,7 @@ def write_report(records: pathlib.Path, out: pathlib.Path) -> str:
     lines += positions_section(data.get("positions", {}), out)
     lines += theory_section(out)
     text = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(text)
+    (out / "README.md").write_text(text)
     return text
 
 
@@ -499,5 +499,5 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("records", str(REPO_ROOT / "results/attention/records"), "Per-run records of the study.")
-    cli.define_out(str(REPO_ROOT / "results/attention"), "report.md and the PNGs")
+    cli.define_out(str(REPO_ROOT / "results/attention"), "README.md and the PNGs")
     cli.run(main)

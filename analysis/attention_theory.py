@@ -4,7 +4,7 @@
     python -m analysis.attention_theory --out=results/attention/theory --claims=scaling  # one claim
 
 Each claim writes OUT/<claim>.png and OUT/<claim>.md (its table); the full run also writes
-OUT/section.md, a "## The theory, runnable" section for results/attention/report.md (image
+OUT/section.md, a "## The theory, runnable" section for results/attention/README.md (image
 links are relative to OUT's parent). Claims:
 
 - copying: one key aligned with the query, its norm growing -> attention becomes one-hot on

@@ -6,7 +6,7 @@
 Reads OUT/cost.csv and OUT/cost_meta.json (benchmarks/attention_cost.py), and the ListOps
 records under OUT/listops/<kind>/ (metrics.jsonl, budget.json, config.json; --runs copies
 them from the sweep's run directories, experiments/listops_sweep.py, together with the
-test set's class counts). Writes OUT/report.md and OUT/listops_curves.png.
+test set's class counts). Writes OUT/README.md and OUT/listops_curves.png.
 """
 
 from __future__ import annotations
@@ -262,12 +262,12 @@ def main(argv):
     out.mkdir(parents=True, exist_ok=True)
     if FLAGS.runs:
         copy_runs(pathlib.Path(FLAGS.runs), out)
-    (out / "report.md").write_text(build(out))
-    print(f"wrote {out / 'report.md'}")
+    (out / "README.md").write_text(build(out))
+    print(f"wrote {out / 'README.md'}")
 
 
 if __name__ == "__main__":
-    cli.define_out("results/efficient_attention", "report.md and listops_curves.png, beside the records they "
+    cli.define_out("results/efficient_attention", "README.md and listops_curves.png, beside the records they "
                    "are built from (cost.csv, cost_meta.json, listops/)")
     flags.DEFINE_string("runs", "", "Copy the ListOps records from this sweep directory first.")
     cli.run(main)

@@ -1,4 +1,4 @@
-"""Rebuilds results/heads/report.md (issue 13) from the records the experiments wrote.
+"""Rebuilds results/heads/README.md (issue 13) from the records the experiments wrote.
 
   python -m analysis.heads_report [--results=results/heads]
 
@@ -215,14 +215,14 @@ def build(results_dir) -> str:
     if notes.is_file():
         lines += ["## What the numbers show", "", notes.read_text().strip(), ""]
     text = "\n".join(lines)
-    (out_dir / "report.md").write_text(text)
+    (out_dir / "README.md").write_text(text)
     return text
 
 
 def main(argv):
     del argv
     build(FLAGS.results)
-    print(f"wrote {FLAGS.results}/report.md")
+    print(f"wrote {FLAGS.results}/README.md")
 
 
 if __name__ == "__main__":

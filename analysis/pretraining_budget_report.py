@@ -3,7 +3,7 @@
   python -m analysis.pretraining_budget_report --runs=runs/birth_budget --out=results/birth_budget
 
 Reads the runs' own records (each finetune's budget.json and restored-evaluation metrics,
-the scratch run's, the pretraining run's config) and writes report.md, curve.png and
+the scratch run's, the pretraining run's config) and writes README.md, curve.png and
 curve.csv: the curve, the no-pretraining and always-majority lines, the course's 20.0%
 and its 10% bar, and where the curve first reaches each line.
 """
@@ -120,7 +120,7 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
         "(\"we expect the dev accuracy will be at least 10%\"), and asks why the model without pretraining "
         "stays below it.", "", verdict, "", *crossings, "", "![curve](curve.png)", "",
         f"Made by `python -m analysis.pretraining_budget_report --runs={runs} --out={out}`.", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    (out / "README.md").write_text("\n".join(lines))
     return "\n".join(lines)
 
 
@@ -132,5 +132,5 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("runs", "runs/birth_budget", "The curve's run directory (experiments.pretraining_budget).")
-    cli.define_out("results/birth_budget", "report.md, curve.png and curve.csv")
+    cli.define_out("results/birth_budget", "README.md, curve.png and curve.csv")
     cli.run(main)

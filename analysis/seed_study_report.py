@@ -3,7 +3,7 @@
   python -m analysis.seed_study_report --config=configs/finetune_study.py:boolq
 
 Reads <records>/<variant>/lr=<lr>_seed=<s>/ (metrics.jsonl, config.json) of the study config
-and writes <records>/report.md, accuracy.png (test accuracy per variant, seeds as dots) and
+and writes <records>/README.md, accuracy.png (test accuracy per variant, seeds as dots) and
 curves.png (training loss and validation accuracy per epoch: the seeds' mean, their range shaded). Each run
 counts with its best validation pass (the one the engine tested). A difference is claimed
 only when it is larger than the seeds' spread: between two variants, more than the sum of
@@ -280,7 +280,7 @@ def report(study) -> str:
                                 f"--config={study.spec} first)")
     baseline = majority_baseline(runs[0]["config"])
     text = markdown(study, variants, baseline)
-    (folder / "report.md").write_text(text)
+    (folder / "README.md").write_text(text)
     plots(study, variants, baseline, folder)
     return text
 

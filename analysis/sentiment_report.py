@@ -4,7 +4,7 @@
 
 `--runs` holds one run directory per experiment, named `exp1` ... `exp6` (the
 workdirs of `configs/sentiment.py:1` ... `:6`); each needs its `metrics.jsonl`.
-Writes `curves.png` (all six), `exp<N>.png` (one per experiment) and `report.md`.
+Writes `curves.png` (all six), `exp<N>.png` (one per experiment) and `README.md`.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def write_report(runs, out, experiments=tuple(EXPERIMENTS), notes: str = "") -> 
     body += ["", markdown(rows), "## Learning curves", ""]
     body += [f"![{p.stem}]({p.name})" for p in figures]
     body += ["", "*Figures: train (per logged window) and validation loss and accuracy against optimizer steps.*", ""]
-    path = out / "report.md"
+    path = out / "README.md"
     path.write_text("\n".join(body))
     return path
 
@@ -200,6 +200,6 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("runs", None, "Directory with exp1 ... exp6 run directories.", required=True)
-    cli.define_out(None, "report.md, curves.png and exp<N>.png")
+    cli.define_out(None, "README.md, curves.png and exp<N>.png")
     flags.DEFINE_string("notes", "", "A paragraph put under the title (what subset, how many steps).")
     cli.run(main)

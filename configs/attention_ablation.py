@@ -6,7 +6,7 @@ seed's "0 masking": softmax over all keys, then future weights zeroed, so the fu
   python -m experiments.attention_study --study=ablation --seeds=0,1,2      # all five variants, recorded
   python -m experiments.attention_study --study=ablation --variants=additive --seeds=0
   python -m train.main --config=configs/attention_ablation.py:additive --workdir=runs/attention/ablation/additive_s0
-  python -m analysis.attention_report                                        # results/attention/report.md
+  python -m analysis.attention_report                                        # results/attention/README.md
 The driver runs the engine (task word_lm, train/tasks/word_lm.py) once per variant and seed in
 runs/attention/ablation/<variant>_s<seed> and writes each run's record to
 results/attention/records/ablation/<variant>_s<seed>.{json,metrics.jsonl}, which the report reads;

@@ -9,7 +9,7 @@ mean-pooled last hidden states of each article's first 100 tokens (train article
 dev articles to score).
   python -m experiments.attention_study --study=mlm --seeds=0                # both, recorded
   python -m train.main --config=configs/attention_mlm.py:mlm --workdir=runs/attention/mlm/mlm_s0
-  python -m analysis.attention_report                                        # results/attention/report.md
+  python -m analysis.attention_report                                        # results/attention/README.md
 Records: results/attention/records/mlm/<variant>_s<seed>.{json,metrics.jsonl} (the driver).
 Budget: one epoch (957 steps of batch 32) per variant, as the ablations.
 Runtime on this 2-core CPU: about 3 minutes of training per run, plus a topic probe every 100

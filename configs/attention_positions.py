@@ -6,7 +6,7 @@ penalty on the scores). The same mini-GPT as configs/attention_ablation.py, trai
 contiguous article text in 64-token windows, scored on dev windows of 64, 128, 256 and 512.
   python -m experiments.attention_study --study=positions --seeds=0        # all four, recorded
   python -m train.main --config=configs/attention_positions.py:rotary --workdir=runs/attention/positions/rotary_s0
-  python -m analysis.attention_report                                      # results/attention/report.md
+  python -m analysis.attention_report                                      # results/attention/README.md
 Records: results/attention/records/positions/<variant>_s<seed>.{json,metrics.jsonl} (the driver);
 train.main alone leaves its run directory (eval_metrics.json holds the extrapolation table).
 Budget: one epoch of the training windows (374 steps of batch 32, 766k tokens).
@@ -14,7 +14,7 @@ Runtime on this 2-core CPU: about 3 minutes of training per run beside other job
 of extrapolation scoring.
 Expected: similar perplexity at 64; beyond it the learned table (its rows past 64 are never
 trained: no position information there) and sinusoidal may degrade, rotary less, ALiBi (built
-for extrapolation) least. What was measured is in results/attention/report.md.
+for extrapolation) least. What was measured is in results/attention/README.md.
 """
 
 from configs.attention_ablation import study_config

@@ -19,7 +19,7 @@ smaller model; the no-pretraining line is the course's from-scratch finetune (75
 Seed 003 expects the pretrained model at 10% or more after the course's 650 epochs, and the
 model without pretraining below it.
 Runtime: about 2.5 CPU-hours for budgets 10,20,40,80 (measured with other jobs sharing the cores).
-Result: results/birth_budget/report.md.
+Result: results/birth_budget/README.md.
 """
 
 from configs import birth_finetune_pretrained, birth_finetune_scratch, birth_pretrain

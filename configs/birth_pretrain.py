@@ -4,7 +4,7 @@ Command:
   python -m train.main --config=configs/birth_pretrain.py --workdir=runs/birth_pretrain
 Runtime: the full 650 epochs (15,100 steps of 128 x 127 tokens) is a GPU job (the course
   quotes about 2 hours); what this CPU can do is configs/birth_budget.py
-  (results/birth_budget/report.md).
+  (results/birth_budget/README.md).
 Expected result: no accuracy of its own; feeds configs/birth_finetune_pretrained.py.
 """
 

@@ -3,7 +3,7 @@
   python -m experiments.heads --config=configs/heads.py:sst2      # MiniLM fine-tuned on SST-2
   python -m experiments.heads --config=configs/heads.py:mingpt    # CS224n minGPT, birth places
   python -m experiments.heads --config=configs/heads.py:demo      # minGPT on the synthetic biographies
-  python -m analysis.heads_report                                 # results/heads/report.md
+  python -m analysis.heads_report                                 # results/heads/README.md
 
 Each writes results/heads/<name>.json: the unpruned metrics, the ablation and gradient scores
 per (layer, head), and the pruning curves (10% of the remaining heads per step, to zero) of
@@ -32,7 +32,7 @@ did not fit the time):
   python -m experiments.heads --config=configs/heads.py:sst2 --config.methods=random --config.random_seeds=1
       --config.max_examples=400 --config.out=results/heads/sst2.random.json                     # 615 s
 (ablation scores cost one evaluation per head, 72 x ~40 s there: about 50 min more).
-Measured (results/heads/report.md): SST-2 unpruned 83.0% on those 400 sentences, 81.5% with 47% of the
+Measured (results/heads/README.md): SST-2 unpruned 83.0% on those 400 sentences, 81.5% with 47% of the
 heads removed by the gradient ranking, 79.5% by a random one; minGPT char accuracy 62.5% -> 60.2% with
 half the heads removed by ablation or raw gradient, 44.7% by the normalised gradient.
 """

@@ -14,7 +14,7 @@ of steps (`max_steps`, set by the sweep as its CPU budget) for every kind. Linfo
 k = 64 (1/8 of the length, as LRA's 256 of 2,000), Performer m = 64 features, BigBird
 blocks of 32 with 1 global, 1 window block each side and 2 random blocks (192 of 512 keys).
 
-CPU budget and expected result (results/efficient_attention/report.md, `python -m
+CPU budget and expected result (results/efficient_attention/README.md, `python -m
 experiments.listops_sweep --max_steps=300`, measured under load 7-10 on the 2 shared cores):
 3-8 CPU-minutes per kind, 24.4 for the five runs; test accuracy exact 34.0%, Linformer 33.8%,
 BigBird 34.0%, Performer 17.1% with features redrawn every step (the default, FAVOR+'s redrawing)

@@ -24,7 +24,7 @@ is not reproduced.
 
 Runtime here (2 CPU cores): one epoch of the 4,000 training reviews is 7 steps of batch 512, minutes
 per experiment. The study of these six models to convergence, three seeds each, is
-configs/sentiment_study.py (results/sentiment_study/report.md).
+configs/sentiment_study.py (results/sentiment_study/README.md).
 """
 
 from configs import text_common

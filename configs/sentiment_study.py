@@ -23,7 +23,7 @@ GRUs read all 256 positions, padding included, as in the course.
 
 Cost here (2 shared CPU cores, training wall clock per run, from the report):
 Transformers 150-330 s, MiniLM probe ~120 s, GRU encoder ~930 s, GRU encoder-decoder ~1440 s;
-the title study is 24 runs, 4.0 hours in all. Expected result (results/sentiment_study/report.md):
+the title study is 24 runs, 4.0 hours in all. Expected result (results/sentiment_study/README.md):
 every model 17-23 points above the 53% majority class; the frozen MiniLM probe (75.5 +- 0.8) and the
 GRU encoder-decoder (75.3 +- 1.3) each clearly ahead of the three Transformers trained from scratch
 (70.5-72.1); the top three, and the Transformers among themselves, within the seeds' spread.

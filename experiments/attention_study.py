@@ -3,7 +3,7 @@
   python -m experiments.attention_study --study=ablation [--variants=dot,additive] [--seeds=0,1,2]
   python -m experiments.attention_study --study=positions --seeds=0
   python -m experiments.attention_study --study=mlm --seeds=0
-  python -m analysis.attention_report          # rebuilds results/attention/report.md
+  python -m analysis.attention_report          # rebuilds results/attention/README.md
 
 Each (variant, seed) is one engine run (train.train_and_evaluate, task word_lm: training,
 validation and the final measurements are train/tasks/word_lm.py's) in

@@ -6,7 +6,7 @@
         ...                      # reads FLAGS; heavy imports may wait until here
 
     if __name__ == "__main__":
-        cli.define_out("results/x", "report.md and its PNGs")   # a flag several scripts share
+        cli.define_out("results/x", "README.md and its PNGs")   # a flag several scripts share
         flags.DEFINE_integer("steps", 3, "Timed steps.")         # the script's own
         cli.run(main)
 

@@ -1,4 +1,4 @@
-"""results/bias/report.md from the saved outputs of the bias probes (issue 11), in one command:
+"""results/bias/README.md from the saved outputs of the bias probes (issue 11), in one command:
 
     python -m analysis.bias.report --results=results/bias
 
@@ -171,8 +171,8 @@ def main(argv):
     del argv
     root = pathlib.Path(FLAGS.results)
     text = build(root)
-    (root / "report.md").write_text(text)
-    print(f"wrote {root / 'report.md'}")
+    (root / "README.md").write_text(text)
+    print(f"wrote {root / 'README.md'}")
 
 
 if __name__ == "__main__":
@@ -181,5 +181,5 @@ if __name__ == "__main__":
     from train import cli
 
     FLAGS = flags.FLAGS
-    flags.DEFINE_string("results", "results/bias", "The directory of saved outputs; report.md goes there.")
+    flags.DEFINE_string("results", "results/bias", "The directory of saved outputs; README.md goes there.")
     cli.run(main)
