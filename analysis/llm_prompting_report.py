@@ -2,7 +2,9 @@
 
     python -m analysis.llm_prompting_report --out=results/llm_prompting
 
-Writes OUT/report.md, OUT/boolq_accuracy.png and OUT/bbc_distribution.png.
+Writes the study page OUT/README.md, OUT/boolq_accuracy.png and OUT/bbc_distribution.png. Records
+under OUT/before_joint_tokens/ (made before prompts were tokenized whole, issue 34) give the
+table of how each number moved.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import statistics
 import numpy as np
 from absl import flags
 
+from analysis.intervals import paired_bootstrap, wilson
 from train import cli
 
 BOOLQ_MAJORITY_FULL_DEV = 62.2  # "yes" share of the 3,270 BoolQ dev questions
@@ -40,6 +43,16 @@ def mean_std(values) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def model_label(record) -> str:
+    """The model's name; records made before prompts were tokenized whole (no `definition`) say so."""
+    return record["model"] if "definition" in record else record["model"] + " (split tokens)"
+
+
+def correct(record, key: str = "ll") -> np.ndarray:
+    """1.0 where the `key` answer of each example is its label, else 0.0 (invalid answers are wrong)."""
+    return np.asarray([p[key] == y for p, y in zip(record["predictions"], record["labels"])], float)
+
+
 def boolq_rows(records):
     """{(model, k): [per-seed metrics]} in percent."""
     rows = collections.defaultdict(list)
@@ -49,13 +62,23 @@ def boolq_rows(records):
         gen = [p["gen"] for p in r["predictions"]]
         valid = np.asarray([g is not None for g in gen])
         gen_pred = np.asarray([-1 if g is None else g for g in gen])
-        rows[(r["model"], r["k"])].append({
+        rows[(model_label(r), r["k"])].append({
             "ll": 100 * float(np.mean(ll == labels)), "gen": 100 * float(np.mean(gen_pred == labels)),
             "invalid": 100 * float(np.mean(~valid)), "yes_ll": 100 * float(np.mean(ll == 1)),
             "yes_gen": 100 * float(np.mean(gen_pred == 1)), "n": len(labels),
             "majority": 100 * max(float(np.mean(labels)), 1 - float(np.mean(labels))),
-            "seconds": r["seconds"], "prefix": r["prefix_tokens"]})
+            "seconds": r["seconds"], "prefix": r["prefix_tokens"], "seed": r["seed"],
+            "load": r.get("load_average_max"), "record": r})
     return rows
+
+
+def ci(successes: float, n: int) -> str:
+    low, high = wilson(successes, n)
+    return f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def load_text(load) -> str:
+    return "-" if load is None else f"{load:.2f}"
 
 
 def boolq_section(records, out: pathlib.Path) -> list[str]:
@@ -75,12 +98,64 @@ def boolq_section(records, out: pathlib.Path) -> list[str]:
                      f"{mean_std(r['yes_ll'] for r in runs)} | {mean_std(r['yes_gen'] for r in runs)} | "
                      f"{statistics.mean(r['prefix'] for r in runs):.0f} | "
                      f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
-    majority = next(iter(rows.values()))[0]["majority"]
-    lines += ["", f"Majority class on these questions: {majority:.1f}%; on the full dev set "
-              f"{BOOLQ_MAJORITY_FULL_DEV}%. The seed's gpt-3.5-turbo-instruct: {SEED_GPT35}% "
-              f"(8 demonstrations, 30 questions).", "", "![BoolQ accuracy](boolq_accuracy.png)", ""]
+    first = next(iter(rows.values()))[0]
+    majority, labels = first["majority"], np.asarray(first["record"]["labels"])
+    lines += ["", f"Majority class on these questions: {majority:.1f}% ({labels.mean() * 100:.1f}% are True); "
+              f"on the full dev set {BOOLQ_MAJORITY_FULL_DEV}%. The seed's gpt-3.5-turbo-instruct: {SEED_GPT35}% "
+              f"(8 demonstrations, 30 questions).", "", "![BoolQ accuracy](boolq_accuracy.png)", "",
+              "### Each setting", "",
+              "LL accuracy with its 95% Wilson interval over the questions: the spread one run's "
+              "accuracy has from the sample of questions alone. *load*: the highest one-minute load "
+              "average while the setting ran (one job on the two cores reads about 2).", "",
+              "| model | k | seed | questions | LL accuracy | 95% interval | yes-rate LL | seconds | load |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (model, k), runs in sorted(rows.items()):
+        for r in sorted(runs, key=lambda r: r["seed"]):
+            hits = correct(r["record"]).sum()
+            lines.append(f"| {model} | {k} | {r['seed']} | {r['n']} | {r['ll']:.1f} | {ci(hits, r['n'])} | "
+                         f"{r['yes_ll']:.1f} | {r['seconds']:.0f} | {load_text(r['load'])} |")
+    lines += ["", *boolq_separation(rows)]
     _plot_boolq(rows, majority, out / "boolq_accuracy.png")
     return lines
+
+
+def per_question(runs) -> np.ndarray:
+    """Each question's LL correctness averaged over a setting's seeds."""
+    return np.mean([correct(r["record"]) for r in runs], axis=0)
+
+
+def boolq_separation(rows) -> list[str]:
+    """Paired differences on the same questions, with a bootstrap interval over the questions."""
+    lines = ["### What the data separate", "",
+             "Differences of LL accuracy in points, paired on the same questions (each question's "
+             "correctness averaged over the setting's seeds), with a 95% bootstrap interval over the "
+             "questions (2,000 resamples). *Separated*: the interval excludes 0. The interval counts the "
+             "sample of questions, not the choice of demonstration seeds beyond the three drawn; the seed "
+             "spread is in the table above.", "",
+             "| comparison | questions | difference | 95% interval | separated |", "|---|---:|---:|---:|---|"]
+    models = sorted({m for m, _ in rows})
+    comparisons = []
+    for model in models:
+        ks = sorted(k for m, k in rows if m == model)
+        labels = np.asarray(rows[(model, ks[0])][0]["record"]["labels"])
+        always = (labels == int(labels.mean() >= 0.5)).astype(float)
+        for k in ks:
+            comparisons.append((f"{model} k={k} − majority class", per_question(rows[(model, k)]), always))
+        for k in ks[1:]:
+            comparisons.append((f"{model} k={k} − k={ks[0]}", per_question(rows[(model, k)]),
+                                per_question(rows[(model, ks[0])])))
+    if len(models) == 2:
+        a, b = models[1], models[0]
+        for k in sorted({k for m, k in rows if m == a} & {k for m, k in rows if m == b}):
+            comparisons.append((f"{a} − {b} at k={k}", per_question(rows[(a, k)]), per_question(rows[(b, k)])))
+    for name, x, y in comparisons:
+        if len(x) != len(y):
+            lines.append(f"| {name} | {len(x)} vs {len(y)} | - | - | not comparable (different questions) |")
+            continue
+        diff, low, high = paired_bootstrap(x, y)
+        lines.append(f"| {name} | {len(x)} | {100 * diff:+.1f} | [{100 * low:+.1f}, {100 * high:+.1f}] | "
+                     f"{'yes' if low > 0 or high < 0 else 'no'} |")
+    return lines + [""]
 
 
 def _plot_boolq(rows, majority, path):
@@ -128,7 +203,7 @@ def bbc_section(records, out: pathlib.Path) -> list[str]:
              "L1 generated | L1 LL | L1 calibrated |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     dists = {}
-    for r in records:
+    for r in sorted(records, key=lambda r: (model_label(r), r["setting"])):
         labels = r["labels"]
         preds = r["predictions"]
 
@@ -137,15 +212,86 @@ def bbc_section(records, out: pathlib.Path) -> list[str]:
 
         truth = distribution(labels)
         d = {key: distribution([p[key] for p in preds]) for key in ("gen", "ll", "calibrated")}
-        dists[(r["model"], r["setting"])] = (truth, d)
+        dists[(model_label(r), r["setting"])] = (truth, d)
         invalid = 100 * float(np.mean([p["gen"] is None for p in preds]))
-        lines.append(f"| {r['model']} | {r['setting']} | {len(labels)} | {acc('gen'):.1f} | {invalid:.1f} | "
+        lines.append(f"| {model_label(r)} | {r['setting']} | {len(labels)} | {acc('gen'):.1f} | {invalid:.1f} | "
                      f"{acc('constrained'):.1f} | {acc('ll'):.1f} | {acc('calibrated'):.1f} | "
                      + " | ".join(f"{np.abs(d[k] - truth).sum():.2f}" for k in ("gen", "ll", "calibrated"))
                      + " |")
-    lines += ["", "![BBC predicted vs true distribution](bbc_distribution.png)", ""]
+    lines += ["", "![BBC predicted vs true distribution](bbc_distribution.png)", "", *bbc_intervals(records)]
     _plot_bbc(dists, out / "bbc_distribution.png")
     return lines
+
+
+def bbc_intervals(records) -> list[str]:
+    """Each setting's LL and calibrated accuracy with Wilson intervals, and the paired differences."""
+    lines = ["### Intervals and what the data separate", "",
+             "95% Wilson intervals over the articles; differences in points paired on the same articles "
+             "with a 95% bootstrap interval (2,000 resamples); *separated*: the interval excludes 0. "
+             "Chance is 20%; the majority topic of the test articles is the last column.", "",
+             "| model | prompt | articles | LL | 95% interval | calibrated | 95% interval | "
+             "calibrated − LL | separated | seconds | load | majority topic % |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    by_key = {(model_label(r), r["setting"]): r for r in records}
+    for (model, setting), r in sorted(by_key.items()):
+        n, ll, cal = len(r["labels"]), correct(r, "ll"), correct(r, "calibrated")
+        diff, low, high = paired_bootstrap(cal, ll)
+        top = max(collections.Counter(r["labels"]).values()) / n
+        lines.append(f"| {model} | {setting} | {n} | {100 * ll.mean():.1f} | {ci(ll.sum(), n)} | "
+                     f"{100 * cal.mean():.1f} | {ci(cal.sum(), n)} | {100 * diff:+.1f} [{100 * low:+.1f}, "
+                     f"{100 * high:+.1f}] | {'yes' if low > 0 or high < 0 else 'no'} | {r['seconds']:.0f} | "
+                     f"{load_text(r.get('load_average_max'))} | {100 * top:.1f} |")
+    lines += ["", "| comparison | articles | difference | 95% interval | separated |", "|---|---:|---:|---:|---|"]
+    for model in sorted({m for m, _ in by_key}):
+        plain, hint = by_key.get((model, "plain")), by_key.get((model, "distribution"))
+        if plain is None or hint is None or plain["labels"] != hint["labels"]:
+            continue
+        for key, name in (("ll", "LL"), ("calibrated", "calibrated")):
+            diff, low, high = paired_bootstrap(correct(hint, key), correct(plain, key))
+            lines.append(f"| {model} {name}: distribution − plain prompt | {len(plain['labels'])} | "
+                         f"{100 * diff:+.1f} | [{100 * low:+.1f}, {100 * high:+.1f}] | "
+                         f"{'yes' if low > 0 or high < 0 else 'no'} |")
+    return lines + [""]
+
+
+def moved_section(before: pathlib.Path, records: dict[str, list[dict]]) -> list[str]:
+    """How each number moved from the records made with split prompt tokens (before issue 34)."""
+    old = {(task, r["model"], r["setting"]): r for task in ("boolq", "bbc") for r in read_records(before / task)}
+    if not old:
+        return []
+    new = {(task, r["model"], r["setting"]): r for task, rs in records.items() for r in rs if "definition" in r}
+    lines = ["## What tokenizing prompts whole changed (issue 34)", "",
+             "The earlier records (kept in `before_joint_tokens/`) fed the model the instruction and "
+             "demonstrations and each question encoded apart, so the boundary before the question was "
+             "tokenized unlike the text (SmolLM2: one \"\\n\\n\" token instead of \"\\n\", \"\\n\"). They ran on the "
+             "first questions or articles only. *same examples*: the new records on the examples the old "
+             "ones had, so the difference is the tokenization alone; *all*: the new records on all of them. "
+             "LL accuracy in %; *flips*: examples whose LL answer changed; *largest margin change*: of the "
+             "\" True\" − \" False\" log-likelihood margin (BoolQ records keep margins).", "",
+             "| task | model | setting | examples before | before | same examples | flips | "
+             "largest margin change | examples now | all |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for key in sorted(old):
+        task, model, setting = key
+        if key not in new:
+            lines.append(f"| {task} | {model} | {setting} | {len(old[key]['labels'])} | "
+                         f"{100 * correct(old[key]).mean():.1f} | not re-run yet | | | | |")
+            continue
+        a, b = old[key], new[key]
+        n = len(a["labels"])
+        if b["labels"][:n] != a["labels"]:
+            lines.append(f"| {task} | {model} | {setting} | {n} | {100 * correct(a).mean():.1f} | "
+                         f"different examples | | | {len(b['labels'])} | {100 * correct(b).mean():.1f} |")
+            continue
+        same_old, same_new = a["predictions"], b["predictions"][:n]
+        flips = sum(p["ll"] != q["ll"] for p, q in zip(same_old, same_new))
+        margin = "-"
+        if task == "boolq":
+            margin = f"{max(abs(p['margin'] - q['margin']) for p, q in zip(same_old, same_new)):.2f}"
+        lines.append(f"| {task} | {model} | {setting} | {n} | {100 * correct(a).mean():.1f} | "
+                     f"{100 * correct(b)[:n].mean():.1f} | {flips} | {margin} | {len(b['labels'])} | "
+                     f"{100 * correct(b).mean():.1f} |")
+    return lines + [""]
 
 
 def _plot_bbc(dists, path):
@@ -171,15 +317,31 @@ def _plot_bbc(dists, path):
     plt.close(fig)
 
 
+def compute_line(records: dict[str, list[dict]]) -> str:
+    parts = []
+    for task, rs in records.items():
+        for model in sorted({model_label(r) for r in rs}):
+            mine = [r for r in rs if model_label(r) == model]
+            loads = [r["load_average_max"] for r in mine if r.get("load_average_max") is not None]
+            parts.append(f"{task} {model}: {sum(r['seconds'] for r in mine) / 60:.0f} min"
+                         + (f" (load ≤ {max(loads):.2f})" if loads else ""))
+    return "Wall time on the 2-core CPU, from the records: " + "; ".join(parts) + "."
+
+
 def build_report(out: pathlib.Path) -> str:
+    records = {task: read_records(out / task) for task in ("boolq", "bbc")}
     lines = ["# Prompting local LLMs: BoolQ in context and BBC topics", "",
-             "Rebuilt by `python -m analysis.llm_prompting_report --out=" + str(out) + "` from the records "
-             "of `python -m experiments.llm_prompting` (its docstring gives the protocol; the exact "
-             "commands and CPU times are in BUILD_NOTES.md).", ""]
-    lines += boolq_section(read_records(out / "boolq"), out)
-    lines += bbc_section(read_records(out / "bbc"), out)
+             "SmolLM2-135M-Instruct and Gemma 3 270M (their GGUF files, dequantized to float32), prompted "
+             "without training. The protocol is the docstring of `experiments/llm_prompting.py`. Rebuilt by "
+             f"`python -m analysis.llm_prompting_report --out={out}` from the records of:", "",
+             "    python -m experiments.llm_prompting --task=boolq --models=smollm2,gemma3",
+             "    python -m experiments.llm_prompting --task=bbc --models=smollm2,gemma3", "",
+             compute_line(records), ""]
+    lines += boolq_section(records["boolq"], out)
+    lines += bbc_section(records["bbc"], out)
+    lines += moved_section(out / "before_joint_tokens", records)
     text = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(text)
+    (out / "README.md").write_text(text)
     return text
 
 
@@ -189,5 +351,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.define_out("results/llm_prompting", "report.md and the PNGs, from the records in its boolq/ and bbc/")
+    cli.define_out("results/llm_prompting", "README.md and the PNGs, from the records in its boolq/ and bbc/")
     cli.run(main)

@@ -142,7 +142,7 @@ def run_boolq(name, generator, tokenizer, splits, jobs: dict[str, dict], limit: 
         prompts = [encode(tokenizer, t) for t in texts]
         answers = [answer_tokens(tokenizer, t, ids, BOOLQ_ANSWERS) for t, ids in zip(texts, prompts)]
         prefix, suffixes = split_shared_prefix(prompts)
-        start = time.time()
+        clock = Clock(name, setting)
         predictions = []
         scored = generator.after_prefix(prefix, suffixes, max_new_tokens=NEW_TOKENS)
         for i, ((logprobs, generated), (true_id, false_id)) in enumerate(zip(scored, answers)):
@@ -150,10 +150,10 @@ def run_boolq(name, generator, tokenizer, splits, jobs: dict[str, dict], limit: 
                                 "margin": float(logprobs[true_id] - logprobs[false_id]),
                                 "gen": parse_yes_no(tokenizer.decode(generated)),
                                 "text": tokenizer.decode(generated)})
-            progress(name, setting, i + 1, len(suffixes), start)
+            clock.tick(i + 1, len(suffixes))
         save_record(out_file, {"model": name, "task": "boolq", "setting": setting, "k": spec["k"],
                                "seed": spec["seed"], "limit": limit, "prefix_tokens": len(prefix),
-                               "seconds": time.time() - start, "definition": spec,
+                               **clock.fields(), "definition": spec,
                                "labels": [r["label"] for r in held_out], "predictions": predictions})
 
 
@@ -206,7 +206,7 @@ def run_bbc(name, generator, tokenizer, held_out, distribution, jobs: dict[str, 
     topics = [" " + t for t in TOPICS]
     for setting, spec in jobs.items():
         dist = distribution if setting == "distribution" else None
-        start = time.time()
+        clock = Clock(name, setting)
         null_text = bbc_prompt(content_free_article(), spec["words"], dist)
         null = encode(tokenizer, null_text)
         null_ids = answer_tokens(tokenizer, null_text, null, topics)
@@ -225,9 +225,9 @@ def run_bbc(name, generator, tokenizer, held_out, distribution, jobs: dict[str, 
                                 "constrained": TOPICS[int(np.argmax(scores))],
                                 "ll": TOPICS[int(np.argmax(scores))],
                                 "calibrated": TOPICS[int(np.argmax(scores - null_scores))]})
-            progress(name, setting, i + 1, len(prompts), start)
+            clock.tick(i + 1, len(prompts))
         save_record(out_file, {"model": name, "task": "bbc", "setting": setting, "words": spec["words"],
-                               "limit": limit, "train_distribution": distribution, "seconds": time.time() - start,
+                               "limit": limit, "train_distribution": distribution, **clock.fields(),
                                "definition": spec, "labels": [a.topic for a in held_out],
                                "predictions": predictions})
 
@@ -321,10 +321,23 @@ def save_record(out_file: pathlib.Path, record: dict) -> None:
 
 # ------------------------------------------------------------------ shared
 
-def progress(name, setting, i, n, start):
-    if i == n or i % 25 == 0:
-        rate = i / max(time.time() - start, 1e-9)
-        print(f"{name} {setting}: {i}/{n} ({rate:.2f}/s, ETA {(n - i) / rate:.0f}s)", flush=True)
+class Clock:
+    """A setting's wall time and the highest one-minute load average seen while it ran, so its
+    record says whether the machine was shared (one job on two cores stays below 2)."""
+
+    def __init__(self, name: str, setting: str):
+        self.name, self.setting, self.start = name, setting, time.time()
+        self.load_max = os.getloadavg()[0]
+
+    def tick(self, i: int, n: int) -> None:
+        self.load_max = max(self.load_max, os.getloadavg()[0])
+        if i == n or i % 25 == 0:
+            rate = i / max(time.time() - self.start, 1e-9)
+            print(f"{self.name} {self.setting}: {i}/{n} ({rate:.2f}/s, ETA {(n - i) / rate:.0f}s, "
+                  f"load {self.load_max:.2f})", flush=True)
+
+    def fields(self) -> dict:
+        return {"seconds": time.time() - self.start, "load_average_max": round(self.load_max, 2)}
 
 
 def integers(flag: str, minimum: int | None = None) -> list[int]:
