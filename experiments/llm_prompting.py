@@ -38,7 +38,10 @@ hash of the prompt template, --words, the tokenization convention). A re-run ski
 whose stored definition is the one asked for (an interrupted run resumes), and refuses one
 stored with another definition, naming the difference, unless --replace (then the new record
 replaces it). Records without a definition were made before issue 34 and are never reused.
-CPU budget on the 2-core machine: see BUILD_NOTES.md (measured per run).
+Each record also stores its wall time and the highest one-minute load average while it ran. CPU
+budget on the 2-core machine, one job alone: BBC about 2 minutes per prompt and model, BoolQ
+about 5-8 minutes per (k, seed) on all 327 questions (each setting's measured time is in the
+study page, results/llm_prompting/README.md).
 """
 from __future__ import annotations
 
