@@ -11,6 +11,8 @@ import time
 import jax
 from tensorboardX import SummaryWriter
 
+from train import throughput
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -83,19 +85,25 @@ class TrainLogger:
     Metrics stay on device until `drain` (at each log step and before each checkpoint),
     which also stops the run on a non-finite loss before bad parameters can be saved.
     `train_seconds` is training wall-clock time, validation excluded, carried across resumes.
+    Throughput: tokens/s and examples/s; with each step's FLOPs (per device, XLA's count:
+    train/throughput.py) also TFLOP/s per device and, given the device's peak rate, MFU.
     """
 
-    def __init__(self, writer: MetricWriter, schedule, tokens_per_step: int, checkpoint_dir: pathlib.Path):
+    def __init__(self, writer: MetricWriter, schedule, tokens_per_step: int, checkpoint_dir: pathlib.Path,
+                 examples_per_step: int = 0, peak_flops_per_s: float | None = None):
         self.writer, self.schedule, self.tokens_per_step = writer, schedule, tokens_per_step
+        self.examples_per_step, self.peak_flops_per_s = examples_per_step, peak_flops_per_s
         self.checkpoint_dir = checkpoint_dir
         self.last_saved = 0
         self.train_seconds = max([r.get("train_seconds", 0.0) for r in writer.kept if r["split"] == "train"],
                                  default=0.0)
         self._pending: list[tuple[int, dict]] = []  # device metrics not yet checked
         self._window: list[dict] = []  # checked host metrics since the last log line
+        self._window_flops: list[float | None] = []  # per device, of each step since the last log line
 
-    def add(self, step: int, metrics: dict) -> None:
+    def add(self, step: int, metrics: dict, flops: float | None = None) -> None:
         self._pending.append((step, metrics))
+        self._window_flops.append(flops)
 
     def drain(self) -> None:
         for step, m in jax.device_get(self._pending):
@@ -114,8 +122,18 @@ class TrainLogger:
         summary = {k: float(sum(float(m[k]) for m in self._window) / len(self._window)) for k in self._window[0]}
         summary["learning_rate"] = float(self.schedule(step - 1))  # the rate the last step used
         summary["tokens_per_sec"] = self.tokens_per_step * len(self._window) / max(seconds, 1e-9)
+        if self.examples_per_step:
+            summary["examples_per_sec"] = self.examples_per_step * len(self._window) / max(seconds, 1e-9)
+        if self._window_flops and None not in self._window_flops:
+            flops = sum(self._window_flops)
+            summary["flops_per_step"] = flops / len(self._window_flops)
+            summary["tflops_per_sec"] = flops / max(seconds, 1e-9) / 1e12
+            utilisation = throughput.mfu(flops, seconds, self.peak_flops_per_s)
+            if utilisation is not None:
+                summary["mfu"] = utilisation
         summary["peak_memory_mb"] = peak_memory_mb()
         summary["train_seconds"] = self.train_seconds
         self.writer.write(step, "train", summary)
         self._window.clear()
+        self._window_flops.clear()
         return summary

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from configs import base
 from models.build import build_model, trainable_filter
-from train import distributed, optim, rundir, steps
+from train import distributed, optim, rundir, steps, throughput
 from train import tasks as tasks_lib
 from train.checkpoint import Checkpointer
 from train.metrics import MetricWriter, NonFiniteLossError, TrainLogger  # noqa: F401  (NonFiniteLossError: API)
@@ -78,6 +78,15 @@ def host_batches(task, config):
     prepare_batch = getattr(task, "prepare_batch", lambda batch: batch)
     return (lambda index: prepare_batch(pipeline[index]),
             lambda index, rows: batch_rows(examples, index, config.batch_size, rows))
+
+
+def compute_dtype(config) -> str:
+    """The dtype the model computes in (config.dtype or config.model.dtype where the schema has one): it
+    picks the peak rate MFU is measured against."""
+    for section in (config, config.model):
+        if "dtype" in section and section.dtype:
+            return str(section.dtype)
+    return "float32"
 
 
 def num_train_steps(config, dataset_size: int) -> int:
@@ -223,11 +232,16 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     train_batch, batch_rows_of = host_batches(task, config)
     dropout_key = jax.random.key(config.seed + 2)
     writer = MetricWriter(workdir, resume_step=start_step) if primary else _NoWriter()
-    logger = TrainLogger(writer, schedule, tokens_per_step, ckpt.directory)
+    peak = throughput.device_peak(mesh.devices.flat[0], compute_dtype(config))
+    logger = TrainLogger(writer, schedule, tokens_per_step, ckpt.directory, examples_per_step=config.batch_size,
+                         peak_flops_per_s=peak.flops_per_s)
+    flops_by_shape: dict[tuple, float | None] = {}  # a step's FLOPs per batch shape (tasks may vary it)
     logger.last_saved = start_step
     n_trainable = sum(x.size for x in jax.tree.leaves(params))
     n_params = n_trainable + sum(x.size for x in jax.tree.leaves(nnx.filter_state(rest, nnx.Param)))
-    tqdm.write(f"{config.name}: {n_params:,} parameters, {n_trainable:,} trained, {total_steps} steps")
+    tqdm.write(f"{config.name}: {n_params:,} parameters, {n_trainable:,} trained, {total_steps} steps; MFU against "
+               + (f"{peak.flops_per_s / 1e12:.3g} TFLOP/s per device ({peak.source})" if peak.flops_per_s
+                  else f"nothing: {peak.source}"))
     state_bytes = distributed.bytes_per_device((params, opt_state))
     if config.sharding != "replicated" or jax.process_count() > 1:
         tqdm.write(f"{config.sharding} over {mesh.size} devices in {jax.process_count()} process(es): "
@@ -235,7 +249,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     writer.write(start_step, "info", {"parameters": n_params, "trainable_parameters": n_trainable,
                                       "total_steps": total_steps, "devices": mesh.size,
                                       "processes": jax.process_count(), "sharding": config.sharding,
-                                      "state_bytes_per_device": state_bytes})
+                                      "state_bytes_per_device": state_bytes,
+                                      "peak_flops_per_device": peak.flops_per_s or 0.0, "peak_source": peak.source})
 
     best = (BestValidation(workdir / "best", config.select_best, config.early_stopping_patience,
                            config.eval_every_steps) if config.select_best else None)
@@ -267,13 +282,17 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                 batch = jax.device_put(train_batch(step - 1), sharded)
             else:  # each process loads only the rows its devices hold
                 batch = distributed.global_batch(lambda rows: batch_rows_of(step - 1, rows), config.batch_size, sharded)
-            params, opt_state, metrics = train_step(params, rest, opt_state, batch,
-                                                    jax.random.fold_in(dropout_key, step))
-            logger.add(step, metrics)
+            step_key = jax.random.fold_in(dropout_key, step)
+            shape = throughput.shape_key(batch)
+            if shape not in flops_by_shape:  # the compilation the call below reuses
+                flops_by_shape[shape] = throughput.step_flops(train_step, params, rest, opt_state, batch, step_key)
+            params, opt_state, metrics = train_step(params, rest, opt_state, batch, step_key)
+            logger.add(step, metrics, flops_by_shape[shape])
             bar.update(1)
             if step % config.log_every_steps == 0 or step == total_steps:
                 summary = logger.log(step, t0)
-                bar.set_postfix(loss=f"{summary['loss']:.4f}", tok_s=f"{summary['tokens_per_sec']:.0f}")
+                bar.set_postfix(loss=f"{summary['loss']:.4f}", tok_s=f"{summary['tokens_per_sec']:.0f}",
+                                **({"mfu": f"{summary['mfu']:.1%}"} if "mfu" in summary else {}))
                 t0 = time.perf_counter()
             last_step = step
             validated = eval_step is not None and (step % config.eval_every_steps == 0 or step == total_steps)
