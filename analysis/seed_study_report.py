@@ -268,7 +268,8 @@ def plots(study, variants: dict[str, dict[str, dict]], baseline: dict, folder: p
     plt.close(fig)
 
 
-def report(study) -> str:
+def report(study, out: pathlib.Path | None = None) -> str:
+    """Writes README.md, accuracy.png and curves.png into `out`, by default the study's records folder."""
     from data.paths import REPO_ROOT
     folder = REPO_ROOT / study.records
     elsewhere = {name: REPO_ROOT / variant_records(study, name) for name in study.variants
@@ -280,8 +281,9 @@ def report(study) -> str:
                                 f"--config={study.spec} first)")
     baseline = majority_baseline(runs[0]["config"])
     text = markdown(study, variants, baseline)
-    (folder / "README.md").write_text(text)
-    plots(study, variants, baseline, folder)
+    out = folder if out is None else pathlib.Path(out)
+    (out / "README.md").write_text(text)
+    plots(study, variants, baseline, out)
     return text
 
 
