@@ -213,7 +213,9 @@ def build(results_dir) -> str:
                   "benchmarks.heads` on a quiet machine (it writes results/heads/benchmark.json).", ""]
     notes = out_dir / "findings.md"
     if notes.is_file():
-        lines += ["## What the numbers show", "", notes.read_text().strip(), ""]
+        lines += ["## What the numbers show", "",
+                  "*Hand-written from the numbers above (`findings.md`, included verbatim); everything else on "
+                  "this page is generated.*", "", notes.read_text().strip(), ""]
     text = "\n".join(lines)
     (out_dir / "README.md").write_text(text)
     return text
