@@ -147,7 +147,10 @@ def boolq_separation(rows) -> list[str]:
     if len(models) == 2:
         a, b = models[1], models[0]
         for k in sorted({k for m, k in rows if m == a} & {k for m, k in rows if m == b}):
-            comparisons.append((f"{a} − {b} at k={k}", per_question(rows[(a, k)]), per_question(rows[(b, k)])))
+            # both ran the first questions of the same held-out order: compare on those they share
+            x, y = per_question(rows[(a, k)]), per_question(rows[(b, k)])
+            shared = min(len(x), len(y))
+            comparisons.append((f"{a} − {b} at k={k}", x[:shared], y[:shared]))
     for name, x, y in comparisons:
         if len(x) != len(y):
             lines.append(f"| {name} | {len(x)} vs {len(y)} | - | - | not comparable (different questions) |")
