@@ -7,6 +7,7 @@ equal the committed one line for line, tables and prose, once the copy's path is
 """
 from __future__ import annotations
 
+import importlib
 import pathlib
 import shutil
 from typing import Callable
@@ -47,7 +48,7 @@ def _heads(folder: pathlib.Path) -> None:
 def _seed_study(config: str, arg: str | None = None) -> Callable[[pathlib.Path], None]:
     def rebuild(folder: pathlib.Path) -> None:
         from analysis import seed_study_report
-        module = __import__(f"configs.{config}", fromlist=["get_config"])
+        module = importlib.import_module(f"configs.{config}")
         study = module.get_config(arg) if arg else module.get_config()
         seed_study_report.report(study, out=folder)  # reads the committed records named by the config
     return rebuild
