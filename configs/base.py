@@ -5,6 +5,9 @@ never add keys (configs are locked), so every `--config.key=value` override work
 every config, and a misspelt key fails naming itself. `validate(config)` checks values
 up front, before anything is built or written.
 
+`dtype` (float32 | bfloat16 | float16) is the compute dtype of mixed precision, for every model kind:
+`--config.dtype=bfloat16` (the same setting as `--config.model.dtype`).
+
 Not a runnable experiment on its own.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import ml_collections
 
 from models import build
-from models.typed_config import ModelConfigError
+from models.typed_config import COMPUTE_DTYPES, ModelConfigError
 
 TASKS = ("span_corruption", "birth_places", "text_classification", "word_lm", "mlm_head")
 DATASETS = ("sst2", "boolq", "amazon_polarity", "listops")  # text_classification's
@@ -103,6 +106,12 @@ def get_config(task: str, model_kind: str) -> ml_collections.ConfigDict:
         config.trim_padding = 0
 
     config.model = model_config(model_kind)
+    # Mixed precision: the compute dtype, float32 | bfloat16 | float16 (float16 with a loss scale,
+    # train/steps.py). Parameters and optimizer state stay float32; logits, softmaxes, LayerNorm statistics
+    # and the loss are float32. One setting under two names: `dtype` is a reference to `model.dtype`
+    # (the model builds with it), so --config.dtype and --config.model.dtype set the same value.
+    config.dtype = config.model.dtype
+    config.model.dtype = config.get_ref("dtype")
 
     # Optimisation.
     config.num_epochs = 1
@@ -154,10 +163,13 @@ def validate(config) -> None:
 
     need(config.task in TASKS, "task", f"must be one of {TASKS}")
     model = config.model
+    need(config.get("dtype", model.dtype) in COMPUTE_DTYPES, "dtype", f"must be one of {COMPUTE_DTYPES}")
     try:  # the model's keys are its typed config's fields, checked by the dataclass
         build.typed_config(model)
     except ModelConfigError as e:
         raise ConfigError(f"config.model.{e.field}={e.value!r}: {e.what}") from None
+    need(config.get("dtype", model.dtype) == model.dtype, "dtype",
+         f"differs from config.model.dtype={model.dtype!r}; they are one setting: give both the same value")
     need(config.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
     need(config.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
     for key in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",

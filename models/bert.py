@@ -33,9 +33,9 @@ from flax import nnx, struct
 
 from models.attention import check_head_mask
 from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir
-from models.layers import dropout_layer
+from models.layers import at_least_float32, dropout_layer, half_or, set_compute_dtype
 from models.peft import MODES, Prefix, apply_lora
-from models.typed_config import DROPOUT_BITS, ModelConfigError, check_fields
+from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, ModelConfigError, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,9 @@ class BertLayer(nnx.Module):
         v = self.value(x).reshape(b, n, h, hs)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hs)
         # the most negative float rather than -inf: a fully padded row stays finite
+        scores = at_least_float32(scores)  # the softmax in float32
         scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-        probs = self.attn_dropout(jax.nn.softmax(scores, axis=-1), deterministic=deterministic)
+        probs = self.attn_dropout(jax.nn.softmax(scores, axis=-1).astype(v.dtype), deterministic=deterministic)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         if head_mask is not None:
             ctx = ctx * check_head_mask(head_mask, (h,), "BertLayer").astype(ctx.dtype)[:, None]
@@ -188,7 +189,11 @@ class BertMLMHead(nnx.Module):
 
     def __call__(self, x, word_embeddings: jax.Array):
         x = self.norm(_ACTIVATIONS[self.hidden_act](self.transform(x)))
-        return x @ word_embeddings.T + self.bias[...]
+        # The tied decoder in the compute dtype, the logits in float32 (the loss's softmax reads them).
+        decoder = word_embeddings.astype(half_or(x.dtype, word_embeddings.dtype))
+        logits = jnp.matmul(x, decoder.T, preferred_element_type=jnp.promote_types(jnp.result_type(x, decoder),
+                                                                                   jnp.float32))
+        return logits + self.bias[...]
 
 
 class BertModel(nnx.Module):
@@ -270,7 +275,7 @@ def pool(hidden: jax.Array, attention_mask: jax.Array | None, kind: str,
     if kind == "mean":
         if attention_mask is None:
             return hidden.mean(axis=1)
-        m = attention_mask.astype(hidden.dtype)[..., None]
+        m = attention_mask.astype(jnp.promote_types(hidden.dtype, jnp.float32))[..., None]  # a float32 sum
         return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
     raise ValueError(f"unknown pooling {kind!r}; choose from {POOLINGS}")
 
@@ -447,6 +452,7 @@ class BertClassifierConfig:
     checkpoint: a Hugging Face directory or installed package; "" = the MiniLM package.
     pooling: "" = the mode's default (mean; cls for linear_probe).
     dropout_bits: where the encoder's dropout bits come from (models/layers.py).
+    dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     """
     checkpoint: str = ""
     mode: str = "full"
@@ -456,10 +462,12 @@ class BertClassifierConfig:
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("query", "value")
     dropout_bits: str = "threefry"
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_fields(self, positive=("lora_rank",),
-                     choices={"mode": MODES, "pooling": ("",) + POOLINGS, "dropout_bits": DROPOUT_BITS})
+                     choices={"mode": MODES, "pooling": ("",) + POOLINGS, "dropout_bits": DROPOUT_BITS,
+                              "dtype": COMPUTE_DTYPES})
         if isinstance(self.prefix_length, bool) or not isinstance(self.prefix_length, int) or self.prefix_length < 0:
             raise ModelConfigError("prefix_length", self.prefix_length, "must be 0 (no prefix) or positive")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -483,10 +491,11 @@ class BertClassifier(nnx.Module):
 
     @classmethod
     def from_config(cls, config: BertClassifierConfig, *, num_classes: int, rngs: nnx.Rngs) -> "BertClassifier":
-        return load_classifier(config.checkpoint or None, num_classes, mode=config.mode, rngs=rngs,
-                               pooling=config.pooling or None, prefix_length=config.prefix_length,
-                               lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
-                               lora_targets=config.lora_targets, dropout_bits=config.dropout_bits)
+        model = load_classifier(config.checkpoint or None, num_classes, mode=config.mode, rngs=rngs,
+                                pooling=config.pooling or None, prefix_length=config.prefix_length,
+                                lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
+                                lora_targets=config.lora_targets, dropout_bits=config.dropout_bits)
+        return set_compute_dtype(model, config.dtype)
 
     def __init__(self, bert: BertModel, num_classes: int = 2, *, mode: str = "full",
                  pooling: str | None = None, prefix_length: int = 0, lora_rank: int = 8,
@@ -539,7 +548,8 @@ class BertClassifier(nnx.Module):
                         deterministic=enc_det, head_mask=head_mask)
         hidden = out.last_hidden_state[:, n:]
         pooled = pool(hidden, attention_mask, self.pooling, self.bert.pooler)
-        return self.classifier(pooled, deterministic=deterministic)
+        # Logits in float32 whatever the compute dtype: the loss's softmax reads them.
+        return at_least_float32(self.classifier(pooled, deterministic=deterministic))
 
 
 def load_classifier(source=None, num_classes: int = 2, *, mode: str = "full",

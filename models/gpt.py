@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.layers import dropout_layer
+from models.layers import at_least_float32, dropout_layer, half_or, set_compute_dtype
 from models.positions import ATTENTION_POSITIONS, sinusoidal_table
-from models.typed_config import DROPOUT_BITS, ModelConfigError, check_fields, check_options
+from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, ModelConfigError, check_fields, check_options
 
 POSITIONS = ("learned", "sinusoidal") + ATTENTION_POSITIONS
 
@@ -48,6 +48,11 @@ def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> nnx
 def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     # PyTorch's LayerNorm: eps 1e-5, two-pass variance (flax's fast variance is less exact).
     return nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
+
+
+def _softmax(scores: jax.Array) -> jax.Array:
+    """Softmax over the keys in at least float32 (half-precision exponentials are too coarse)."""
+    return jax.nn.softmax(at_least_float32(scores), axis=-1)
 
 
 class CausalSelfAttention(nnx.Module):
@@ -77,7 +82,7 @@ class CausalSelfAttention(nnx.Module):
         att = (q @ k.swapaxes(-2, -1)) * (1.0 / math.sqrt(head_size))
         causal = jnp.tril(jnp.ones((T, T), dtype=bool))
         att = jnp.where(causal, att, -jnp.inf)  # the diagonal is always visible: no empty rows
-        att = self.attn_drop(jax.nn.softmax(att, axis=-1))
+        att = self.attn_drop(_softmax(att).astype(v.dtype))
         y = att @ v
         if head_mask is not None:
             from models.attention import check_head_mask
@@ -98,7 +103,7 @@ class CausalSelfAttention(nnx.Module):
         values = jax.lax.dynamic_update_slice(cache[1], heads(self.value(x)), (0, 0, pos, 0))
         att = (q @ keys.swapaxes(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, n_head, 1, W)
         att = jnp.where(jnp.arange(keys.shape[2]) <= pos, att, -jnp.inf)  # slots past pos are stale
-        y = (jax.nn.softmax(att, axis=-1) @ values).reshape(B, self.n_head * self.head_size)
+        y = (_softmax(att).astype(values.dtype) @ values).reshape(B, self.n_head * self.head_size)
         return self.proj(y), (keys, values)
 
 
@@ -152,6 +157,7 @@ class GPTConfig:
 
     positions: learned (minGPT's table) | sinusoidal | rotary | alibi (the last two need the variants);
     causal=False attends both ways (a masked LM; variants only). dropout_bits: models/layers.py.
+    dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     """
     block_size: int = 128
     n_layer: int = 4
@@ -164,11 +170,13 @@ class GPTConfig:
     attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
     positions: str = "learned"
     causal: bool = True
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_fields(self, positive=("block_size", "n_layer", "n_head", "n_embd"),
                      fractions=("embd_pdrop", "resid_pdrop", "attn_pdrop"),
-                     choices={"dropout_bits": DROPOUT_BITS, "positions": POSITIONS, "causal": (True, False)})
+                     choices={"dropout_bits": DROPOUT_BITS, "positions": POSITIONS, "causal": (True, False),
+                              "dtype": COMPUTE_DTYPES})
         if self.n_embd % self.n_head:
             raise ModelConfigError("n_head", self.n_head, f"must divide n_embd={self.n_embd}")
         attention = check_options("attention", self.attention, ATTENTION_OPTIONS)
@@ -191,9 +199,10 @@ class GPT(nnx.Module):
         attention = None
         if config.attention["module"] == "variants":
             attention = {k: v for k, v in config.attention.items() if k != "module"}
-        return cls(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.embd_pdrop,
-                   config.resid_pdrop, config.attn_pdrop, attention, positions=config.positions,
-                   causal=config.causal, dropout_bits=config.dropout_bits, rngs=rngs)
+        model = cls(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.embd_pdrop,
+                    config.resid_pdrop, config.attn_pdrop, attention, positions=config.positions,
+                    causal=config.causal, dropout_bits=config.dropout_bits, rngs=rngs)
+        return set_compute_dtype(model, config.dtype)
 
     def __init__(
         self,
@@ -235,11 +244,12 @@ class GPT(nnx.Module):
 
     def __call__(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
         B, T = idx.shape if idx.ndim == 2 else (None, None)
-        return self.head(self._rows(idx, head_mask)).reshape(B, T, self.vocab_size)
+        # Logits in float32 whatever the compute dtype: the loss's softmax reads them.
+        return at_least_float32(self.head(self._rows(idx, head_mask))).reshape(B, T, self.vocab_size)
 
     def hidden(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
         """The last hidden states (B, T, n_embd): the final LayerNorm's output, which the head reads."""
-        return self._rows(idx, head_mask).reshape(*idx.shape, -1)
+        return at_least_float32(self._rows(idx, head_mask)).reshape(*idx.shape, -1)
 
     def _rows(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
         if idx.ndim != 2:
@@ -250,12 +260,15 @@ class GPT(nnx.Module):
         if head_mask is not None:
             from models.attention import check_head_mask
             head_mask = check_head_mask(head_mask, (len(self.blocks), self.n_head), "GPT")
+        x = self.tok_emb(idx)  # a half-precision compute dtype casts the positions to it
         if self.positions == "learned":
-            x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :T, :])
+            pos = self.pos_emb[:, :T, :]
+            x = self.drop(x + pos.astype(half_or(x.dtype, pos.dtype)))
         elif self.positions == "sinusoidal":
-            x = self.drop(self.tok_emb(idx) + jnp.asarray(sinusoidal_table(T, self.tok_emb.features)))
+            pos = jnp.asarray(sinusoidal_table(T, self.tok_emb.features))
+            x = self.drop(x + pos.astype(half_or(x.dtype, pos.dtype)))
         else:  # rotary / alibi: positions enter inside attention
-            x = self.drop(self.tok_emb(idx))
+            x = self.drop(x)
         # Blocks work on (B*T, C) rows: XLA:CPU runs the weight-gradient matmuls
         # much faster on 2-D operands than on (B, T, C) ones.
         B, _, C = x.shape
@@ -272,7 +285,8 @@ class GPT(nnx.Module):
     def init_cache(self, batch: int, width: int) -> list[tuple[jax.Array, jax.Array]]:
         """Empty keys and values, (batch, n_head, width, head_size) per layer, for `decode`."""
         shapes = [(batch, b.attn.n_head, width, b.attn.head_size) for b in self.blocks]  # pruned layers differ
-        return [(jnp.zeros(shape, self.head.kernel.dtype),) * 2 for shape in shapes]
+        dtype = half_or(self.tok_emb.dtype, self.head.kernel.dtype)  # the keys' and values' dtype
+        return [(jnp.zeros(shape, dtype),) * 2 for shape in shapes]
 
     def decode(self, idx: jax.Array, cache: list, pos: jax.Array):
         """Logits (B, vocab) of tokens idx (B,) at position `pos`, attending to the cached
@@ -281,14 +295,15 @@ class GPT(nnx.Module):
             raise ValueError("decode() needs minGPT's own attention (attention=None); the variants recompute")
         x = self.tok_emb(idx)
         if self.positions == "learned":
-            x = x + self.pos_emb[0, pos]
+            position = self.pos_emb[0, pos]
         else:  # sinusoidal
-            x = x + jnp.asarray(sinusoidal_table(self.block_size, self.tok_emb.features))[pos]
+            position = jnp.asarray(sinusoidal_table(self.block_size, self.tok_emb.features))[pos]
+        x = x + position.astype(half_or(x.dtype, position.dtype))
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
             x, layer_cache = block.decode(x, layer_cache, pos)
             new_cache.append(layer_cache)
-        return self.head(self.ln_f(x)), new_cache
+        return at_least_float32(self.head(self.ln_f(x))), new_cache
 
 
 def greedy_decode(model: GPT, prompts: list[np.ndarray], steps: int, *, pad_id: int = 0,

@@ -99,8 +99,11 @@ class GRU(nnx.Module):
             lengths = jnp.asarray(lengths)
 
         dtype = self.dtype if self.dtype is not None else jnp.result_type(inputs, self.w_ir[...])
+        # Mixed precision: the matmuls in `dtype`, the gates and the carried state in at least float32
+        # (a half-precision state would round at every one of the S steps).
+        state = jnp.promote_types(dtype, jnp.float32)
         p = {name: getattr(self, name)[...].astype(dtype) for name in _PARAM_NAMES}
-        h0 = jnp.zeros((B, H), dtype) if hidden_states is None else hidden_states[0].astype(dtype)
+        h0 = jnp.zeros((B, H), state) if hidden_states is None else hidden_states[0].astype(state)
 
         # The input half of every gate does not depend on h, so it is computed
         # for all timesteps before the loop, one big (S*B, I) x (I, H) matmul
@@ -109,15 +112,15 @@ class GRU(nnx.Module):
         # (B, H) x (H, 3H). Keeping one time-major array per gate, instead of
         # slicing a (B, 3H) step input in the loop, made XLA:CPU ~2x faster.
         x = inputs.astype(dtype).swapaxes(0, 1)  # time-major (S, B, I)
-        xs = (x @ p["w_ir"].T + (p["b_ir"] + p["b_hr"]),
-              x @ p["w_iz"].T + (p["b_iz"] + p["b_hz"]),
-              x @ p["w_in"].T + p["b_in"])
+        xs = tuple(g.astype(state) for g in (x @ p["w_ir"].T + (p["b_ir"] + p["b_hr"]),
+                                             x @ p["w_iz"].T + (p["b_iz"] + p["b_hz"]),
+                                             x @ p["w_in"].T + p["b_in"]))
         w_h = jnp.concatenate([p["w_hr"], p["w_hz"], p["w_hn"]], axis=0)  # (3H, H)
-        b_hn = p["b_hn"]
+        b_hn = p["b_hn"].astype(state)
 
         def step(h, x_t):
             x_r, x_z, x_n = x_t
-            gh = h @ w_h.T
+            gh = (h.astype(dtype) @ w_h.T).astype(state)
             r = jax.nn.sigmoid(x_r + gh[:, :H])
             z = jax.nn.sigmoid(x_z + gh[:, H:2 * H])
             n = jnp.tanh(x_n + r * (gh[:, 2 * H:] + b_hn))
@@ -139,7 +142,7 @@ class GRU(nnx.Module):
             h_T, ys = jax.lax.scan(masked_step, h0, (xs, keep))
             if reverse:
                 ys = reverse_padded(ys, lengths)
-        return ys.swapaxes(0, 1), h_T[None]
+        return ys.swapaxes(0, 1).astype(dtype), h_T[None]
 
 
 class StackedGRU(nnx.Module):

@@ -10,6 +10,37 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def compute_dtype(name: str):
+    """The jnp dtype of a config's `dtype` name; None for float32 (modules then compute as they always did)."""
+    return None if name == "float32" else jnp.dtype(name)
+
+
+def set_compute_dtype(model: nnx.Module, name: str) -> nnx.Module:
+    """Mixed precision for a built model: its Linear and Embed layers compute (and return) `name`, its
+    nnx.LayerNorms take float32 statistics and return `name` (flax's `dtype` attribute, nnx's own
+    set_attributes, as train()/eval() use); parameters stay float32 (`param_dtype`). The models keep
+    attention and output softmaxes, LayerNorm statistics and logits in float32 themselves. float32
+    leaves the model untouched, so the float32 path computes exactly what it did before."""
+    dtype = compute_dtype(name)
+    if dtype is not None:
+        model.set_attributes(nnx.Linear, nnx.Embed, nnx.LayerNorm, dtype=dtype)
+    return model
+
+
+HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def half_or(dtype, otherwise):
+    """`dtype` if it is a half-precision compute dtype (set_compute_dtype), else `otherwise`: casts to
+    the compute dtype that leave float32 and float64 models (the parity tests) exactly as they were."""
+    return dtype if dtype is not None and jnp.dtype(dtype) in HALF_DTYPES else otherwise
+
+
+def at_least_float32(x: jax.Array) -> jax.Array:
+    """x in float32 if it is in a half-precision dtype (float64 stays float64): logits, softmax inputs."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def torch_linear(in_features, out_features, *, use_bias=True, dtype=None, param_dtype=jnp.float32,
                  kernel_init=None, bias_init=None, rngs: nnx.Rngs):
     """nnx.Linear with PyTorch's default init: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""

@@ -24,7 +24,8 @@ from flax import nnx
 
 from models import bert
 from models.hf_checkpoint import CheckpointError, read_state_dict, resolve_checkpoint_dir
-from models.typed_config import DROPOUT_BITS, check_fields
+from models.layers import set_compute_dtype
+from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, check_fields
 
 LENGTH_BUCKET = 8
 ADAPT_COMMAND = "python -m experiments.mlm_head --config=configs/mlm_head.py:head --workdir=runs/mlm_head"
@@ -41,13 +42,15 @@ class PretrainedMLMConfig:
 
     checkpoint: a Hugging Face directory or package ("" = the MiniLM package); a fresh head if it has none.
     mode: head (only the head trains; the encoder frozen, run without dropout) | full (everything trains).
+    dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     """
     checkpoint: str = ""
     mode: str = "head"
     dropout_bits: str = "threefry"
+    dtype: str = "float32"
 
     def __post_init__(self):
-        check_fields(self, choices={"mode": ("head", "full"), "dropout_bits": DROPOUT_BITS})
+        check_fields(self, choices={"mode": ("head", "full"), "dropout_bits": DROPOUT_BITS, "dtype": COMPUTE_DTYPES})
 
 
 class PretrainedMLM:
@@ -62,7 +65,7 @@ class PretrainedMLM:
                                      dropout_bits=config.dropout_bits)
         if config.mode == "full":
             model.train()  # continued pretraining with BERT's dropout; a frozen encoder runs without
-        return model
+        return set_compute_dtype(model, config.dtype)
 
 
 @dataclasses.dataclass

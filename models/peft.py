@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models.layers import half_or
+
 MODES = ("full", "head", "prefix", "lora", "linear_probe")
 # names of the BertLayer linear maps LoRA can adapt (Hugging Face names in brackets):
 # query/key/value [attention.self.*], attn_out [attention.output.dense],
@@ -60,8 +62,10 @@ class LoRALinear(nnx.Module):
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
     def __call__(self, x, *, deterministic=None):
-        update = self.dropout(x, deterministic=deterministic) @ self.lora_a[...] @ self.lora_b[...]
-        return self.base(x) + self.scaling * update
+        y = self.base(x)  # in the base layer's compute dtype; a half-precision one is the adapter's too
+        a, b = (factor[...].astype(half_or(y.dtype, factor.dtype)) for factor in (self.lora_a, self.lora_b))
+        update = self.dropout(x, deterministic=deterministic) @ a @ b
+        return y + self.scaling * update
 
     def merged(self) -> nnx.Linear:
         """The base layer with W + (alpha/r) A B folded in: no extra cost at inference."""

@@ -20,8 +20,8 @@ import numpy as np
 from flax import nnx
 
 from models.gru import StackedGRU
-from models.layers import torch_linear
-from models.typed_config import check_fields
+from models.layers import at_least_float32, compute_dtype, torch_linear
+from models.typed_config import COMPUTE_DTYPES, check_fields
 
 
 def _check_mask(mask, batch_shape, what):
@@ -157,7 +157,8 @@ class Attn(nnx.Module):
         # product instead of an (H, H) matmul; gradients are the same.
         v, c = self.V.kernel[...].astype(dtype), self.V.bias[...].astype(dtype)
         scores = (energy @ v.sum(axis=1) + c.sum())[..., None]  # (B, S, 1)
-        weights = masked_softmax(scores, None if mask is None else mask[..., None], axis=1)
+        scores = at_least_float32(scores)  # the softmax in float32
+        weights = masked_softmax(scores, None if mask is None else mask[..., None], axis=1).astype(dtype)
         return weights * inputs, weights
 
 
@@ -205,17 +206,21 @@ class EncoderDecoder(nnx.Module):
 
 @dataclasses.dataclass(frozen=True)
 class GRUClassifierConfig:
-    """A config's `model` dict for kind "gru" (IFT6135 A2 experiments 1-2), course defaults."""
+    """A config's `model` dict for kind "gru" (IFT6135 A2 experiments 1-2), course defaults.
+
+    dtype: the compute dtype, float32 | bfloat16 | float16 (the GRU's gates and state stay float32).
+    """
     vocabulary_size: int = 30522
     embedding_size: int = 256
     hidden_size: int = 256
     num_layers: int = 1
     dropout: float = 0.3
     encoder_only: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_fields(self, positive=("vocabulary_size", "embedding_size", "hidden_size", "num_layers"),
-                     fractions=("dropout",))
+                     fractions=("dropout",), choices={"dtype": COMPUTE_DTYPES})
 
 
 class GRUSentimentClassifier(nnx.Module):
@@ -225,7 +230,8 @@ class GRUSentimentClassifier(nnx.Module):
 
     @classmethod
     def from_config(cls, config: GRUClassifierConfig, *, num_classes: int, rngs: nnx.Rngs):
-        return cls(**dataclasses.asdict(config), num_classes=num_classes, rngs=rngs)
+        fields = {**dataclasses.asdict(config), "dtype": compute_dtype(config.dtype)}
+        return cls(**fields, num_classes=num_classes, rngs=rngs)
 
     def __init__(self, vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1, dropout=0.0,
                  encoder_only=False, num_classes=2, *, pack_padded=False, dtype=None, param_dtype=jnp.float32,
@@ -238,4 +244,4 @@ class GRUSentimentClassifier(nnx.Module):
     def __call__(self, input_ids, attention_mask=None):
         """input_ids (B, S) ints, attention_mask (B, S) 1 = token / 0 = pad -> logits (B, num_classes)."""
         x, _ = self.encoder_decoder(input_ids, attention_mask)
-        return self.classifier(x)
+        return at_least_float32(self.classifier(x))  # logits in float32 whatever the compute dtype

@@ -10,8 +10,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.attention import KINDS, MultiHeadedAttention, check_head_mask
-from models.layers import MLP, LayerNorm, dropout_layer, sinusoidal_positions, torch_linear
-from models.typed_config import DROPOUT_BITS, ModelConfigError, check_fields, check_options
+from models.layers import (
+    MLP,
+    LayerNorm,
+    at_least_float32,
+    dropout_layer,
+    half_or,
+    set_compute_dtype,
+    sinusoidal_positions,
+    torch_linear,
+)
+from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, ModelConfigError, check_fields, check_options
 
 BLOCKS = ("prenorm", "postnorm")
 POSITIONS = ("learned", "sinusoidal")
@@ -121,12 +130,15 @@ class Transformer(nnx.Module):
                 f"got {attention_mask.shape}")
         if head_mask is not None:
             head_mask = check_head_mask(head_mask, (len(self.transformer), self.num_heads), "Transformer")
-        # The table's own dtype (nnx.Embed.__call__ would cast to float32 by default).
-        x = jnp.take(self.embedding.embedding[...], input_ids, axis=0)
+        # The table's own dtype (nnx.Embed.__call__ would cast to float32 by default), or a half-precision
+        # compute dtype (set_compute_dtype).
+        table = self.embedding.embedding[...]
+        x = jnp.take(table.astype(half_or(self.embedding.dtype, table.dtype)), input_ids, axis=0)
         cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (batch, 1, self.embed_dim))
         x = jnp.concatenate([cls, x], axis=1)
         if self.pos_embedding is not None:
-            x = x + self.pos_embedding[:, :seq + 1]
+            pos = self.pos_embedding[:, :seq + 1]
+            x = x + pos.astype(half_or(x.dtype, pos.dtype))
         else:
             x = x + sinusoidal_positions(seq + 1, self.embed_dim, x.dtype)[None]
         x = self.dropout(x)
@@ -152,6 +164,7 @@ class TransformerClassifierConfig:
     """A config's `model` dict for kind "transformer" (IFT6135 A2 experiments 3-5), course defaults.
 
     max_positions: the position table (CLS excluded), at least the task's max_length.
+    dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     """
     vocabulary_size: int = 30522
     embed_dim: int = 256
@@ -163,11 +176,13 @@ class TransformerClassifierConfig:
     max_positions: int = 256
     dropout_bits: str = "threefry"
     attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
+    dtype: str = "float32"
 
     def __post_init__(self):
         check_fields(self, positive=("vocabulary_size", "embed_dim", "hidden_dim", "num_heads", "num_layers",
                                      "max_positions"),
-                     fractions=("dropout",), choices={"block": BLOCKS, "dropout_bits": DROPOUT_BITS})
+                     fractions=("dropout",),
+                     choices={"block": BLOCKS, "dropout_bits": DROPOUT_BITS, "dtype": COMPUTE_DTYPES})
         if self.embed_dim % self.num_heads:
             raise ModelConfigError("num_heads", self.num_heads, f"must divide embed_dim={self.embed_dim}")
         object.__setattr__(self, "attention", check_options("attention", self.attention, ATTENTION_OPTIONS))
@@ -186,11 +201,14 @@ class TransformerClassifier(nnx.Module):
     @classmethod
     def from_config(cls, config: TransformerClassifierConfig, *, num_classes: int, rngs: nnx.Rngs):
         fields = dataclasses.asdict(config)
-        return cls(num_classes, max_length=fields.pop("max_positions"), rngs=rngs, **fields)
+        dtype = fields.pop("dtype")
+        model = cls(num_classes, max_length=fields.pop("max_positions"), rngs=rngs, **fields)
+        return set_compute_dtype(model, dtype)
 
     def __init__(self, num_classes=2, *, rngs: nnx.Rngs, **transformer_kwargs):
         self.encoder = Transformer(rngs=rngs, **transformer_kwargs)
         self.classifier = torch_linear(self.encoder.embed_dim, num_classes, rngs=rngs)
 
     def __call__(self, input_ids, attention_mask=None, head_mask=None):
-        return self.classifier(self.encoder(input_ids, attention_mask, head_mask))
+        # Logits in float32 whatever the compute dtype: the loss's softmax reads them.
+        return at_least_float32(self.classifier(self.encoder(input_ids, attention_mask, head_mask)))

@@ -12,6 +12,9 @@ import dataclasses
 from typing import Iterable, Mapping
 
 DROPOUT_BITS = ("threefry", "hash")
+# Compute dtypes of mixed precision (every family's `dtype` field; models/layers.set_compute_dtype):
+# parameters and optimizer state stay float32 whatever the choice.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ModelConfigError(ValueError):
