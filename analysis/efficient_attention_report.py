@@ -20,8 +20,9 @@ import statistics
 import numpy as np
 from absl import app, flags
 
+from data.paths import REPO_ROOT
 from train import cli
-from train.records import crossover, markdown, read_table
+from train.records import QUIET_LOAD, crossover, is_quiet, markdown, one_minute_load, read_table, remeasure_cost
 
 FLAGS = flags.FLAGS
 
@@ -130,6 +131,48 @@ def plot_curves(rows, path: pathlib.Path):
     plt.close(fig)
 
 
+def rel(path: pathlib.Path) -> str:
+    """A results folder as the commands on the page name it (from the repository root)."""
+    path = path.absolute()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def cost_summary(runs) -> list[str]:
+    """What the cost runs support: a time crossover is a finding only when a quiet run and a quiet repeat
+    agree (each crossover within the same pair of measured lengths); memory does not depend on load."""
+    kinds = [k for k in runs[0][1]["kinds"] if not k.startswith("exact")]
+    quiet = [(rows, meta, where) for rows, meta, where in runs if is_quiet(meta["load_before"])]
+    loaded = [(rows, meta, where) for rows, meta, where in runs if not is_quiet(meta["load_before"])]
+    memory = {kind: {crossover(rows, kind, "fwdbwd_temp_mib")[1] for rows, _, _ in runs} for kind in kinds}
+    parts = [f"Crossover length of the forward+backward **memory** (XLA's temporaries against explicit exact "
+             f"attention; {'the same in' if all(len(m) == 1 for m in memory.values()) else 'differing between'} "
+             f"{'both' if len(runs) == 2 else f'the {len(runs)}'} runs, as load does not change a compiled program): "
+             + "; ".join(f"{kind} {' / '.join(sorted(m))}" for kind, m in memory.items()) + ".", ""]
+    between = lambda text: text[text.find("("):] if "(" in text else text
+    agree = len(quiet) >= 2 and all(
+        len({between(crossover(rows, kind, "fwdbwd_ms")[1]) for rows, _, _ in quiet}) == 1 for kind in kinds)
+    if agree:
+        parts += ["Crossover length of the forward+backward **time** against explicit exact attention (quiet run "
+                  "and quiet repeat agree on the measured lengths it lies between):", ""]
+        parts += [f"- **{kind}**: " + "; ".join(crossover(rows, kind, "fwdbwd_ms")[1] for rows, _, _ in quiet)
+                  for kind in kinds] + [""]
+        return parts
+    said = []
+    for rows, meta, where in loaded:
+        said.append(f"`{where}` (1-minute load average {one_minute_load(meta['load_before']):.2f} before) puts it at "
+                    + ", ".join(f"{kind} {crossover(rows, kind, 'fwdbwd_ms')[1]}" for kind in kinds))
+    parts += ["**No time crossover is a finding yet.** "
+              + (f"{'Both' if len(runs) == 2 else 'All'} cost runs so far were measured on a busy machine, and "
+                 "they disagree: "
+                 if len(loaded) == len(runs) else
+                 f"{len(quiet)} of the {len(runs)} cost runs were measured on a quiet machine (a finding needs a "
+                 "quiet run and a quiet repeat that agree); the busy ones say: ")
+              + "; ".join(said) + ". A crossover length will be reported once a quiet run and a quiet repeat agree "
+              f"on it: `../shared/tools/quiet-run .venv/bin/{remeasure_cost(runs[0][1], runs[0][2])}`, then the "
+              f"same with `--out={runs[0][2]}/cost_repeat`, then this report.", ""]
+    return parts
+
+
 def build(out: pathlib.Path) -> str:
     parts = ["# Efficient attention: cost against length and ListOps accuracy (issue 14)", "",
              "Rebuilt by `python -m analysis.efficient_attention_report` from the records in this directory. "
@@ -139,25 +182,15 @@ def build(out: pathlib.Path) -> str:
     parts += ["## Cost against sequence length", ""]
     if (out / "cost.csv").is_file():
         rows, meta = read_table(out)
-        parts += [f"Command: `{meta['command']}` ({meta['seconds']:.0f} s).", "",
-                  "![cost against length](cost.png)", "", markdown(rows, meta).rstrip(), ""]
-        parts += ["Summary of the crossover lengths (forward+backward time against explicit exact attention):", ""]
-        for kind in meta["kinds"]:
-            if not kind.startswith("exact"):
-                parts.append(f"- **{kind}**: {crossover(rows, kind, 'fwdbwd_ms')[1]}; memory: "
-                             f"{crossover(rows, kind, 'fwdbwd_temp_mib')[1]}")
-        parts.append("")
+        runs = [(rows, meta, rel(out))]
         repeat = out / "cost_repeat"
         if (repeat / "cost.csv").is_file():  # the same command run again, to show the noise
-            rows2, meta2 = read_table(repeat)
-            parts += [f"A repeat of the same command ([cost_repeat/cost.md](cost_repeat/cost.md); load average "
-                      f"{meta2['load_before']} before, {meta2['load_after']} after; {meta2['conditions']}) "
-                      "gives these forward+backward time crossovers:", ""]
-            for kind in meta2["kinds"]:
-                if not kind.startswith("exact"):
-                    parts.append(f"- **{kind}**: {crossover(rows2, kind, 'fwdbwd_ms')[1]}; memory: "
-                                 f"{crossover(rows2, kind, 'fwdbwd_temp_mib')[1]}")
-            parts.append("")
+            runs.append((*read_table(repeat), rel(repeat)))
+        parts += [f"Command: `{meta['command']}` ({meta['seconds']:.0f} s).", ""]
+        if is_quiet(meta["load_before"]):
+            parts += ["![cost against length](cost.png)", ""]
+        parts += [markdown(rows, meta, rel(out)).rstrip(), ""]
+        parts += cost_summary(runs)
     else:
         parts += ["Not measured yet (`benchmarks/attention_cost.py`).", ""]
 
@@ -176,6 +209,7 @@ def build(out: pathlib.Path) -> str:
         majority = f"{100 * max(counts) / sum(counts):.1f}% (always class {counts.index(max(counts))})"
         rule = labels.get("root_operator_rule")
     exact_preds = next((r["predictions"] for r in rows if r["name"] == "exact"), None)
+    timed = all(is_quiet(r["load"]) for r in rows)  # step times only from runs on a quiet machine
 
     def by_root(preds):
         """Share of test predictions equal to the run's most common prediction for the tree's outermost operator."""
@@ -209,19 +243,24 @@ def build(out: pathlib.Path) -> str:
            f"{rule['rule']}, i.e. read one token) {100 * rule['accuracy']:.1f}%." if rule else "."), "",
         "| attention | test accuracy (ours) | best validation acc. | LRA published (ListOps) | final train loss "
         "| same test prediction as exact | prediction fixed by the outermost operator "
-        "| s / step (median) | wall min | CPU min | parameters | load avg at start |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        + ("| s / step (median) " if timed else "") + "| wall min | CPU min | parameters | load avg at start |",
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if timed else "") + "---:|---:|---:|---:|"]
     for r in rows:
         parts.append(
             f"| {r['name']} | {100 * r['test']:.1f}% ({r['test_examples']}) | {100 * r['best_valid']:.1f}% | "
             f"{LRA_NAMES[r['kind']]} {LRA[r['kind']]:.1f}% | {r['last_train_loss']:.3f} | "
             f"{agreement(r['predictions'], exact_preds)} | "
-            f"{by_root(r['predictions'])} | {r['step_s']:.2f} | "
+            f"{by_root(r['predictions'])} | " + (f"{r['step_s']:.2f} | " if timed else "") +
             f"{r['wall_min']:.1f} | {r['cpu_min']:.1f} | {r['parameters']:,} | {r['load']:.1f} |")
     exact_step = next((r["step_s"] for r in rows if r["kind"] == "exact"), float("nan"))
-    if not math.isnan(exact_step) and len(rows) > 1:
+    if timed and not math.isnan(exact_step) and len(rows) > 1:
         parts += ["", "Step time relative to exact: " + ", ".join(
             f"{r['name']} {r['step_s'] / exact_step:.2f}x" for r in rows if r["kind"] != "exact") + "."]
+    elif not timed:
+        parts += ["", "Step times are not compared: the runs shared the 2 cores with other jobs (1-minute load "
+                  f"average {min(r['load'] for r in rows):.1f} to {max(r['load'] for r in rows):.1f} at their "
+                  f"start, above {QUIET_LOAD}); the wall and CPU minutes are what the study cost, not a speed "
+                  "measurement."]
     variants = [r for r in rows if r["name"] != r["kind"]]
     if variants:
         parts += [""] + [f"Variant `{r['name']}`: overrides {r['overrides']} (otherwise the {r['kind']} config)."
@@ -249,8 +288,7 @@ def build(out: pathlib.Path) -> str:
               "accelerators; ours are for shorter inputs (at most 511 tokens), a 100k-parameter model and a "
               "budget of minutes on 2 shared CPU cores. They compare the kinds with each other under one small "
               "budget; shorter inputs make the task easier, so our numbers are not comparable one to one with "
-              "LRA's. Step times were measured while other jobs shared the 2 cores (load average in the table), "
-              "so they are indicative only; one seed per kind.", ""]
+              "LRA's. One seed per kind.", ""]
     return "\n".join(parts) + "\n"
 
 

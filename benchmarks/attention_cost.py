@@ -12,7 +12,10 @@ than --max_seconds its longer lengths are skipped (both noted in the table).
 
 Writes OUT/cost.csv, OUT/cost.md (the table and each kind's crossover length against
 exact attention) and OUT/cost.png (log-log), and OUT/cost_meta.json (machine, load
-average before and after). Timings mean something only on a quiet machine.
+average before and after). Timings mean something only on a quiet machine: it waits for one
+(--quiet_wait, --quiet_load, as benchmarks/run_all.py), and cost.md and cost.png show the times and
+time crossovers only when the 1-minute load average before the run was at most 0.5
+(train.records.QUIET_LOAD); the memory columns always.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from flax import nnx
 
 from benchmarks.timing import header, load_average, measure_one
 from models.attention import SelfAttention
-from train.records import crossover, write_table
+from train.records import crossover, is_quiet, write_table
 
 KINDS = {  # name -> SelfAttention options
     "exact": {},
@@ -104,7 +107,10 @@ def plot(rows, meta, path: pathlib.Path):
 
     panels = (("fwd_ms", "forward time (ms)"), ("fwdbwd_ms", "forward+backward time (ms)"),
               ("fwdbwd_temp_mib", "forward+backward XLA temp memory (MiB)"))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    if not is_quiet(meta["load_before"]):  # times from a busy machine are not shown (train.records.QUIET_LOAD)
+        panels = panels[2:]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.8), squeeze=False)
+    axes = axes[0]
     for ax, (metric, title) in zip(axes, panels):
         for kind in meta["kinds"]:
             pts = [(r["seq"], r[metric]) for r in rows if r["kind"] == kind and not math.isnan(r[metric])]
@@ -120,7 +126,9 @@ def plot(rows, meta, path: pathlib.Path):
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{meta['setting']} — vertical lines: crossover with exact (explicit)", fontsize=9)
+    fig.suptitle(f"{meta['setting']} — vertical lines: crossover with exact (explicit)"
+                 + ("" if len(panels) > 1 else f"; times not shown (load average {meta['load_before']} before)"),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -129,7 +137,7 @@ def plot(rows, meta, path: pathlib.Path):
 if __name__ == "__main__":
     from absl import flags
 
-    from benchmarks.timing import define_repeats
+    from benchmarks.timing import define_quiet_flags, define_repeats, wait_for_quiet
     from train import cli
 
     cli.define_out("results/efficient_attention", "cost.csv, cost.md, cost.png and cost_meta.json")
@@ -142,6 +150,7 @@ if __name__ == "__main__":
     flags.DEFINE_float("max_gib", 6.0, "do not run a program whose XLA temporaries exceed this")
     flags.DEFINE_float("max_seconds", 15.0, "skip a kind's longer lengths once its fwd+bwd takes longer")
     flags.DEFINE_string("conditions", "", "free text about the machine's load, stored with the table")
+    define_quiet_flags()
     FLAGS = flags.FLAGS
 
     def main(_):
@@ -151,13 +160,14 @@ if __name__ == "__main__":
         setting = (f"SelfAttention(embed {FLAGS.embed}, {FLAGS.heads} heads), batch {FLAGS.batch}, float32, "
                    f"bidirectional, no padding; Linformer k=256, Performer m=256, BigBird block 64 "
                    f"(1 global, window 1, 3 random); median of {FLAGS.repeats}")
+        busy = wait_for_quiet(FLAGS.quiet_wait, FLAGS.quiet_load)
         print(header())
         before, t0 = load_average(), time.time()
         rows = run(seqs, FLAGS.kinds, batch=FLAGS.batch, embed=FLAGS.embed, heads=FLAGS.heads,
                    repeats=FLAGS.repeats, max_gib=FLAGS.max_gib, max_seconds=FLAGS.max_seconds)
         meta = {"header": header(), "setting": setting, "kinds": FLAGS.kinds, "load_before": before,
                 "load_after": load_average(), "seconds": round(time.time() - t0, 1),
-                "conditions": FLAGS.conditions or "(no note)",
+                "conditions": "; ".join(filter(None, (busy, FLAGS.conditions))) or "(no note)",
                 "command": "python -m benchmarks.attention_cost " + " ".join(
                     f"--{k}={v}" for k, v in (("seqs", ",".join(map(str, seqs))), ("repeats", FLAGS.repeats),
                                               ("batch", FLAGS.batch)))}

@@ -54,6 +54,38 @@ def variant_records(study, name: str) -> str:
     return study.variants[name].get("records", f"{study.records}/{name}")
 
 
+# A timing is reported (as milliseconds, a ratio or a crossover) only when the 1-minute load average
+# before it was at most this, ../shared/tools/quiet-run's threshold: on 2 cores another job's thread
+# takes a whole core, and the two sides of a ratio are not slowed alike. The benchmarks and the
+# reports that show timings share it, so it lives here, below both.
+QUIET_LOAD = 0.5
+
+
+def one_minute_load(load) -> float | None:
+    """The 1-minute figure of a recorded load average: a number, a (1, 5, 15)-minute list or a
+    "1.25/2.29/3.30" string; None when nothing was recorded."""
+    if load is None or load == "":
+        return None
+    if isinstance(load, str):
+        return float(load.split("/")[0])
+    if isinstance(load, (list, tuple)):
+        return float(load[0])
+    return float(load)
+
+
+def is_quiet(load) -> bool:
+    """Whether a timing whose recorded load average (before it) is `load` may be reported."""
+    one = one_minute_load(load)
+    return one is not None and one <= QUIET_LOAD
+
+
+def not_quiet(load, command: str) -> str:
+    """What a table says instead of a timing measured on a busy machine (or without a recorded load)."""
+    one = one_minute_load(load)
+    why = "no load average recorded" if one is None else f"1-minute load average {one:.2f} before it"
+    return f"not quiet ({why}): re-measure with `../shared/tools/quiet-run .venv/bin/{command}`"
+
+
 # The attention-cost table: benchmarks.attention_cost writes it, analysis.efficient_attention_report
 # reads it (the two are siblings, so the format lives here, below both).
 FIELDS = ("kind", "seq", "fwd_ms", "fwdbwd_ms", "fwd_temp_mib", "fwdbwd_temp_mib", "fwd_total_mib",
@@ -97,7 +129,7 @@ def write_table(rows, out: pathlib.Path, meta: dict):
         for r in rows:
             writer.writerow({k: (f"{r[k]:.3f}" if isinstance(r[k], float) else r[k]) for k in FIELDS})
     (out / "cost_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "cost.md").write_text(markdown(rows, meta))
+    (out / "cost.md").write_text(markdown(rows, meta, out))
 
 
 def read_table(out: pathlib.Path):
@@ -109,26 +141,45 @@ def read_table(out: pathlib.Path):
     return rows, json.loads((out / "cost_meta.json").read_text())
 
 
-def markdown(rows, meta) -> str:
+def remeasure_cost(meta, out) -> str:
+    """The command that measures a cost table again, into the same folder."""
+    return f"{meta['command']} --out={out}"
+
+
+def markdown(rows, meta, out="results/efficient_attention") -> str:
+    """cost.md: the table and the crossover lengths; the times only when the machine was quiet (else
+    the memory columns alone, which are XLA's account of the compiled programs and do not depend on load)."""
     fmt = lambda v, d=1: "—" if math.isnan(v) else f"{v:,.{d}f}"
+    timed = is_quiet(meta["load_before"])
     lines = [f"Machine: {meta['header']}", "",
              f"Setting: {meta['setting']}", "",
              f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']}; "
-             f"{meta['conditions']}", "",
-             "| kind | seq | fwd ms | fwd+bwd ms | fwd temp MiB | fwd+bwd temp MiB | fwd+bwd total MiB | note |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             f"{meta['conditions']}", ""]
+    if not timed:
+        lines += [f"Times {not_quiet(meta['load_before'], remeasure_cost(meta, out))}. They stay in cost.csv, "
+                  "the record, but are not reported, and neither are the time crossovers.", ""]
+    time_columns = ("fwd ms", "fwd+bwd ms") if timed else ()
+    lines += ["| " + " | ".join(("kind", "seq", *time_columns, "fwd temp MiB", "fwd+bwd temp MiB",
+                                  "fwd+bwd total MiB", "note")) + " |",
+              "|---|---:|" + "---:|" * (len(time_columns) + 3) + "---|"]
     for r in rows:
-        lines.append(f"| {r['kind']} | {r['seq']} | {fmt(r['fwd_ms'])} | {fmt(r['fwdbwd_ms'])} | "
-                     f"{fmt(r['fwd_temp_mib'])} | {fmt(r['fwdbwd_temp_mib'])} | {fmt(r['fwdbwd_total_mib'])} | "
-                     f"{r['note']} |")
+        times = [fmt(r["fwd_ms"]), fmt(r["fwdbwd_ms"])] if timed else []
+        lines.append("| " + " | ".join([r["kind"], str(r["seq"]), *times, fmt(r["fwd_temp_mib"]),
+                                        fmt(r["fwdbwd_temp_mib"]), fmt(r["fwdbwd_total_mib"]), r["note"]]) + " |")
     lines += ["", "Crossover length against exact attention (explicit path; log-log interpolation between the two "
-              "measured lengths around it):", "",
-              "| kind | fwd time | fwd+bwd time | fwd+bwd memory (temp) | fwd+bwd time vs fused exact |",
-              "|---|---|---|---|---|"]
+              "measured lengths around it):", ""]
+    if timed:
+        lines += ["| kind | fwd time | fwd+bwd time | fwd+bwd memory (temp) | fwd+bwd time vs fused exact |",
+                  "|---|---|---|---|---|"]
+    else:
+        lines += ["| kind | fwd+bwd memory (temp) |", "|---|---|"]
     for kind in meta["kinds"]:
         if kind.startswith("exact"):
             continue
-        cells = [crossover(rows, kind, m)[1] for m in ("fwd_ms", "fwdbwd_ms", "fwdbwd_temp_mib")]
-        cells.append(crossover(rows, kind, "fwdbwd_ms", against="exact_fused")[1])
+        if timed:
+            cells = [crossover(rows, kind, m)[1] for m in ("fwd_ms", "fwdbwd_ms", "fwdbwd_temp_mib")]
+            cells.append(crossover(rows, kind, "fwdbwd_ms", against="exact_fused")[1])
+        else:
+            cells = [crossover(rows, kind, "fwdbwd_temp_mib")[1]]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
