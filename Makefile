@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint
+.PHONY: demo test test-fast lint gpu-setup
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,10 @@ test-fast: $(VENV)/.test
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# On an NVIDIA GPU machine: the CUDA 12 build of jax at the version requirements.txt pins (its CUDA
+# libraries come as pip wheels), then a check that jax sees the GPU. `python -m benchmarks.accelerator`
+# then writes the accelerator table.
+gpu-setup: $(VENV)/.runtime
+	$(PY) -m pip install -q "jax[cuda12]==$$(sed -n 's/^jax==//p' requirements.txt)"
+	$(PY) -c "import jax; print(jax.devices()); assert jax.devices()[0].platform == 'gpu', 'jax sees no GPU'"

@@ -20,6 +20,17 @@ random batches.
 Runtime on this 2-core CPU: about 2 minutes of training per dot-product run when the machine is
 quiet (about 10 steps/s), twice that for additive scoring; validation, the leak check and samples
 add 1-2 minutes; the 15 runs (5 variants x 3 seeds) about 100 minutes beside other jobs.
+
+`<variant>,course` (here and in configs/attention_mlm.py and configs/attention_positions.py): the
+same run for COURSE_EPOCHS = 10 epochs instead of one (9,570 steps here), validated every 500 steps,
+on one GPU:
+  python -m train.main --config=configs/attention_ablation.py:additive,course \
+      --workdir=runs/attention_course/ablation/additive_s0
+GPU runtime, estimated from its FLOPs: XLA counts 15.3 GFLOP per dot-product step at the longest
+batches (32 x 100 tokens; train/throughput.py) x 9,570 steps = 0.15 PFLOP: under a second of one H100
+SXM at 35% of its 495 TFLOP/s float32 (TF32) peak. A model this small (width 64) cannot keep a GPU
+busy: the run's time is per-step dispatch, host batching and validation, likely tens of seconds
+to a few minutes per run.
 """
 
 import ml_collections
@@ -73,9 +84,32 @@ def study_config(study: str, variant: str) -> ml_collections.ConfigDict:
     return c
 
 
-def get_config(variant: str = "dot") -> ml_collections.ConfigDict:
+COURSE_EPOCHS = 10
+
+
+def split_scale(arg: str) -> tuple[str, bool]:
+    """`variant` or `variant,course` -> (variant, course?)."""
+    variant, _, scale = arg.partition(",")
+    if scale not in ("", "course"):
+        raise ValueError(f"the second part must be 'course' ({COURSE_EPOCHS} epochs) or absent, got {scale!r}")
+    return variant, scale == "course"
+
+
+def course_scale(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The `,course` settings: COURSE_EPOCHS epochs, validated and checkpointed less often."""
+    c.name += "_course"
+    c.num_epochs = COURSE_EPOCHS
+    c.max_steps = -1
+    c.eval_every_steps = 500
+    c.checkpoint_every_steps = 1000
+    c.log_every_steps = 100
+    return c
+
+
+def get_config(arg: str = "dot") -> ml_collections.ConfigDict:
+    variant, course = split_scale(arg)
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} is not one of {sorted(VARIANTS)}")
     c = study_config("ablation", variant)
     c.model.attention.update(VARIANTS[variant])
-    return c
+    return course_scale(c) if course else c

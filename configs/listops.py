@@ -20,6 +20,21 @@ experiments.listops_sweep --max_steps=300`, measured under load 7-10 on the 2 sh
 BigBird 34.0%, Performer 17.1% with features redrawn every step (the default, FAVOR+'s redrawing)
 and 34.0% with one fixed draw (--config.model.attention.performer_redraw=False). 34% is the level of
 reading only the outermost operator (that rule scores 34.2%); majority class 16.4%, chance 10%.
+
+`<kind>,course` (`:course` alone: exact attention) is ListOps at LRA's scale, on one GPU: trees of
+500-2,000 tokens padded to 2,047 (+ CLS = 2,048 positions, a multiple of BigBird's 64-blocks), 96,000
+training trees, LRA's base model (6 layers, 8 heads, width 512, MLP 2,048), batch 32, 5,000 steps
+with 1,000 warmup steps (LRA's budget), AdamW 1e-3 then cosine decay (ours, not LRA's rsqrt
+schedule); Linformer k = 256 and Performer m = 256 (LRA's), BigBird blocks of 64:
+    python -m experiments.listops_data --out=~/.cache/listops_2000 --min_length=500 --max_length=2000 \
+        --train=96000 --valid=2000 --test=2000 --seed=0
+    python -m train.main --config=configs/listops.py:exact,course --workdir=runs/listops_course/exact
+GPU runtime of exact attention, estimated from its FLOPs: XLA counts 10.7 TFLOP per step
+(train/throughput.py) x 5,000 steps = 54 PFLOP; one H100 SXM at 35% of its 495 TFLOP/s float32
+(TF32) peak takes about 5 minutes (bfloat16, --config.dtype=bfloat16: about half), plus the
+validation passes. The efficient kinds do less (Linformer: 7.7 TFLOP per step). Memory: explicit
+attention keeps 32 x 8 x 2,048^2 float32 probabilities per layer for the backward pass (4 GiB; 24 GiB
+for the six), which fits an 80 GB GPU; on a smaller one halve --config.batch_size.
 """
 
 from configs import base
@@ -27,9 +42,14 @@ from configs import base
 KINDS = ("exact", "linformer", "performer", "bigbird")
 
 
-def get_config(kind: str = "exact"):
+def get_config(arg: str = "exact"):
+    kind, _, scale = arg.partition(",")
+    if kind == "course" and not scale:
+        kind, scale = "exact", "course"
     if kind not in KINDS:
         raise ValueError(f"attention kind must be one of {KINDS}, got {kind!r}")
+    if scale not in ("", "course"):
+        raise ValueError(f"the second part must be 'course' (LRA's scale) or absent, got {scale!r}")
     config = base.get_config("text_classification", "transformer")
     config.name = f"listops_{kind}"
     config.dataset = "listops"
@@ -58,4 +78,25 @@ def get_config(kind: str = "exact"):
     config.log_every_steps = 10
     config.checkpoint_every_steps = 100
     config.keep_checkpoints = 1
+    if scale == "course":
+        lra_scale(config)
     return config
+
+
+def lra_scale(config) -> None:
+    """The `,course` settings (module docstring): LRA's lengths, data size, base model and step budget."""
+    config.name += "_course"
+    config.data_dir = "~/.cache/listops_2000"
+    config.max_length = 2047  # + CLS = 2,048 positions
+    m = config.model
+    m.embed_dim, m.hidden_dim, m.num_heads, m.num_layers, m.max_positions = 512, 2048, 8, 6, 2047
+    m.attention.linformer_k = 256
+    m.attention.performer_features = 256
+    m.attention.bigbird_block = 64
+    config.num_epochs = 2  # 6,000 steps of 32: max_steps ends the run at LRA's 5,000
+    config.max_steps = 5000
+    config.warmup_steps = 1000
+    config.eval_every_steps = 500
+    config.eval_batch_size = 32
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 500
