@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import text
-from data.paths import DataError, read_utf8
+from data.paths import DataError, read_utf8, text_lines
 
 SAMPLE_FILE = "amazon_polarity.sample5000.ft.txt"
 FULL_FILES = {"train": "train.ft.txt", "test": "test.ft.txt"}
@@ -49,7 +49,7 @@ def read_file(path) -> list[dict]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    rows = [parse_line(line, path, i) for i, line in enumerate(read_utf8(path).splitlines(), 1)
+    rows = [parse_line(line, path, i) for i, line in enumerate(text_lines(read_utf8(path)), 1)
             if line.strip()]
     if not rows:
         raise DataError(f"{path}: no reviews (empty file)")

@@ -24,7 +24,7 @@ import pathlib
 
 import numpy as np
 
-from data.paths import DataError, read_utf8  # noqa: F401  (DataError: raised here; imported by callers)
+from data.paths import DataError, read_utf8, text_lines  # noqa: F401  (DataError: raised here; imported by callers)
 
 PAD_CHAR = "\u25a1"  # □
 MASK_CHAR = "\u2047"  # ⁇
@@ -51,7 +51,7 @@ def read_name_place_tsv(path: str | pathlib.Path, require_answers: bool = True) 
     path = pathlib.Path(path)
     text = read_text(path)
     pairs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         if "\t" in line:

@@ -34,17 +34,22 @@ def parse_line(line: str, path, lineno: int) -> dict:
         row = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:  # a number of over 4300 digits; arrays nested too deep
+        raise DataError(f"{path}:{lineno}: JSON that cannot be read ({str(e)[:80]})") from None
     missing = [k for k in FIELDS if not isinstance(row, dict) or k not in row]
     if missing:
         raise DataError(f"{path}:{lineno}: BoolQ line lacks field(s) {missing}")
+    for key in ("question", "passage"):
+        if not isinstance(row[key], str):
+            raise DataError(f"{path}:{lineno}: {key!r} must be a string, got {row[key]!r:.60}")
     if not isinstance(row["answer"], bool):
-        raise DataError(f"{path}:{lineno}: 'answer' must be true or false, got {row['answer']!r}")
-    return {"question": str(row["question"]), "passage": str(row["passage"]),
-            "label": int(row["answer"])}
+        raise DataError(f"{path}:{lineno}: 'answer' must be true or false, got {row['answer']!r:.60}")
+    return {"question": row["question"], "passage": row["passage"], "label": int(row["answer"])}
 
 
 def read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as f, utf8_errors(path):
+    # Lines end at "\n" only (JSON Lines): "\r" is JSON whitespace, and not_utf8 counts lines the same way.
+    with open(path, encoding="utf-8", newline="\n") as f, utf8_errors(path):
         return [parse_line(line, path, i + 1) for i, line in enumerate(f) if line.strip()]
 
 

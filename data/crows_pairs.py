@@ -35,6 +35,17 @@ def default_path(data_dir) -> pathlib.Path:
     return resolve_data_dir(data_dir) / FILE
 
 
+def next_row(reader, path, line: int) -> list[str] | None:
+    """The reader's next row (None at the end); the csv module's errors (a field over its size limit)
+    become a DataError naming the line where the row starts."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as e:
+        raise DataError(f"{path}:{line}: not a CSV row the csv module can read ({e})") from None
+
+
 def load(path: str | pathlib.Path) -> list[CrowsPair]:
     path = pathlib.Path(path)
     if not path.is_file():
@@ -42,16 +53,15 @@ def load(path: str | pathlib.Path) -> list[CrowsPair]:
     pairs = []
     with path.open(newline="", encoding="utf-8") as f, utf8_errors(path):
         reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"{path}:1: empty file, expected a header with {', '.join(REQUIRED)}") from None
+        header = next_row(reader, path, 1)
+        if header is None:
+            raise DataError(f"{path}:1: empty file, expected a header with {', '.join(REQUIRED)}")
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise DataError(f"{path}:1: header lacks the column(s) {missing}")
         col = {c: header.index(c) for c in REQUIRED}
         line = reader.line_num + 1
-        for row in reader:
+        while (row := next_row(reader, path, line)) is not None:
             where = f"{path}:{line}"
             line = reader.line_num + 1
             if not row:

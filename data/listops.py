@@ -25,7 +25,7 @@ import random
 
 import numpy as np
 
-from data.paths import DataError
+from data.paths import DataError, read_utf8, text_lines
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS = (MIN, MAX, MED, SUM_MOD)
@@ -34,6 +34,7 @@ VALUE_P = 0.25  # LRA: a node is an operator with probability 0.25 (below max_de
 VOCAB = ("<pad>",) + OPERATORS + (END,) + tuple(str(d) for d in range(10))
 TOKEN_ID = {t: i for i, t in enumerate(VOCAB)}
 NUM_CLASSES = 10
+LABELS = tuple(str(d) for d in range(NUM_CLASSES))  # as written: "²" and "١" are isdigit() but no label
 SPLIT_FILES = {"train": "train.tsv", "validation": "val.tsv", "test": "test.tsv"}
 
 
@@ -101,7 +102,11 @@ def write_dataset(out_dir, *, train: int, valid: int, test: int, seed: int, min_
     meta = dict(train=train, valid=valid, test=test, seed=seed, min_length=min_length, max_length=max_length,
                 max_depth=max_depth, max_args=max_args, generator="data/listops.py (LRA listops.py)")
     if (out / "meta.json").is_file():
-        existing = json.loads((out / "meta.json").read_text())
+        try:
+            existing = json.loads(read_utf8(out / "meta.json"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{out / 'meta.json'}:{e.lineno}: not valid JSON ({e.msg}); remove the folder and "
+                            f"write the set again") from None
         if existing != meta:
             raise DataError(f"{out} already holds another ListOps set ({existing}); use another --out")
         return out
@@ -123,7 +128,7 @@ def read_split(path, max_length: int) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: no such ListOps file "
                         "(write the set with `python -m experiments.listops_data --out=DIR`)")
-    lines = path.read_text().splitlines()
+    lines = text_lines(read_utf8(path))
     if not lines or lines[0].split("\t") != ["Source", "Target"]:
         raise DataError(f"{path}:1: expected the header 'Source<TAB>Target'")
     ids = np.zeros((len(lines) - 1, max_length), np.int32)
@@ -131,7 +136,7 @@ def read_split(path, max_length: int) -> dict[str, np.ndarray]:
     for row, line in enumerate(lines[1:]):
         where = f"{path}:{row + 2}"
         fields = line.split("\t")
-        if len(fields) != 2 or not fields[1].strip().isdigit() or not 0 <= int(fields[1]) < NUM_CLASSES:
+        if len(fields) != 2 or fields[1].strip() not in LABELS:
             raise DataError(f"{where}: expected 'tokens<TAB>label 0-9', got {line[:60]!r}")
         tokens = fields[0].replace("(", " ").replace(")", " ").split()  # LRA's bracketed form too
         if len(tokens) > max_length:

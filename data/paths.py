@@ -33,6 +33,16 @@ def utf8_errors(path: str | pathlib.Path):
         raise not_utf8(path) from None
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file as not_utf8, editors and `grep -n` number them: split at "\\n" only, a "\\r"
+    before it dropped. (str.splitlines also splits at \\x0b, \\x1c, \\x85, U+2028 ..., which can occur inside
+    a field: it would cut the line in two and shift every later line number.)"""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the file's final newline ends the last line, it does not start another
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def read_utf8(path: str | pathlib.Path) -> str:
     """The text of a UTF-8 file; other bytes are a DataError naming the file, line and byte offset."""
     with utf8_errors(path):

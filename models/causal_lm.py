@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import pathlib
 import re
 from typing import Any
@@ -99,52 +100,102 @@ _GGUF_NAMES = [  # GGUF tensor name -> Hugging Face name ({} is the layer)
 _FFN_NORM = {"llama": "post_attention_layernorm", "gemma3": "pre_feedforward_layernorm"}
 
 
-def _field(reader, key, default=None):
+_ABSENT = object()
+# What a metadata value must be: (test, description for the error).
+_METADATA_KINDS = {
+    "count": (lambda v: type(v) is int and v > 0, "a positive integer"),
+    "token id": (lambda v: type(v) is int and v >= 0, "a token id"),
+    "positive": (lambda v: type(v) in (int, float) and math.isfinite(v) and v > 0, "a positive number"),
+    "text": (lambda v: isinstance(v, str), "text"),
+    "layer pattern": (lambda v: (type(v) is int and v > 0) or (isinstance(v, list) and v and
+                                                               all(type(p) is bool for p in v)),
+                      "a period or one flag per layer"),
+}
+
+
+def _field(reader, key, default=None, path=None):
     field = reader.fields.get(key)
-    return default if field is None else field.contents()
+    if field is None:
+        return default
+    try:
+        return field.contents()
+    except (ValueError, IndexError, TypeError) as e:  # a damaged value: bytes that are not UTF-8, a short array
+        raise CheckpointError(f"{path}: GGUF metadata {key} cannot be read ({e})") from None
+
+
+def _metadata(reader, path, key: str, kind: str, default=_ABSENT):
+    """Metadata `key`, checked to be of `kind` (_METADATA_KINDS), or `default` when the file has none; a value
+    of another type (a file damaged or written by another converter) is a CheckpointError naming the key."""
+    value = _field(reader, key, _ABSENT, path)
+    if value is _ABSENT:
+        if default is _ABSENT:
+            raise CheckpointError(f"{path}: GGUF metadata lacks {key}")
+        return default
+    test, description = _METADATA_KINDS[kind]
+    if not test(value):
+        raise CheckpointError(f"{path}: GGUF metadata {key}={value!r:.60} is not {description}")
+    return value
 
 
 def gguf_config(reader, path) -> dict[str, Any]:
-    """GGUF metadata as a Hugging Face config dict."""
-    arch = _field(reader, "general.architecture")
-    if arch not in _FFN_NORM:
-        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported "
+    """GGUF metadata as a Hugging Face config dict; missing or ill-typed metadata is a CheckpointError
+    naming the key."""
+    from gguf import GGUFValueType
+
+    arch = _field(reader, "general.architecture", None, path)
+    if not isinstance(arch, str) or arch not in _FFN_NORM:
+        raise CheckpointError(f"{path}: GGUF architecture {arch!r:.60} is not supported "
                               f"(supported: {sorted(_FFN_NORM)})")
 
-    def get(key, default=None):
-        return _field(reader, f"{arch}.{key}", default)
+    def get(key, kind, default=_ABSENT):
+        return _metadata(reader, path, f"{arch}.{key}", kind, default)
 
-    heads = get("attention.head_count")
-    vocab = get("vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+    heads = get("attention.head_count", "count")
+    kv_heads = get("attention.head_count_kv", "count", heads)
+    if heads % kv_heads:
+        raise CheckpointError(f"{path}: GGUF metadata {arch}.attention.head_count={heads} is not a multiple of "
+                              f"{arch}.attention.head_count_kv={kv_heads}")
+    vocab = get("vocab_size", "count", None)
+    if vocab is None:  # the length of the token list (not read: decoding every token takes long)
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        if tokens is None or tokens.types[:1] != [GGUFValueType.ARRAY] or not len(tokens.data):
+            raise CheckpointError(f"{path}: GGUF metadata lacks {arch}.vocab_size and tokenizer.ggml.tokens "
+                                  f"(the vocabulary size)")
+        vocab = len(tokens.data)
     config = {
         "model_type": "llama" if arch == "llama" else "gemma3_text",
-        "vocab_size": vocab, "hidden_size": get("embedding_length"),
-        "intermediate_size": get("feed_forward_length"), "num_hidden_layers": get("block_count"),
-        "num_attention_heads": heads, "num_key_value_heads": get("attention.head_count_kv", heads),
-        "rms_norm_eps": get("attention.layer_norm_rms_epsilon"),
-        "rope_theta": get("rope.freq_base", 10000.0 if arch == "llama" else 1_000_000.0),
-        "max_position_embeddings": get("context_length"),
-        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
-        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
+        "vocab_size": vocab, "hidden_size": get("embedding_length", "count"),
+        "intermediate_size": get("feed_forward_length", "count"), "num_hidden_layers": get("block_count", "count"),
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", "positive")),
+        "rope_theta": float(get("rope.freq_base", "positive", 10000.0 if arch == "llama" else 1_000_000.0)),
+        "max_position_embeddings": get("context_length", "count"),
+        "bos_token_id": _metadata(reader, path, "tokenizer.ggml.bos_token_id", "token id", None),
+        "eos_token_id": _metadata(reader, path, "tokenizer.ggml.eos_token_id", "token id", None),
         "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors),
     }
     if arch == "llama":
-        config["head_dim"] = get("rope.dimension_count", config["hidden_size"] // heads)
+        config["head_dim"] = get("rope.dimension_count", "count", None)
+        if config["head_dim"] is None:  # then the heads split the embedding
+            if config["hidden_size"] % heads:
+                raise CheckpointError(f"{path}: GGUF metadata {arch}.embedding_length={config['hidden_size']} is "
+                                      f"not a multiple of {arch}.attention.head_count={heads}")
+            config["head_dim"] = config["hidden_size"] // heads
     else:
-        config["head_dim"] = get("attention.key_length", 256)
-        config["sliding_window"] = get("attention.sliding_window", 512)
+        config["head_dim"] = get("attention.key_length", "count", 256)
+        config["sliding_window"] = get("attention.sliding_window", "count", 512)
         # Gemma 3 files leave these at the architecture's values, as llama.cpp does.
         config["query_pre_attn_scalar"] = config["head_dim"]
-        pattern = get("attention.sliding_window_pattern")
+        pattern = get("attention.sliding_window_pattern", "layer pattern", None)
         if isinstance(pattern, list):  # one flag per layer, true for sliding-window layers
             config["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
         elif pattern is not None:
-            config["sliding_window_pattern"] = int(pattern)
-    scaling = get("rope.scaling.type")
+            config["sliding_window_pattern"] = pattern
+    scaling = get("rope.scaling.type", "text", None)
     if scaling not in (None, "none"):
         if scaling != "linear":
-            raise CheckpointError(f"{path}: rope scaling {scaling!r} is not supported")
-        config["rope_scaling"] = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
+            raise CheckpointError(f"{path}: rope scaling {scaling!r:.60} ({arch}.rope.scaling.type) is not supported")
+        config["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor", "positive"))}
     return config
 
 
@@ -196,7 +247,7 @@ def read_gguf(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, np.nd
     path = pathlib.Path(path)
     try:
         reader = GGUFReader(str(path))
-    except (ValueError, OSError) as e:
+    except Exception as e:  # the gguf package's errors on a damaged file: ValueError, IndexError, KeyError ...
         if expected := truncated_size(path):
             raise CheckpointError(f"{path}: the file is truncated (expected {expected} bytes, found "
                                   f"{path.stat().st_size}); download or copy it again") from e
@@ -213,7 +264,11 @@ def read_gguf(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, np.nd
         shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF stores dimensions reversed
         weight = np.asarray(dequantize(tensor.data, tensor.tensor_type), np.float32).reshape(shape)
         if arch == "llama" and (".attn_q." in tensor.name or ".attn_k." in tensor.name):
+            key = "attention.head_count" if ".attn_q." in tensor.name else "attention.head_count_kv"
             heads = config["num_attention_heads" if ".attn_q." in tensor.name else "num_key_value_heads"]
+            if shape[0] % (2 * heads):  # each head's rows are pairs
+                raise CheckpointError(f"{path}: tensor {tensor.name} has {shape[0]} rows, not a multiple of twice "
+                                      f"llama.{key}={heads}")
             weight = unpermute_rotary_rows(weight, heads)
         if arch == "gemma3" and tensor.name.endswith("norm.weight"):
             weight = weight - 1.0  # llama.cpp stores Gemma's RMSNorm scale 1 + w

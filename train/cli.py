@@ -82,14 +82,34 @@ def parse_flags(argv: list[str]) -> list[str]:
         if "--traceback" in argv:
             raise
         fail(one_line(str(e)))
-    except (AttributeError, KeyError) as e:
-        # A `--config.<key>` override of a key the config lacks: ml_collections raises these while
-        # absl parses the flags.
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        # A `--config.<key>` override of a key the config lacks (`--config.nokey=1`, `--config.seed.x=1`,
+        # `--config.=1`): ml_collections raises any of these while absl parses the flags.
         if "--traceback" in argv:
             raise
-        key = str(e).strip("\"'")
-        named = [a.split("=")[0] for a in argv if a.startswith("--config.") and a.split("=")[0].endswith("." + key)]
-        fail(f"{' '.join(named) or key}: the config has no such key (configs/base.py lists the keys)")
+        named = overrides_of_no_key(argv)
+        fail(f"{' '.join(named)}: the config has no such key (configs/base.py lists the keys)" if named
+             else one_line(str(e)))
+
+
+def overrides_of_no_key(argv: list[str]) -> list[str]:
+    """The `--config.<key>` flags of argv whose key the `--config` file's config lacks."""
+    from ml_collections.config_flags import config_path
+
+    config_file = next((a.removeprefix("--config=") for a in argv if a.startswith("--config=")), None)
+    try:
+        config = flags.FLAGS["config"].parser.parse(config_file)
+    except Exception:  # the config file itself fails: the caller reports that error
+        return []
+    named = []
+    for arg in argv:
+        flag = arg.split("=")[0]
+        if flag.startswith("--config."):
+            try:
+                config_path.get_value(flag.removeprefix("--config."), config)
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError):  # ml_collections' "no such key"
+                named.append(flag)
+    return named
 
 
 def one_line(message: str) -> str:
