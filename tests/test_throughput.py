@@ -98,3 +98,10 @@ def test_given_peak_sets_the_mfu_scale(tmp_path, bios_dir, monkeypatch):
     assert next(r for r in records if r["split"] == "info")["peak_source"] == "$PEAK_TFLOPS"
     (r,) = [r for r in records if r["split"] == "train"]
     assert r["mfu"] == pytest.approx(r["tflops_per_sec"] * 1e12 / 1e6) and r["mfu"] > 1
+
+
+def test_bad_peak_env_refuses_the_run_before_its_workdir_exists(tmp_path, bios_dir, monkeypatch):
+    monkeypatch.setenv(throughput.PEAK_ENV, "fast")
+    with pytest.raises(ConfigError, match=r"\$PEAK_TFLOPS='fast'"):
+        train.train_and_evaluate(tiny_birth_config(bios_dir), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

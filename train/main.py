@@ -1,6 +1,8 @@
 """Train a config: `python -m train.main --config=configs/<name>.py --workdir=DIR [--config.key=value ...]`.
 
 Re-running the same command resumes from the last checkpoint in DIR.
+Every log line has tokens/s and MFU (train/throughput.py): set $PEAK_TFLOPS (one device's peak, in
+TFLOP/s) for a chip its table lacks.
 """
 
 from absl import app, flags

@@ -169,6 +169,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
     over the mesh instead of replicating them.
     """
     base.validate(config)
+    throughput.peak_from_env()  # a bad $PEAK_TFLOPS fails here, before anything is written
     distributed.initialize(config)  # before any JAX computation
     primary = distributed.is_primary()
     workdir = pathlib.Path(workdir).absolute()
