@@ -89,6 +89,9 @@ def test_training_log_has_throughput_and_mfu(tmp_path, bios_dir, monkeypatch):
     # every step has the same batch shape: one count, a forward and backward pass's worth at least
     assert len({r["flops_per_step"] for r in logged}) == 1
     assert logged[0]["flops_per_step"] > 2 * 3 * config.batch_size * (config.model.block_size - 1) * 16 * 16
+    # TensorBoard has the same scalars (their tags are plain bytes in the event file)
+    events = b"".join(f.read_bytes() for f in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert all(tag in events for tag in (b"train/mfu", b"train/tokens_per_sec", b"train/examples_per_sec"))
 
 
 def test_given_peak_sets_the_mfu_scale(tmp_path, bios_dir, monkeypatch):
