@@ -119,3 +119,105 @@ def test_a_shared_prefix_split_gives_back_every_prompt():
     assert split_shared_prefix([[9], [1, 2]]) == ([], [[9], [1, 2]])
     with pytest.raises(ValueError, match="at least one token"):
         split_shared_prefix([[1], []])
+
+
+# ------------------------------------------------------------------ the scorers, by hand on a tiny model
+
+def tiny_llm(vocab: int):
+    """A 2-layer Llama over the tokenizer's vocabulary, weights spread so log-probs differ well above float32 noise."""
+    import jax
+    from flax import nnx
+
+    from models.llama import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_hf(dict(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                      max_position_embeddings=1024, tie_word_embeddings=True))
+    graphdef, state = nnx.split(LlamaForCausalLM(config, rngs=nnx.Rngs(0)))
+    keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(state))))
+    return nnx.merge(graphdef, jax.tree.map(lambda x: 0.5 * jax.random.normal(next(keys), x.shape, x.dtype), state))
+
+
+class ByHand:
+    """Next-token log-probs from one uncached causal pass over the whole prompt, right-padded to a fixed
+    length (one compilation; the padding comes after the last prompt token, so a causal model's output
+    there cannot see it), the softmax in float64."""
+
+    LENGTH = 512
+
+    def __init__(self, model):
+        import jax.numpy as jnp
+        from flax import nnx
+
+        @nnx.jit
+        def forward(model, tokens):
+            hidden, _ = model(tokens, jnp.arange(self.LENGTH)[None], jnp.ones(tokens.shape, bool))
+            return model.logits(hidden)[0]
+
+        self.model, self.forward = model, forward
+
+    def logprobs_after(self, ids) -> np.ndarray:
+        assert len(ids) <= self.LENGTH
+        tokens = np.zeros((1, self.LENGTH), np.int32)
+        tokens[0, :len(ids)] = ids
+        logits = np.asarray(self.forward(self.model, tokens)[len(ids) - 1], np.float64)
+        return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+
+    def greedy_text(self, tokenizer, ids, n) -> str:
+        ids, new = list(ids), []
+        for _ in range(n):
+            new.append(int(np.argmax(self.logprobs_after(ids))))
+            ids.append(new[-1])
+        return tokenizer.decode(new)
+
+
+def test_boolq_scores_are_the_log_likelihoods_of_the_whole_prompt(tokenizer, tmp_path):
+    """The cached scorer's margin, choice and greedy text equal those computed by hand from uncached passes."""
+    from models.generation import Generator
+
+    model = tiny_llm(len(tokenizer))
+    by_hand = ByHand(model)
+    splits = {"train": TRAIN, "test": HELD_OUT}
+    jobs = lp.boolq_jobs("m", splits, [4], [0], 0)  # the demonstrations cached, each question after them
+    lp.run_boolq("m", Generator(model), tokenizer, splits, jobs, 0, tmp_path / "m.jsonl")
+    for record in lp.read_records(tmp_path / "m.jsonl"):
+        texts = lp.boolq_prompts(TRAIN, record["k"], record["seed"], HELD_OUT)
+        for text, prediction in zip(texts, record["predictions"], strict=True):
+            prompt = ids(tokenizer, text)
+            true_id, false_id = lp.answer_tokens(tokenizer, text, prompt, lp.BOOLQ_ANSWERS)
+            logprobs = by_hand.logprobs_after(prompt)
+            margin = logprobs[true_id] - logprobs[false_id]
+            assert abs(margin) > 1e-3  # a margin this test can tell from noise
+            assert prediction["margin"] == pytest.approx(margin, abs=1e-4)
+            assert prediction["ll"] == int(margin > 0)
+            assert prediction["text"] == by_hand.greedy_text(tokenizer, prompt, lp.NEW_TOKENS)
+
+
+def test_bbc_constrained_and_calibrated_choices_are_computed_by_hand(tokenizer, tmp_path):
+    """LL / constrained: the topic of highest log-probability; calibrated: minus its log-probability
+    after the content-free article (Zhao et al. 2021), both from uncached passes over whole prompts."""
+    from data.bbc_news import TOPICS, Article
+    from models.generation import Generator
+
+    model = tiny_llm(len(tokenizer))
+    by_hand = ByHand(model)
+    articles = [Article(t, f"Title {i}: {t}", f"Body of article {i}.\n\nIt says {t} things, £{i}m.", "")
+                for i, t in enumerate(TOPICS)]
+    distribution = dict(zip(TOPICS, (0.1, 0.2, 0.3, 0.15, 0.25)))
+    jobs = lp.bbc_jobs("m", articles, distribution, 6)
+    lp.run_bbc("m", Generator(model), tokenizer, articles, distribution, jobs, 0, tmp_path / "m.jsonl")
+    topics = [" " + t for t in TOPICS]
+    calibrated_differs = False
+    for record in lp.read_records(tmp_path / "m.jsonl"):
+        dist = distribution if record["setting"] == "distribution" else None
+        null_text = lp.bbc_prompt(lp.content_free_article(), 6, dist)
+        null_ids = ids(tokenizer, null_text)
+        null = by_hand.logprobs_after(null_ids)[lp.answer_tokens(tokenizer, null_text, null_ids, topics)]
+        for article, prediction in zip(articles, record["predictions"], strict=True):
+            text = lp.bbc_prompt(article, 6, dist)
+            prompt = ids(tokenizer, text)
+            scores = by_hand.logprobs_after(prompt)[lp.answer_tokens(tokenizer, text, prompt, topics)]
+            assert prediction["ll"] == prediction["constrained"] == TOPICS[int(np.argmax(scores))]
+            assert prediction["calibrated"] == TOPICS[int(np.argmax(scores - null))]
+            calibrated_differs |= prediction["calibrated"] != prediction["ll"]
+    assert calibrated_differs  # else the calibration term would go unchecked
