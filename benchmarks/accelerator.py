@@ -153,7 +153,8 @@ def gpt_sides(dtype: str, quick: bool, device: str | None) -> Sides:
         m.update(n_layer=1, n_head=2, n_embd=32, block_size=17)
     why = set_compute_dtype(config, dtype)
     T = m.block_size - 1
-    shape = f"batch {batch_size} x {T} tokens, {m.n_layer} layers x {m.n_head} heads x {m.n_embd}"
+    shape = (f"batch {batch_size} x {T} tokens, {m.n_layer} layers x {m.n_head} heads x {m.n_embd}, "
+             f"{m.dropout_bits} dropout bits")
     if why:
         return Sides(shape, batch_size * T, None, note=why)
     rng = np.random.default_rng(0)
@@ -182,7 +183,7 @@ def bert_sides(dtype: str, quick: bool, device: str | None, source: str | None) 
     config.model.update(checkpoint=str(checkpoint), pooling="pooler")  # the pooling of BertForSequenceClassification
     why = set_compute_dtype(config, dtype)
     batch_size, length = (4, 16) if quick else (32, 128)
-    shape = f"batch {batch_size} x {length} tokens, {checkpoint.name}"
+    shape = f"batch {batch_size} x {length} tokens, {checkpoint.name}, {config.model.dropout_bits} dropout bits"
     if why:
         return Sides(shape, batch_size * length, None, note=why)
     vocab = BertConfig.from_json(checkpoint / "config.json").vocab_size
@@ -218,7 +219,8 @@ def transformer_sides(dtype: str, quick: bool, device: str | None) -> Sides:
     if quick:
         m.update(vocabulary_size=100, embed_dim=16, hidden_dim=16, num_layers=1, max_positions=16)
     why = set_compute_dtype(config, dtype)
-    shape = f"batch {batch_size} x (1 + {m.max_positions}) positions, {m.num_layers} layers, width {m.embed_dim}"
+    shape = (f"batch {batch_size} x (1 + {m.max_positions}) positions, {m.num_layers} layers, width {m.embed_dim}, "
+             f"{m.dropout_bits} dropout bits")
     if why:
         return Sides(shape, batch_size * (m.max_positions + 1), None, note=why)
     ids, mask, labels = make_batch(batch_size, m.max_positions, m.vocabulary_size)

@@ -20,7 +20,8 @@ def check_measured(row):
 
 def test_gpt_float32_row():
     (row,) = accelerator.run(("gpt",), ("float32",), quick=True, repeats=2, log=lambda line: None)
-    assert row["workload"].startswith("gpt: batch 4 x 16 tokens") and row["dtype"] == "float32"
+    assert row["workload"].startswith("gpt: batch 4 x 16 tokens, 1 layers") and row["dtype"] == "float32"
+    assert row["workload"].endswith(" dropout bits")
     assert row["peer"] == "course minGPT (reference/gpt.py)" and row["note"] == ""
     check_measured(row)
 
