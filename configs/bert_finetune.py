@@ -20,8 +20,9 @@ GPU runtime, estimated from its FLOPs (XLA's count of the full-mode step, train/
 SST-2 1.07 TFLOP per step (batch 32 x 64 tokens, before trimming padding) x 648 steps (3 epochs of
 6,920) = 0.70 PFLOP; BoolQ 2.24 TFLOP per step (16 x 256) x 490 steps (3 epochs of 2,616) = 1.1 PFLOP.
 One H100 SXM at 35% of its 495 TFLOP/s float32 (TF32) peak computes either in under 10 s; the runs'
-time is compiling, loading and the validation passes: a few minutes each. Other modes train fewer
-weights and cost about two thirds of a full step.
+time is compiling, loading and the validation passes: a few minutes each. The other modes skip the
+encoder's weight gradients: LoRA and prefix steps cost about two thirds of a full one, head-only
+about a third.
 """
 
 from configs import text_common
