@@ -28,7 +28,8 @@ FLOPs are XLA's count of our compiled step (per decoded token for decode; train/
 MFU, ours and PyTorch's, is that count over the step time over the device's peak for the dtype
 (train/throughput.py: its table, $PEAK_TFLOPS, or on a CPU this machine's measured float32
 matmul rate). Decode reads every weight per token: its MFU is low by nature (memory-bound).
-ratio = PyTorch time / ours: above 1, ours is faster. Writes OUT/table.md and OUT/table.json.
+ratio = PyTorch time / ours: above 1, ours is faster. Writes OUT/<device>/table.md and table.json
+(<device>: the device kind, e.g. nvidia_h100_80gb_hbm3 or cpu, so tables of several chips sit side by side).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shlex
 import sys
 import time
@@ -385,6 +387,11 @@ def write_table(out: pathlib.Path, rows: list[dict], machine: str, peaks: dict[s
     return text
 
 
+def device_folder(device_kind: str) -> str:
+    """A folder name for a device kind: "NVIDIA H100 80GB HBM3" -> "nvidia_h100_80gb_hbm3"."""
+    return re.sub(r"[^a-z0-9]+", "_", device_kind.lower()).strip("_") or "device"
+
+
 def peak_lines(dtypes) -> dict[str, str]:
     """What each dtype's MFU is measured against, in words."""
     lines = {}
@@ -403,7 +410,9 @@ def main(argv):
     rows = run(FLAGS.workloads, FLAGS.dtypes, quick=FLAGS.quick, repeats=repeats, bert_source=FLAGS.bert_source,
                llm=FLAGS.llm, with_torch=not FLAGS.no_torch, log=lambda s: print(s, file=sys.stderr, flush=True))
     command = shlex.join(["python", "-m", "benchmarks.accelerator", *sys.argv[1:]])
-    print(write_table(pathlib.Path(FLAGS.out), rows, timing.header(), peak_lines(FLAGS.dtypes), command))
+    out = pathlib.Path(FLAGS.out) / device_folder(jax.devices()[0].device_kind)
+    print(write_table(out, rows, timing.header(), peak_lines(FLAGS.dtypes), command))
+    print(f"written: {out}/table.md, table.json", file=sys.stderr)
     timing.emit_rows("accelerator", [
         {"workload": f"{r['workload']}, {r['dtype']}", "ours_ms": r["ours_ms"], "peer": r["peer"],
          "peer_ms": r["peer_ms"], "note": f"MFU {r['ours_mfu']:.1%}" if r.get("ours_mfu") else r.get("note", "")}
@@ -411,7 +420,7 @@ def main(argv):
 
 
 def define_flags():
-    cli.define_out("results/accelerator", "table.md and table.json")
+    cli.define_out("results/accelerator", "<device>/table.md and table.json")
     timing.define_quick("tiny models and batches on every workload, 2 repeats")
     timing.define_repeats(5)
     cli.define_list("workloads", WORKLOADS, "Workloads", choices=WORKLOADS)

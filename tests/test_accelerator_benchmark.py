@@ -47,6 +47,11 @@ def test_gpt_and_decode_rows_in_both_dtypes():
     assert rows[3]["gflop_per_step"] > rows[2]["gflop_per_step"]
 
 
+def test_device_folder_names():
+    assert accelerator.device_folder("NVIDIA H100 80GB HBM3") == "nvidia_h100_80gb_hbm3"
+    assert accelerator.device_folder("TPU v5 lite") == "tpu_v5_lite" and accelerator.device_folder("cpu") == "cpu"
+
+
 def test_markdown_escapes_and_blank_cells():
     rows = [{"workload": "w | x", "dtype": "float32", "ours_ms": 2.0, "ours_mfu": 0.25, "tokens_per_s": 1000.0,
              "peer": "p", "peer_ms": 4.0, "peer_mfu": 0.125, "ratio": 2.0, "gflop_per_step": 1.5, "note": ""},
@@ -62,6 +67,7 @@ def test_command_writes_the_whole_table(tmp_path, sst2_checkpoint):
     out = tmp_path / "table"
     subprocess.run([sys.executable, "-m", "benchmarks.accelerator", "--quick", f"--out={out}",
                     f"--bert_source={sst2_checkpoint[0]}"], cwd=REPO_ROOT, check=True, capture_output=True)
+    out = out / "cpu"  # the device kind's folder
     record = json.loads((out / "table.json").read_text())
     rows = record["rows"]
     assert [(r["workload"].split(":")[0], r["dtype"]) for r in rows] == [
