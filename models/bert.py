@@ -165,8 +165,8 @@ class BertLayer(nnx.Module):
         k = self.key(x).reshape(b, n, h, hs)
         v = self.value(x).reshape(b, n, h, hs)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hs)
-        # the most negative float rather than -inf: a fully padded row stays finite
         scores = at_least_float32(scores)  # the softmax in float32
+        # the most negative float rather than -inf: a fully padded row stays finite
         scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
         probs = self.attn_dropout(jax.nn.softmax(scores, axis=-1).astype(v.dtype), deterministic=deterministic)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
