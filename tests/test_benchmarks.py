@@ -19,17 +19,18 @@ def _table_rows(markdown: str) -> list[list[str]]:
 def test_table_and_json_ratio_failed_row_and_blank_gflops(tmp_path):
     rows = [
         {"benchmark": "a", "workload": "step A", "ours_ms": 100.0, "peer": "torch", "peer_ms": 300.0,
-         "gflops": 50.0, "note": "n"},
-        {"benchmark": "b", "workload": "step B", "ours_ms": 200.0, "peer": "torch | eager", "peer_ms": 100.0},
-        {"benchmark": "c", "workload": "c (benchmarks.c)", "note": "failed: ValueError: bad"},
+         "gflops": 50.0, "note": "n", "load_before": 0.1},
+        {"benchmark": "b", "workload": "step B", "ours_ms": 200.0, "peer": "torch | eager", "peer_ms": 100.0,
+         "load_before": 0.5},
+        {"benchmark": "c", "workload": "c (benchmarks.c)", "note": "failed: ValueError: bad", "load_before": 0.2},
     ]
     text = run_all.write_outputs(tmp_path, "MACHINE LINE", rows, [{"name": "a"}], "python -m x", ["busy"])
-    assert text.startswith("MACHINE LINE\nbusy\n\n|")
+    assert text.startswith(f"MACHINE LINE\nbusy\n{run_all.QUIET_RULE}\n\n|")
     assert (tmp_path / "table.md").read_text() == text
     a, b, c = _table_rows(text)
-    assert a == ["step A", "100", "torch", "300", "3.00x", "50.0", "n"]
-    assert b == ["step B", "200", "torch \\| eager", "100", "0.50x", "", ""]  # no GFLOP/s: blank
-    assert c == ["c (benchmarks.c)", "", "", "", "", "", "failed: ValueError: bad"]
+    assert a == ["step A", "100", "torch", "300", "3.00x", "0.10", "50.0", "n"]
+    assert b == ["step B", "200", "torch \\| eager", "100", "0.50x", "0.50", "", ""]  # no GFLOP/s: blank
+    assert c == ["c (benchmarks.c)", "", "", "", "", "0.20", "", "failed: ValueError: bad"]
 
     record = json.loads((tmp_path / "table.json").read_text())
     assert record["machine"] == "MACHINE LINE" and record["command"] == "python -m x"
@@ -37,6 +38,27 @@ def test_table_and_json_ratio_failed_row_and_blank_gflops(tmp_path):
     assert record["benchmarks"] == [{"name": "a"}]
     assert [r["ratio"] for r in record["rows"]] == [3.0, 0.5, None]
     assert record["rows"][0]["gflops"] == 50.0 and "gflops" not in record["rows"][1]
+
+
+def test_a_row_timed_on_a_busy_machine_shows_no_times_but_how_to_measure_it_again(tmp_path):
+    rows = [{"benchmark": "gru", "workload": "busy", "ours_ms": 100.0, "peer": "torch", "peer_ms": 300.0,
+             "gflops": 50.0, "note": "n", "load_before": 0.51},
+            {"benchmark": "bert", "workload": "old", "ours_ms": 100.0, "peer": "torch", "peer_ms": 300.0},
+            {"benchmark": "gpt", "workload": "from its run record", "ours_ms": 100.0, "peer": "torch",
+             "peer_ms": 300.0}]
+    runs = [{"name": "gpt", "load_before": [0.3, 2.0, 3.0]}]  # a table.json written before rows carried loads
+    text = run_all.write_outputs(tmp_path, "x86_64; XLA_FLAGS='--flag='; load", rows, runs, "python -m x")
+    busy, old, from_run = _table_rows(text)
+    assert busy[1:7] == ["", "torch", "", "", "0.51", ""]
+    assert busy[7].startswith("not quiet (1-minute load average 0.51 before it): re-measure with "
+                              "`XLA_FLAGS='--flag=' ../shared/tools/quiet-run .venv/bin/python -m benchmarks.run_all "
+                              f"--only=gru --merge --out={tmp_path}`")
+    assert old[4] == "" and old[7].startswith("not quiet (no load average recorded)")
+    assert from_run[4:6] == ["3.00x", "0.30"]
+    assert json.loads((tmp_path / "table.json").read_text())["rows"][0]["ours_ms"] == 100.0  # the record keeps it
+
+    (tmp_path / "table.md").write_text("stale")
+    assert run_all.rebuild(tmp_path) == text == (tmp_path / "table.md").read_text()
 
 
 GOOD = """
@@ -66,6 +88,7 @@ def test_run_all_collects_rows_logs_failures(tmp_path, monkeypatch, capsys):
         (package / f"fake_{name}.py").write_text(textwrap.dedent(code))
     monkeypatch.setenv("PYTHONPATH", str(package))
     monkeypatch.setenv("QUIET_WAIT", "0")
+    monkeypatch.setattr("os.getloadavg", lambda: (0.25, 1.0, 1.0))  # a quiet machine: the rows show their times
     monkeypatch.setattr("benchmarks.timing.header", lambda: "FAKE MACHINE")
     monkeypatch.setattr(run_all, "BENCHMARKS", [
         run_all.Benchmark("good", "fake_good", ("--full",), ("--tiny",), env=(("FAKE_SETTING", "one"),)),
@@ -81,8 +104,8 @@ def test_run_all_collects_rows_logs_failures(tmp_path, monkeypatch, capsys):
     assert table in printed and table.startswith("FAKE MACHINE\n")
     cells = _table_rows(table)
     assert [c[0] for c in cells] == ["w1", "w2", "w3", "bad (fake_bad)"]
-    assert cells[0][1:] == ["100", "p", "250", "2.50x", "12.5", "one"]  # per-benchmark env reached it
-    assert cells[1][4:6] == ["0.50x", ""]
+    assert cells[0][1:] == ["100", "p", "250", "2.50x", "0.25", "12.5", "one"]  # per-benchmark env reached it
+    assert cells[1][4:7] == ["0.50x", "0.25", ""]
     assert cells[3][-1] == "failed: RuntimeError: boom"
 
     record = json.loads((out / "table.json").read_text())
@@ -98,6 +121,13 @@ def test_run_all_collects_rows_logs_failures(tmp_path, monkeypatch, capsys):
     assert "args ['--tiny']" in (out / "logs" / "good.txt").read_text()  # quick options, stdout kept
     assert (out / "logs" / "bad.txt").read_text() == "bad starts\n"
     assert "RuntimeError: boom" in (out / "logs" / "bad.stderr.txt").read_text()
+
+    # --merge: measuring `good` again keeps the rows of `bad` (and its run record) from the table before
+    assert run_all.main(["--quick", f"--out={out}", "--only=good", "--merge"]) == 0
+    merged = json.loads((out / "table.json").read_text())
+    assert [r["benchmark"] for r in merged["rows"]] == ["good", "good", "bad", "bad"]
+    assert [r["name"] for r in merged["benchmarks"]] == ["good", "bad", "silent"]
+    assert any("kept from the table's earlier runs" in r for r in merged["remarks"])
 
 
 def test_only_selects_by_name_or_module_and_rejects_unknown_names():

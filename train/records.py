@@ -79,11 +79,12 @@ def is_quiet(load) -> bool:
     return one is not None and one <= QUIET_LOAD
 
 
-def not_quiet(load, command: str) -> str:
-    """What a table says instead of a timing measured on a busy machine (or without a recorded load)."""
+def not_quiet(load, command: str, env: str = "") -> str:
+    """What a table says instead of a timing measured on a busy machine (or without a recorded load):
+    `command` (python -m ...) run through quiet-run, after `env` (e.g. "XLA_FLAGS=... ") where it needs one."""
     one = one_minute_load(load)
     why = "no load average recorded" if one is None else f"1-minute load average {one:.2f} before it"
-    return f"not quiet ({why}): re-measure with `../shared/tools/quiet-run .venv/bin/{command}`"
+    return f"not quiet ({why}): re-measure with `{env}../shared/tools/quiet-run .venv/bin/{command}`"
 
 
 # The attention-cost table: benchmarks.attention_cost writes it, analysis.efficient_attention_report
