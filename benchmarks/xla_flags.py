@@ -9,7 +9,11 @@ timing, each set's compiled step is searched for the library fusions the flag as
 YNNPACK, oneDNN), so a flag XLA accepted but did not act on shows as such. Prints one Markdown
 table and writes it with the raw rows to <out>/table.md and table.json.
 
-Only meaningful on a quiet machine: it waits for one as benchmarks/run_all.py does (--quiet_wait, --quiet_load).
+Only meaningful on a quiet machine: it waits for one as benchmarks/run_all.py does (--quiet_wait, --quiet_load),
+before the first set and again before each set's timing (the probe's compile loads the machine too), and
+records the 1-minute load average before each timing; a row's times and ratio are shown only when that was at
+most 0.5 (train.records.QUIET_LOAD). --sets=NAME --merge times one set again into the table; --rebuild
+rewrites table.md from table.json.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from absl import flags
 
 from benchmarks import timing
 from train import cli
+from train.records import QUIET_LOAD, is_quiet, not_quiet, one_minute_load
 
 FLAGS = flags.FLAGS
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -75,6 +80,10 @@ def run_set(name: str, flags: str, repeats: int, batch_size: int) -> dict:
     if found.returncode:
         return {**row, "error": (found.stderr.strip().splitlines() or ["probe failed"])[-1]}
     row.update(json.loads(found.stdout.strip().splitlines()[-1]))
+    busy = timing.wait_for_quiet(FLAGS.quiet_wait, FLAGS.quiet_load)  # the probe's compile has to decay first
+    row["load_before"] = os.getloadavg()[0]  # what this row's ratio is judged by (train.records.QUIET_LOAD)
+    if busy:
+        row["busy"] = busy
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as rows:
         env["BENCHMARK_ROWS"] = rows.name
         timed = subprocess.run([sys.executable, "-m", "benchmarks.gpt", "--dropout_bits=hash", f"--repeats={repeats}",
@@ -86,18 +95,42 @@ def run_set(name: str, flags: str, repeats: int, batch_size: int) -> dict:
             "ratio": emitted["peer_ms"] / emitted["ours_ms"], "gflops": emitted["gflops"]}
 
 
-def markdown(rows: list[dict], machine: str) -> str:
-    lines = [machine, "", "| flag set | XLA_FLAGS | ours (ms) | PyTorch (ms) | ratio | GFLOP/s | library fusions "
-             "(xnn / ynn / onednn) | dots in xnn / ynn / onednn / XLA |", "|---|---|---:|---:|---:|---:|---|---|"]
+def remeasure(name: str, out: str) -> str:
+    """The command that times one flag set again, keeping the table's other rows."""
+    return f"python -m benchmarks.xla_flags --sets={name} --merge --out={out}"
+
+
+def markdown(rows: list[dict], machine: str, out: str = "results/benchmarks/xla_flags") -> str:
+    """The table; a row's times and ratio only when the 1-minute load before its timing was at most
+    train.records.QUIET_LOAD (else it says so, and how to time it again)."""
+    lines = [machine, "", f"A row's times, ratio and GFLOP/s are shown only when the 1-minute load average before "
+             f"its timing was at most {QUIET_LOAD} (../shared/tools/quiet-run's threshold); table.json keeps every "
+             "measurement.", "",
+             "| flag set | XLA_FLAGS | ours (ms) | PyTorch (ms) | ratio | 1-min load before | GFLOP/s "
+             "| library fusions (xnn / ynn / onednn) | dots in xnn / ynn / onednn / XLA |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['set']} | `{r['xla_flags']}` | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['set']} | `{r['xla_flags']}` | failed: {r['error']} | | | | | | |")
             continue
-        lines.append(f"| {r['set']} | `{r['xla_flags'] or '(none)'}` | {r['ours_ms']:.0f} | {r['peer_ms']:.0f} | "
-                     f"{r['ratio']:.2f}x | {r['gflops']:.1f} | "
+        load = one_minute_load(r.get("load_before"))
+        times = ([f"{r['ours_ms']:.0f}", f"{r['peer_ms']:.0f}", f"{r['ratio']:.2f}x"] if is_quiet(load) else
+                 [not_quiet(load, remeasure(r["set"], out)), "", ""])
+        lines.append(f"| {r['set']} | `{r['xla_flags'] or '(none)'}` | " + " | ".join(times) + " | "
+                     + ("" if load is None else f"{load:.2f}") + " | "
+                     + (f"{r['gflops']:.1f}" if is_quiet(load) else "") + " | "
                      + " / ".join(str(r[f"{lib}_fusions"]) for lib in LIBRARIES) + " | "
                      + " / ".join(str(r[f"{lib}_dots"]) for lib in (*LIBRARIES, "xla")) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write(out: pathlib.Path, record: dict) -> str:
+    """<out>/table.md (the command, the table) and <out>/table.json from a record {command, machine, rows}."""
+    text = markdown(record["rows"], record["machine"], FLAGS.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(f"`{record['command']}`\n\n" + text)
+    (out / "table.json").write_text(json.dumps(record, indent=1))
+    return text
 
 
 def main(argv) -> int:
@@ -105,20 +138,29 @@ def main(argv) -> int:
     if FLAGS.probe:
         print(json.dumps(probe(FLAGS.batch_size)))
         return 0
+    out = REPO_ROOT / FLAGS.out
+    if FLAGS.rebuild:
+        record = json.loads((out / "table.json").read_text())
+        # a table.json from before records carried the command: the default one
+        print(write(out, {"command": f"python -m benchmarks.xla_flags --out={FLAGS.out}", **record}))
+        return 0
+    old = json.loads((out / "table.json").read_text()) if FLAGS.merge and (out / "table.json").is_file() else None
     warning = timing.wait_for_quiet(FLAGS.quiet_wait, FLAGS.quiet_load)
     machine = (warning + "; " if warning else "") + f"load average at the start (1/5/15 min): {timing.load_average()}"
     rows = []
     for name in FLAGS.sets:
         rows.append(run_set(name, FLAG_SETS[name], FLAGS.repeats, FLAGS.batch_size))
         print(json.dumps(rows[-1]), flush=True)
-    text = markdown(rows, machine + f"; at the end: {timing.load_average()}")
+    machine += f"; at the end: {timing.load_average()}"
+    if old:  # --merge: the other sets' rows as they were, in FLAG_SETS' order
+        new = {r["set"]: r for r in rows}
+        rows = [new.pop(r["set"], r) for r in old["rows"]] + list(new.values())
+        rows.sort(key=lambda r: list(FLAG_SETS).index(r["set"]))
+        machine += f"; rows of {', '.join(r['set'] for r in rows if r['set'] not in FLAGS.sets)} from the table before"
+    text = write(out, {"command": f"python -m benchmarks.xla_flags {' '.join(sys.argv[1:])}".strip(),
+                       "machine": machine, "rows": rows})
     print(text)
-    out = REPO_ROOT / FLAGS.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(f"`python -m benchmarks.xla_flags {' '.join(sys.argv[1:])}`\n\n" + text)
-    (out / "table.json").write_text(json.dumps({"rows": rows, "machine": machine}, indent=1))
     return 1 if any("error" in r for r in rows) else 0
-
 
 if __name__ == "__main__":
     cli.define_list("sets", FLAG_SETS, "Flag sets to time, in order", choices=FLAG_SETS)
@@ -126,6 +168,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", 128, "Examples per step of benchmarks.gpt.", lower_bound=1)
     cli.define_out("results/benchmarks/xla_flags", "table.md and table.json (relative to the repository)")
     timing.define_quiet_flags()
+    flags.DEFINE_bool("merge", False, "Keep the rows in <out>/table.json of the sets not timed this time.")
+    flags.DEFINE_bool("rebuild", False, "Time nothing: write <out>/table.md again from <out>/table.json.")
     flags.DEFINE_bool("probe", False, "Internal: print the compiled step's FLOPs and library fusions as JSON "
                       "(the per-set subprocess).")
     cli.run(main)
