@@ -144,8 +144,9 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
     lines += ["", "Mean ± sample standard deviation over the seeds listed (a single seed: its value). Train "
               "time is the number of steps times the median seconds per step over the 20-step logging intervals "
               "(validation and compilation excluded, robust to a paused run), on the machine's 2 CPU cores with "
-              f"{load_note([r for v in order for r in runs[v]])}: other jobs shared them at times, so compare "
-              "times between rows loosely; `benchmarks/attention_ablation.py` measures the step-time ratio alone."
+              f"{load_note([r for v in order for r in runs[v]])}: other jobs shared them at times, so the times are "
+              "what the runs cost, not a comparison of the variants' speed; `benchmarks/attention_ablation.py` "
+              "measures the step-time ratio alone, on a quiet machine."
               + (" Every run used its config's step budget (max_steps), not the seed's full epoch." if short else "")
               + (f" **Not run**: {', '.join(ABLATION_LABEL[v] for v in ABLATION_ORDER if v not in runs)}."
                  if any(v not in runs for v in ABLATION_ORDER) else "")
@@ -257,9 +258,9 @@ def ablation_findings(runs) -> list[str]:
     if dev["dot"] and dev["additive"]:
         out.append(
             f"**Dot product against additive scoring.** Dev perplexity {dev['dot']:.1f} (dot) against "
-            f"{dev['additive']:.1f} (additive); training took {mmss(secs['dot'])} against {mmss(secs['additive'])} "
-            f"({secs['additive'] / secs['dot']:.1f}x; from the runs' logs, see the note under the table; "
-            "`benchmarks/attention_ablation.py` measures the step-time ratio alone on a quiet machine). "
+            f"{dev['additive']:.1f} (additive); training took {mmss(secs['dot'])} and {mmss(secs['additive'])} of a "
+            "shared machine's time (from the runs' logs, see the note under the table: not a speed comparison; "
+            "`benchmarks/attention_ablation.py` measures the step-time ratio on a quiet machine). "
             f"The seed saw {SEED['dot']['dev_ppl']} against {SEED['additive']['dev_ppl']} and 3:35 against 20:29 "
             "(5.7x). Additive scoring evaluates a tanh "
             "layer on every (query, key) pair, O(T^2 d) work and memory that a matrix product does not have; "
@@ -481,9 +482,9 @@ def write_report(records: pathlib.Path, out: pathlib.Path) -> str:
              f"Runs recorded (variant x seeds): {runs_line}. Everything not listed was not run; all times were "
              "measured on a 2-core machine shared with other jobs.", ""]
     lines += ablation_section(data.get("ablation", {}), out)
-    benchmark = out / "step_benchmark.md"  # benchmarks/attention_ablation.py --out=... on a quiet machine
+    benchmark = out / "step_benchmark.md"  # benchmarks/attention_ablation.py --out=...: its table only if quiet
     if benchmark.is_file():
-        lines += ["### Step time (quiet machine)", "", benchmark.read_text().strip(), ""]
+        lines += ["### Step time", "", benchmark.read_text().strip(), ""]
     lines += mlm_section(data.get("mlm", {}), out)
     lines += positions_section(data.get("positions", {}), out)
     lines += theory_section(out)

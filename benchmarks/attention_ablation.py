@@ -5,7 +5,9 @@
   python -m benchmarks.attention_ablation --out=results/attention/step_benchmark.md   # the report's table
 
 The study's train_seconds were measured on a shared, overloaded machine; a speed *ratio* needs
-this benchmark on an idle one. For each variant of configs/attention_ablation.py and each
+this benchmark on an idle one: it waits for one (--quiet_wait, --quiet_load), and writes the table
+only when the 1-minute load average before the timing was at most 0.5 (train.records.QUIET_LOAD),
+else a line saying so and how to measure it again. For each variant of configs/attention_ablation.py and each
 padded width, it compiles the jit'ed train step (train/steps.py) of the 1.39M-parameter
 mini-GPT, runs `--steps` steps on random tokens (batch 32), and prints the median ms per
 step and the ratio to dot product. Expected: additive scoring several times slower at width
@@ -23,10 +25,11 @@ import optax
 from absl import flags
 from flax import nnx
 
-from benchmarks.timing import header, load_average
+from benchmarks.timing import define_quiet_flags, header, load_average, wait_for_quiet
 from configs import attention_ablation
 from models.build import build_model
 from train import cli, optim, steps
+from train.records import is_quiet, not_quiet
 from train.tasks.word_lm import cross_entropy
 
 FLAGS = flags.FLAGS
@@ -55,28 +58,42 @@ def step_times(variant: str, width: int, n: int, batch: int = 32) -> float:
     return statistics.median(times[1:])
 
 
-def main(argv):
-    del argv
-    widths = FLAGS.widths
-    load_before = load_average()
-    results = {(v, w): step_times(v, w, FLAGS.steps) for v in FLAGS.variants for w in widths}
-    lines = [f"Measured by `python -m benchmarks.attention_ablation --steps={FLAGS.steps}` (training step of the "
-             f"1.39M-parameter mini-GPT, batch 32, median ms per step of {FLAGS.steps} at each padded width, ratio "
-             f"to dot product); load average (1/5/15 min) {load_before} before, {load_average()} after.", "",
-             header(), "",
-             "| variant | " + " | ".join(f"ms/step @ {w} (x dot)" for w in widths) + " |",
-             "|---|" + "---:|" * len(widths)]
-    for v in FLAGS.variants:
+def report_lines(results: dict, variants, widths, steps: int, load_before: str, load_after: str,
+                 machine: str) -> list[str]:
+    """The table (ms per step and the ratio to dot product), or, when the 1-minute load average before
+    the timing was above train.records.QUIET_LOAD, a line saying so and how to measure it again."""
+    lines = [f"Measured by `python -m benchmarks.attention_ablation --steps={steps}` (training step of the "
+             f"1.39M-parameter mini-GPT, batch 32, median ms per step of {steps} at each padded width, ratio "
+             f"to dot product); load average (1/5/15 min) {load_before} before, {load_after} after.", "",
+             machine, ""]
+    if not is_quiet(load_before):
+        command = (f"python -m benchmarks.attention_ablation --steps={steps} --variants={','.join(variants)} "
+                   f"--widths={','.join(map(str, widths))} --out=results/attention/step_benchmark.md")
+        return lines + [f"Step times {not_quiet(load_before, command)}; they are not reported."]
+    lines += ["| variant | " + " | ".join(f"ms/step @ {w} (x dot)" for w in widths) + " |",
+              "|---|" + "---:|" * len(widths)]
+    for v in variants:
         cells = []
         for w in widths:
             ms = 1000 * results[(v, w)]
             ratio = results[(v, w)] / results[("dot", w)] if ("dot", w) in results else float("nan")
             cells.append(f"{ms:.1f} ({ratio:.2f}x)")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv):
+    del argv
+    widths = FLAGS.widths
+    busy = wait_for_quiet(FLAGS.quiet_wait, FLAGS.quiet_load)
+    if busy:
+        print(busy)
+    load_before = load_average()
+    results = {(v, w): step_times(v, w, FLAGS.steps) for v in FLAGS.variants for w in widths}
+    lines = report_lines(results, FLAGS.variants, widths, FLAGS.steps, load_before, load_average(), header())
     print("\n".join(lines))
     if FLAGS.out:
         pathlib.Path(FLAGS.out).write_text("\n".join(lines) + "\n")
-
 
 if __name__ == "__main__":
     cli.define_list("variants", list(attention_ablation.VARIANTS), "Variants to time (dot first for ratios).",
@@ -84,4 +101,5 @@ if __name__ == "__main__":
     cli.define_list("widths", [32, 64, 100], "Padded sequence widths.", item=int)
     flags.DEFINE_integer("steps", 20, "Timed steps per (variant, width), after one compiling step.", lower_bound=1)
     cli.define_out("", "the table, also (results/attention/step_benchmark.md for the report)", file=True)
+    define_quiet_flags()
     cli.run(main)
