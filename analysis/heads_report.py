@@ -23,6 +23,7 @@ from absl import flags  # noqa: E402
 
 from models.head_importance import largest_fraction  # noqa: E402
 from train import cli  # noqa: E402
+from train.records import is_quiet, not_quiet, one_minute_load  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -158,17 +159,20 @@ def setup_section(r, out_dir):
 
 
 def benchmark_section(b):
+    load = one_minute_load(b.get("load_before"))
     lines = ["## Speed-up of the physically pruned model", "",
-             f"`{b['command']}` on {b['machine']}; {b['model']}, sequence length {b['seq_len']}, "
-             f"{b['heads_removed']} of {b['heads_total']} heads removed ({b['keep_source']}); median of "
-             f"{b['repeats']} timed calls after warm-up, one process.", "",
-             "| batch | full (ms) | pruned (ms) | speed-up (full/pruned - 1) | Michel et al. (BERT-base, 50% heads) |",
-             "|---:|---:|---:|---:|---|"]
+             f"`{b['command']}` on {b['machine']} (at the end); 1-minute load average before the run "
+             + ("not recorded" if load is None else f"{load:.2f}") + f"; {b['model']}, sequence length "
+             f"{b['seq_len']}, {b['heads_removed']} of {b['heads_total']} heads removed ({b['keep_source']}); "
+             f"median of {b['repeats']} timed calls after warm-up, one process.", ""]
+    if not is_quiet(load):  # timings from a busy machine are not reported (train.records.QUIET_LOAD)
+        return lines + [f"Timings {not_quiet(load, b['command'].strip() + ' --out=results/heads/benchmark.json')}; "
+                        "they stay in benchmark.json but are not reported.", ""]
+    lines += ["| batch | full (ms) | pruned (ms) | speed-up (full/pruned - 1) | Michel et al. (BERT-base, 50% heads) |",
+              "|---:|---:|---:|---:|---|"]
     for row in b["rows"]:
         lines.append(f"| {row['batch']} | {1000 * row['full_s']:.2f} | {1000 * row['pruned_s']:.2f} | "
                      f"{100 * (row['full_s'] / row['pruned_s'] - 1):.1f}% | {PAPER.get(row['batch'], '—')} |")
-    if b.get("quiet") is False:
-        lines += ["", "**The machine was busy when this was measured; treat the ratios as indicative only.**"]
     return lines + [""]
 
 
