@@ -2,9 +2,10 @@
 
   python -m benchmarks.gru_two_cores [--repeats=7]
 
-Our GRU forward+backward (B=32, S=256, I=H=256, benchmarks/gru.py's step) is faster on one
-thread than on two: the recurrent product of one step (32 x 256 . 256 x 768) is too small to
-split. This tries to give each core its own half of the batch instead:
+XLA's own threads may not help our GRU forward+backward (B=32, S=256, I=H=256, benchmarks/gru.py's
+step): the recurrent product of one step (32 x 256 . 256 x 768) is too small to split (the one-thread
+and default-thread rows of results/benchmarks say which is faster, once measured on a quiet machine).
+This tries to give each core its own half of the batch instead:
 
   plain      the step as benchmarks/gru.py runs it (one XLA device, XLA's own threads)
   sharded    the batch sharded over two XLA CPU devices (NamedSharding): one scan per device,
@@ -27,9 +28,10 @@ from absl import flags  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
-from benchmarks.timing import define_repeats, header, measure  # noqa: E402
+from benchmarks.timing import define_quiet_flags, define_repeats, header, load_average, measure, wait_for_quiet  # noqa: E402
 from models.gru import GRU  # noqa: E402
 from train import cli  # noqa: E402
+from train.records import is_quiet, not_quiet  # noqa: E402
 
 
 def loss(model, x):
@@ -64,8 +66,13 @@ def main(argv):
     for name in ("sharded", "two scans"):
         for a, b in zip(reference, jax.tree.leaves(steps[name]())):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-2, err_msg=name)
+    busy = wait_for_quiet(flags.FLAGS.quiet_wait, flags.FLAGS.quiet_load)  # the compiles above load the machine
+    load_before = load_average()
     times = measure(steps, repeats)
-    print(header())
+    print(header() + f"; before the timing {load_before}" + (f"; {busy}" if busy else ""))
+    if not is_quiet(load_before):  # train.records.QUIET_LOAD
+        print(f"\nTimes {not_quiet(load_before, 'python -m benchmarks.gru_two_cores')}; not reported.")
+        return
     print(f"\n| GRU fwd+bwd, B={B}, S={S}, I=H={size} | ms (median of {repeats}, interleaved) | vs plain |")
     print("|---|---:|---:|")
     for name, t in times.items():
@@ -74,4 +81,5 @@ def main(argv):
 
 if __name__ == "__main__":
     define_repeats(7)
+    define_quiet_flags()
     cli.run(main)

@@ -18,7 +18,7 @@ to XLA. Each product is its own jitted function (JAX) or a single call (PyTorch)
 
 A second table adds the products up per training step (forward, input grad and weight grad of
 every Linear layer, times its count in the model): the time the step's dense matmuls take
-at these speeds, all else aside. The GRU's recurrent step is left out of it: one 0.3 ms call
+at these speeds, all else aside. The GRU's recurrent step is left out of it: one call that small
 is mostly dispatch, which the scan's loop does not pay.
 """
 
