@@ -2,9 +2,9 @@
 
   python -m benchmarks.matmul_shapes [--repeats=9] [--quick]
 
-The profiles (benchmarks/profile_step.py) put the largest gap between our steps and PyTorch's
-in the dense matmuls. This times those matmuls alone, outside any model, so a gap that remains
-here is the matmul library's, not our model code's. For each Linear layer y = x W of a
+The dense matmuls are most of each step's work (benchmarks/profile_step.py splits a step's time
+by part). This times those matmuls alone, outside any model, so a gap that remains here is the
+matmul library's, not our model code's. For each Linear layer y = x W of a
 benchmark (x: M x K, M = batch x positions) it times the three products of a training step,
 each framework in its own layout:
 

@@ -36,6 +36,7 @@ import gzip
 import json
 import pathlib
 import re
+import sys
 import tempfile
 import time
 
@@ -46,8 +47,9 @@ from flax import nnx
 
 from benchmarks import gpt
 from benchmarks.gpt import jax_train_step, torch_train_step
-from benchmarks.timing import compiled_flops, header, measure_one
+from benchmarks.timing import compiled_flops, define_quiet_flags, header, load_average, measure_one, wait_for_quiet
 from train import cli
+from train.records import is_quiet, not_quiet
 
 FLAGS = flags.FLAGS
 
@@ -205,6 +207,8 @@ def main(argv):
     flops = compiled_flops(compiled)
     for _ in range(2):
         jax.block_until_ready(step())
+    busy = wait_for_quiet(FLAGS.quiet_wait, FLAGS.quiet_load)  # the compile above loads the machine too
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         with jax.profiler.trace(tmp, create_perfetto_trace=True):
@@ -223,7 +227,10 @@ def main(argv):
           f"{flops / wall / 1e9:.0f} GFLOP/s = {flops / wall / 1e9 / ceiling:.0%} of this machine's "
           f"{ceiling:.0f} GFLOP/s float32 matmul ceiling"
           + (f"; PyTorch {peer_wall * 1e3:.0f} ms per profiled step" if peer else ""))
-    print(header())
+    print(header() + f"; before the trace {load_before}")
+    if not is_quiet(load_before):  # a busy machine distorts the parts' shares as much as the times
+        print(f"{busy or 'NOT A QUIET MACHINE'}: these times and shares are not a finding; "
+              f"{not_quiet(load_before, 'python -m benchmarks.profile_step ' + ' '.join(sys.argv[1:]))}")
     if peer:
         print("| part of the step | ours: thunk ms per step | share | PyTorch: op self ms per step | share |")
         print("|---|---:|---:|---:|---:|")
@@ -248,4 +255,5 @@ if __name__ == "__main__":
     flags.DEFINE_bool("peer", True, "Also profile the PyTorch peer's step into the same parts.")
     gpt.define_step_flags()  # --batch_size, --vocab_size, --rng_impl, --dropout_bits
     flags.adopt_module_key_flags(gpt)  # listed by --help
+    define_quiet_flags()
     cli.run(main)
