@@ -41,6 +41,7 @@ Head masks (issue 13): `head_mask`, a (num_heads,) array, multiplies each head's
 values before the output projection (Michel et al. 2019's xi_h), in every path. None (the
 default) skips the multiplication, so the model computes exactly what it did before.
 """
+import logging
 import math
 
 import jax
@@ -140,15 +141,71 @@ class PerformerFeatures(nnx.Module):
         return self.projection[...]
 
 
-def _fused_implementation(dtype):
-    """cuDNN flash attention on GPU for 16-bit inputs; XLA everywhere else.
+# attention_impl of every model (models/typed_config.ATTENTION_IMPLS): "explicit" computes the softmax
+# by hand (the default: every committed result); "fused" routes through `attend` below.
+_log = logging.getLogger(__name__)
+_LOGGED_CHOICES: set[str] = set()
 
-    jax.nn.dot_product_attention(implementation=None) always picks XLA in this JAX
-    version, so the cuDNN choice is made here (and undone if cuDNN refuses the shapes).
+
+def fused_implementation(dtype, head_dim: int) -> tuple[str | None, str]:
+    """The `implementation` of jax.nn.dot_product_attention for these inputs, and why.
+
+    cuDNN's flash attention on a GPU for float16/bfloat16 with head_dim a multiple of 8 up to 128 (what
+    its kernels take); XLA (None) everywhere else. implementation=None never picks cuDNN in this JAX
+    version, so the choice is made here.
     """
-    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
-        return "cudnn"
-    return None
+    if jax.default_backend() != "gpu":
+        return None, f"XLA (backend {jax.default_backend()})"
+    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        return None, f"XLA (cuDNN needs float16/bfloat16, got {jnp.dtype(dtype).name})"
+    if head_dim % 8 or head_dim > 128:
+        return None, f"XLA (cuDNN needs head_dim a multiple of 8 and <= 128, got {head_dim})"
+    return "cudnn", f"cuDNN ({jnp.dtype(dtype).name}, head_dim {head_dim})"
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED_CHOICES:
+        _LOGGED_CHOICES.add(message)
+        _log.info("fused attention: %s", message)
+
+
+def set_attention_impl(model: nnx.Module, impl: str) -> nnx.Module:
+    """Every attention layer of a built model takes `impl` ("explicit" | "fused"; typed_config.ATTENTION_IMPLS)."""
+    if impl not in ("explicit", "fused"):
+        raise ValueError(f"attention_impl must be 'explicit' or 'fused', got {impl!r}")
+    model.set_attributes(attention_impl=impl, raise_if_not_found=impl != "explicit")
+    return model
+
+
+def dropout_active(dropout, deterministic=None) -> bool:
+    """Whether an nnx.Dropout (or HashDropout) layer would drop anything in this call."""
+    deterministic = dropout.deterministic if deterministic is None else deterministic
+    return dropout.rate > 0 and not deterministic
+
+
+def attend(q, k, v, *, mask=None, causal=False, scale=None):
+    """softmax(q k^T * scale) v through jax.nn.dot_product_attention (the fused path of every model).
+
+    q: (B, Sq, N, d); k, v: (B, Sk, K, d) with K dividing N (grouped-query attention: each group of
+    N / K query heads shares one key head). mask: booleans broadcastable to (B, N, Sq, Sk), True where
+    the query may see the key. causal: hide key j > query i (queries and keys both start at position 0;
+    otherwise put causality in `mask`). scale: default 1/sqrt(d). Returns (B, Sq, N, d) in q's dtype.
+    A query row with no visible key gets the mean of all values (XLA's masked softmax, and the explicit
+    paths' with a finite "-inf"); SelfAttention zeroes such rows afterwards. The softmax is float32.
+    No dropout on the probabilities: callers take their explicit path while attention dropout is active.
+    """
+    implementation, why = fused_implementation(q.dtype, q.shape[-1])
+    kwargs = dict(mask=mask, is_causal=causal, scale=scale)
+    try:
+        out = jax.nn.dot_product_attention(q, k, v, implementation=implementation, **kwargs)
+    except (ValueError, NotImplementedError, RuntimeError) as refusal:
+        if implementation is None:
+            raise
+        # cuDNN refused these shapes or this GPU: the XLA implementation always works.
+        why = f"XLA (cuDNN refused: {str(refusal).splitlines()[0][:200]})"
+        out = jax.nn.dot_product_attention(q, k, v, implementation=None, **kwargs)
+    _log_once(why)
+    return out
 
 
 class SelfAttention(nnx.Module):
@@ -218,6 +275,9 @@ class SelfAttention(nnx.Module):
         self.scale = 1.0 / math.sqrt(self.head_size)
         self.scoring, self.sharing, self.masking, self.fused = scoring, sharing, masking, fused
         self.positions = positions
+        # The model's attention_impl (set_attention_impl): "fused" takes the fused path wherever it computes
+        # the same thing (exact dot-product attention, no positions) and attention dropout is off.
+        self.attention_impl = "explicit"
 
         def linear():
             return torch_linear(embed_dim, embed_dim, dtype=dtype, kernel_init=kernel_init,
@@ -317,7 +377,7 @@ class SelfAttention(nnx.Module):
         if self.kind != "exact":
             return self.merge_heads(self._efficient(queries, keys, values, mask, causal, query_slice,
                                                     queries_sliced=queries.shape[2] != keys.shape[2]))
-        if self.fused:
+        if self._fused_now():
             to_bsnh = lambda t: t.transpose(0, 2, 1, 3)
             out = self._fused_attention(to_bsnh(queries), to_bsnh(keys), to_bsnh(values), mask, causal,
                                         query_slice)
@@ -347,7 +407,7 @@ class SelfAttention(nnx.Module):
         k = shared if self.key is None else self.key(hidden_states)
         v = shared if self.value is None else self.value(hidden_states)
         q = shared[:, rows] if shared is not None else self.query(hidden_states[:, rows])
-        if self.fused:
+        if self._fused_now():
             # jax.nn.dot_product_attention wants (B, S, H, d): a reshape, no transpose.
             to_bsnh = lambda t: t.reshape(t.shape[0], t.shape[1], self.num_heads, self.head_size)
             out = self._fused_attention(to_bsnh(q), to_bsnh(k), to_bsnh(v), mask, causal, query_slice)
@@ -367,6 +427,12 @@ class SelfAttention(nnx.Module):
         return self.resid_dropout(self.proj(out))
 
     # -- internals -------------------------------------------------------------
+
+    def _fused_now(self) -> bool:
+        """fused=True, or attention_impl="fused" where the fused kernel computes what the explicit path does."""
+        return self.fused or (self.attention_impl == "fused" and self.kind == "exact" and self.scoring == "dot"
+                              and self.masking == "neg_inf" and self.positions is None
+                              and not dropout_active(self.attn_dropout))
 
     def _efficient(self, q, k, v, mask, causal, query_slice, *, queries_sliced):
         """The Linformer / Performer / BigBird kernels on (B, H, S, d); returns (B, H, Sq, d).
@@ -421,15 +487,7 @@ class SelfAttention(nnx.Module):
         # The kernel's own causal mask assumes queries start at position 0; otherwise pass it in.
         is_causal = causal and query_slice is None
         given = self._visible(mask, batch, k_len, causal and not is_causal, query_slice)
-        kwargs = dict(mask=given, is_causal=is_causal, scale=self.scale)
-        implementation = _fused_implementation(q.dtype)
-        try:
-            out = jax.nn.dot_product_attention(q, k, v, implementation=implementation, **kwargs)
-        except (ValueError, NotImplementedError, RuntimeError):
-            if implementation is None:
-                raise
-            # cuDNN refused these shapes or this GPU: the XLA implementation always works.
-            out = jax.nn.dot_product_attention(q, k, v, implementation=None, **kwargs)
+        out = attend(q, k, v, mask=given, causal=is_causal, scale=self.scale)
         if mask is not None:
             # Rows with no visible key: XLA would average all values; zero them as the explicit path does.
             has_key = jnp.any(self._visible(mask, batch, k_len, causal, query_slice), axis=-1)  # (B, 1, Sq)

@@ -31,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from models.attention import check_head_mask
+from models.attention import attend, check_head_mask, dropout_active, set_attention_impl
 from models.hf_checkpoint import DEFAULT_SOURCE, CheckpointError, read_state_dict, resolve_checkpoint_dir
 from models.layers import at_least_float32, dropout_layer, half_or, set_compute_dtype
 from models.peft import MODES, Prefix, apply_lora
-from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, ModelConfigError, check_fields
+from models.typed_config import ATTENTION_IMPLS, COMPUTE_DTYPES, DROPOUT_BITS, ModelConfigError, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class BertLayer(nnx.Module):
         self.out_norm = _norm(cfg, rngs)
         self.dropout = dropout(cfg.hidden_dropout_prob, rngs=rngs)
         self.hidden_act = cfg.hidden_act
+        self.attention_impl = "explicit"  # "fused": models/attention.attend (set_attention_impl)
 
     def __call__(self, x, mask, *, deterministic=None, head_mask=None):
         """x: [B, L, d]; mask: [B, L] bool, True where a key may be attended to.
@@ -164,12 +165,16 @@ class BertLayer(nnx.Module):
         q = self.query(x).reshape(b, n, h, hs)
         k = self.key(x).reshape(b, n, h, hs)
         v = self.value(x).reshape(b, n, h, hs)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hs)
-        scores = at_least_float32(scores)  # the softmax in float32
-        # the most negative float rather than -inf: a fully padded row stays finite
-        scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-        probs = self.attn_dropout(jax.nn.softmax(scores, axis=-1).astype(v.dtype), deterministic=deterministic)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        if self.attention_impl == "fused" and not dropout_active(self.attn_dropout, deterministic):
+            # the kernel has no dropout on the probabilities: training with it takes the explicit path
+            ctx = attend(q, k, v, mask=mask[:, None, None, :], scale=1.0 / math.sqrt(hs))
+        else:
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hs)
+            scores = at_least_float32(scores)  # the softmax in float32
+            # the most negative float rather than -inf: a fully padded row stays finite
+            scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
+            probs = self.attn_dropout(jax.nn.softmax(scores, axis=-1).astype(v.dtype), deterministic=deterministic)
+            ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         if head_mask is not None:
             ctx = ctx * check_head_mask(head_mask, (h,), "BertLayer").astype(ctx.dtype)[:, None]
         ctx = ctx.reshape(b, n, h * hs)
@@ -453,6 +458,8 @@ class BertClassifierConfig:
     pooling: "" = the mode's default (mean; cls for linear_probe).
     dropout_bits: where the encoder's dropout bits come from (models/layers.py).
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
+    attention_impl: explicit | fused (jax.nn.dot_product_attention; models/attention.attend) wherever
+    attention dropout is off (evaluation, linear_probe); training with it takes the explicit path.
     """
     checkpoint: str = ""
     mode: str = "full"
@@ -463,11 +470,12 @@ class BertClassifierConfig:
     lora_targets: tuple[str, ...] = ("query", "value")
     dropout_bits: str = "threefry"
     dtype: str = "float32"
+    attention_impl: str = "explicit"
 
     def __post_init__(self):
         check_fields(self, positive=("lora_rank",),
                      choices={"mode": MODES, "pooling": ("",) + POOLINGS, "dropout_bits": DROPOUT_BITS,
-                              "dtype": COMPUTE_DTYPES})
+                              "dtype": COMPUTE_DTYPES, "attention_impl": ATTENTION_IMPLS})
         if isinstance(self.prefix_length, bool) or not isinstance(self.prefix_length, int) or self.prefix_length < 0:
             raise ModelConfigError("prefix_length", self.prefix_length, "must be 0 (no prefix) or positive")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -495,7 +503,7 @@ class BertClassifier(nnx.Module):
                                 pooling=config.pooling or None, prefix_length=config.prefix_length,
                                 lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
                                 lora_targets=config.lora_targets, dropout_bits=config.dropout_bits)
-        return set_compute_dtype(model, config.dtype)
+        return set_compute_dtype(set_attention_impl(model, config.attention_impl), config.dtype)
 
     def __init__(self, bert: BertModel, num_classes: int = 2, *, mode: str = "full",
                  pooling: str | None = None, prefix_length: int = 0, lora_rank: int = 8,

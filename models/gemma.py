@@ -16,7 +16,16 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from models.llama import Attention, DecoderSizes, GatedMLP, RMSNorm, rope_linear_factor, rope_theta, rotary_tables
+from models.llama import (
+    Attention,
+    DecoderSizes,
+    GatedMLP,
+    RMSNorm,
+    check_attention_impl,
+    rope_linear_factor,
+    rope_theta,
+    rotary_tables,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +42,11 @@ class Gemma3Config(DecoderSizes):
     tie_word_embeddings: bool = True
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
+    # explicit | fused (jax.nn.dot_product_attention, models/attention.attend); not from config.json
+    attention_impl: str = "explicit"
+
+    def __post_init__(self):
+        check_attention_impl(self)
 
     @classmethod
     def from_hf(cls, d: dict[str, Any]) -> "Gemma3Config":

@@ -34,7 +34,14 @@ from flax import nnx
 
 from models.layers import at_least_float32, dropout_layer, half_or, set_compute_dtype
 from models.positions import ATTENTION_POSITIONS, sinusoidal_table
-from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, ModelConfigError, check_fields, check_options
+from models.typed_config import (
+    ATTENTION_IMPLS,
+    COMPUTE_DTYPES,
+    DROPOUT_BITS,
+    ModelConfigError,
+    check_fields,
+    check_options,
+)
 
 POSITIONS = ("learned", "sinusoidal") + ATTENTION_POSITIONS
 
@@ -68,12 +75,26 @@ class CausalSelfAttention(nnx.Module):
         self.proj = _linear(n_embd, n_embd, rngs)
         self.attn_drop = dropout(attn_pdrop, rngs=rngs)
         self.resid_drop = dropout(resid_pdrop, rngs=rngs)
+        self.attention_impl = "explicit"  # "fused": models/attention.attend (set_attention_impl)
+
+    def _fused_now(self) -> bool:
+        """The fused path, unless dropout on the probabilities is active (the kernel has none)."""
+        from models.attention import dropout_active
+        return self.attention_impl == "fused" and not dropout_active(self.attn_drop)
 
     def __call__(self, x: jax.Array, batch: int, head_mask: jax.Array | None = None) -> jax.Array:
         """x: (B*T, C) token rows of `batch` sequences; head_mask: (n_head,) or None."""
         BT, C = x.shape
         B, T = batch, BT // batch
         head_size = self.head_size
+        if self._fused_now():
+            from models.attention import attend, check_head_mask
+            rows = lambda t: t.reshape(B, T, self.n_head, head_size)  # (B, T, n_head, head_size): no transpose
+            y = attend(rows(self.query(x)), rows(self.key(x)), rows(self.value(x)), causal=True,
+                       scale=1.0 / math.sqrt(head_size))
+            if head_mask is not None:
+                y = y * check_head_mask(head_mask, (self.n_head,), "CausalSelfAttention").astype(y.dtype)[:, None]
+            return self.resid_drop(self.proj(y.reshape(BT, self.n_head * head_size)))
 
         def heads(t):  # (B*T, C) -> (B, n_head, T, head_size)
             return t.reshape(B, T, self.n_head, head_size).transpose(0, 2, 1, 3)
@@ -101,6 +122,12 @@ class CausalSelfAttention(nnx.Module):
         q = heads(self.query(x))
         keys = jax.lax.dynamic_update_slice(cache[0], heads(self.key(x)), (0, 0, pos, 0))
         values = jax.lax.dynamic_update_slice(cache[1], heads(self.value(x)), (0, 0, pos, 0))
+        if self.attention_impl == "fused":  # decode never drops
+            from models.attention import attend
+            seen = (jnp.arange(keys.shape[2]) <= pos)[None, None, None, :]  # slots past pos are stale
+            y = attend(q.transpose(0, 2, 1, 3), keys.transpose(0, 2, 1, 3), values.transpose(0, 2, 1, 3),
+                       mask=seen, scale=1.0 / math.sqrt(self.head_size))
+            return self.proj(y.reshape(B, self.n_head * self.head_size)), (keys, values)
         att = (q @ keys.swapaxes(-2, -1)) * (1.0 / math.sqrt(self.head_size))  # (B, n_head, 1, W)
         att = jnp.where(jnp.arange(keys.shape[2]) <= pos, att, -jnp.inf)  # slots past pos are stale
         y = (_softmax(att).astype(values.dtype) @ values).reshape(B, self.n_head * self.head_size)
@@ -158,6 +185,8 @@ class GPTConfig:
     positions: learned (minGPT's table) | sinusoidal | rotary | alibi (the last two need the variants);
     causal=False attends both ways (a masked LM; variants only). dropout_bits: models/layers.py.
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
+    attention_impl: explicit | fused (jax.nn.dot_product_attention; models/attention.attend), the fused
+    path wherever attention dropout is off (evaluation, decoding, attn_pdrop=0).
     """
     block_size: int = 128
     n_layer: int = 4
@@ -171,12 +200,13 @@ class GPTConfig:
     positions: str = "learned"
     causal: bool = True
     dtype: str = "float32"
+    attention_impl: str = "explicit"
 
     def __post_init__(self):
         check_fields(self, positive=("block_size", "n_layer", "n_head", "n_embd"),
                      fractions=("embd_pdrop", "resid_pdrop", "attn_pdrop"),
                      choices={"dropout_bits": DROPOUT_BITS, "positions": POSITIONS, "causal": (True, False),
-                              "dtype": COMPUTE_DTYPES})
+                              "dtype": COMPUTE_DTYPES, "attention_impl": ATTENTION_IMPLS})
         if self.n_embd % self.n_head:
             raise ModelConfigError("n_head", self.n_head, f"must divide n_embd={self.n_embd}")
         attention = check_options("attention", self.attention, ATTENTION_OPTIONS)
@@ -202,7 +232,8 @@ class GPT(nnx.Module):
         model = cls(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.embd_pdrop,
                     config.resid_pdrop, config.attn_pdrop, attention, positions=config.positions,
                     causal=config.causal, dropout_bits=config.dropout_bits, rngs=rngs)
-        return set_compute_dtype(model, config.dtype)
+        from models.attention import set_attention_impl
+        return set_compute_dtype(set_attention_impl(model, config.attention_impl), config.dtype)
 
     def __init__(
         self,

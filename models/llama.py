@@ -4,7 +4,9 @@ Pre-RMSNorm blocks of grouped-query attention with rotary position embeddings an
 SwiGLU MLP; the output layer is tied to the token embedding or not. Parameter names
 follow Hugging Face's `LlamaForCausalLM`, so a safetensors directory or a GGUF file maps
 onto it key by key (`models/causal_lm.py`). Gemma 3 (`models/gemma.py`) reuses the
-attention, MLP and rotary pieces here with its own options.
+attention, MLP and rotary pieces here with its own options. `attention_impl="fused"` (a config
+field, or models/attention.set_attention_impl on a built model) computes every attention, prefill
+and cached decode alike, with jax.nn.dot_product_attention.
 
 One call serves training-free scoring, prefill and decoding:
     hidden, cache = model(tokens, positions, kv_mask, cache=cache, cache_index=i)
@@ -22,6 +24,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from models.attention import attend
+from models.typed_config import ATTENTION_IMPLS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +52,11 @@ class LlamaConfig(DecoderSizes):
     mlp_bias: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
+    # explicit | fused (jax.nn.dot_product_attention, models/attention.attend); not from config.json
+    attention_impl: str = "explicit"
+
+    def __post_init__(self):
+        check_attention_impl(self)
 
     @classmethod
     def from_hf(cls, d: dict[str, Any]) -> "LlamaConfig":
@@ -63,6 +73,11 @@ class LlamaConfig(DecoderSizes):
             tie_word_embeddings=d.get("tie_word_embeddings", False),
             attention_bias=d.get("attention_bias", False), mlp_bias=d.get("mlp_bias", False),
             bos_token_id=d.get("bos_token_id"), eos_token_id=_ids(d.get("eos_token_id")))
+
+
+def check_attention_impl(config) -> None:
+    if config.attention_impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {config.attention_impl!r}")
 
 
 def _ids(value):
@@ -157,6 +172,8 @@ class Attention(nnx.Module):
             raise ValueError(f"num_attention_heads {self.num_heads} is not a multiple of "
                              f"num_key_value_heads {self.num_kv_heads}")
         self.scale = scale if scale is not None else 1.0 / math.sqrt(c.head_dim)
+        # "fused": jax.nn.dot_product_attention (models/attention.attend); set_attention_impl changes it
+        self.attention_impl = getattr(c, "attention_impl", "explicit")
 
         def linear(din, dout):
             return nnx.Linear(din, dout, use_bias=c.attention_bias, param_dtype=param_dtype,
@@ -195,6 +212,9 @@ class Attention(nnx.Module):
         if window is not None:
             visible &= k_slot > q_slot - window
         visible = visible[None, :, :] & kv_mask[:, None, :].astype(bool)  # (b, t, s)
+        if self.attention_impl == "fused":  # grouped keys and values as they are: the kernel shares them
+            out = attend(q, k, v, mask=visible[:, None], scale=self.scale)
+            return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim)), cache
         groups = self.num_heads // self.num_kv_heads
         q = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
         scores = jnp.einsum("btkgd,bskd->bkgts", q, k) * self.scale

@@ -9,7 +9,7 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from models.attention import KINDS, MultiHeadedAttention, check_head_mask
+from models.attention import KINDS, MultiHeadedAttention, check_head_mask, set_attention_impl
 from models.layers import (
     MLP,
     LayerNorm,
@@ -20,7 +20,14 @@ from models.layers import (
     sinusoidal_positions,
     torch_linear,
 )
-from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, ModelConfigError, check_fields, check_options
+from models.typed_config import (
+    ATTENTION_IMPLS,
+    COMPUTE_DTYPES,
+    DROPOUT_BITS,
+    ModelConfigError,
+    check_fields,
+    check_options,
+)
 
 BLOCKS = ("prenorm", "postnorm")
 POSITIONS = ("learned", "sinusoidal")
@@ -165,6 +172,8 @@ class TransformerClassifierConfig:
 
     max_positions: the position table (CLS excluded), at least the task's max_length.
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
+    attention_impl: explicit | fused (jax.nn.dot_product_attention; models/attention.attend) for the
+    exact kind wherever attention dropout is off; the approximate kinds keep their own kernels.
     """
     vocabulary_size: int = 30522
     embed_dim: int = 256
@@ -177,12 +186,14 @@ class TransformerClassifierConfig:
     dropout_bits: str = "threefry"
     attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
     dtype: str = "float32"
+    attention_impl: str = "explicit"
 
     def __post_init__(self):
         check_fields(self, positive=("vocabulary_size", "embed_dim", "hidden_dim", "num_heads", "num_layers",
                                      "max_positions"),
                      fractions=("dropout",),
-                     choices={"block": BLOCKS, "dropout_bits": DROPOUT_BITS, "dtype": COMPUTE_DTYPES})
+                     choices={"block": BLOCKS, "dropout_bits": DROPOUT_BITS, "dtype": COMPUTE_DTYPES,
+                              "attention_impl": ATTENTION_IMPLS})
         if self.embed_dim % self.num_heads:
             raise ModelConfigError("num_heads", self.num_heads, f"must divide embed_dim={self.embed_dim}")
         object.__setattr__(self, "attention", check_options("attention", self.attention, ATTENTION_OPTIONS))
@@ -201,9 +212,9 @@ class TransformerClassifier(nnx.Module):
     @classmethod
     def from_config(cls, config: TransformerClassifierConfig, *, num_classes: int, rngs: nnx.Rngs):
         fields = dataclasses.asdict(config)
-        dtype = fields.pop("dtype")
+        dtype, attention_impl = fields.pop("dtype"), fields.pop("attention_impl")
         model = cls(num_classes, max_length=fields.pop("max_positions"), rngs=rngs, **fields)
-        return set_compute_dtype(model, dtype)
+        return set_compute_dtype(set_attention_impl(model, attention_impl), dtype)
 
     def __init__(self, num_classes=2, *, rngs: nnx.Rngs, **transformer_kwargs):
         self.encoder = Transformer(rngs=rngs, **transformer_kwargs)

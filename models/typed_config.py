@@ -15,6 +15,10 @@ DROPOUT_BITS = ("threefry", "hash")
 # Compute dtypes of mixed precision (every family's `dtype` field; models/layers.set_compute_dtype):
 # parameters and optimizer state stay float32 whatever the choice.
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+# How attention is computed (every family's `attention_impl` field; models/attention.set_attention_impl):
+# "explicit" forms the softmax by hand (the default: every committed result), "fused" routes through
+# jax.nn.dot_product_attention (cuDNN on a GPU where it can, XLA elsewhere; models/attention.attend).
+ATTENTION_IMPLS = ("explicit", "fused")
 
 
 class ModelConfigError(ValueError):
