@@ -6,8 +6,10 @@
 
 FLOPs are XLA's own count (HLO cost analysis) of the compiled program. Under SPMD that
 program is one device's share, so the FLOPs, the peak and hence MFU are all per device.
-A loop body (scan, fori_loop) is counted once however often it runs: the training steps
-of this engine unroll their layers, so their count is whole.
+A loop body (scan, fori_loop, while_loop) is counted once however often it runs: the training
+steps of this engine unroll their layers, so their count is whole, except in float16, whose
+loss-scale retry loop (train/steps.py) is counted once beside the first attempt though it runs
+only after an overflow: a float16 step counts about twice its FLOPs (and MFU twice its value).
 
 The peak, per device, in this order:
 - $PEAK_TFLOPS (TFLOP/s of one device), when set: for a chip the table below lacks, or to
