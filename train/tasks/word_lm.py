@@ -106,7 +106,7 @@ class WordLMTask:
         Sentences are bucketed by length (a torchtext BucketIterator): a random order is cut into
         chunks of `bucket` batches, each chunk sorted by length and cut into batches, and the batches
         shuffled. Batches then need little padding (about 3x fewer positions than random batches of
-        these sentences, so about 3x faster) while each batch is still a random draw of similar lengths.
+        these sentences) while each batch is still a random draw of similar lengths.
         """
         rows = self.rows("train")
         rng = np.random.default_rng([self.config.seed, epoch])
