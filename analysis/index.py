@@ -186,18 +186,27 @@ def crows_pairs(results: pathlib.Path) -> Row:
 
 def llm_boolq(results: pathlib.Path) -> Row:
     from analysis import llm_prompting_report as report
+    from analysis.intervals import paired_bootstrap
     folder = results / "llm_prompting" / "boolq"
     rows = report.boolq_rows(report.read_records(folder))
     if not rows:
         raise FileNotFoundError(2, "no records", str(folder))
-    parts, seconds, majority, n = [], 0.0, 0.0, 0
-    for (model, k), seeds in sorted(rows.items()):
-        parts.append(f"{model} k={k} {_mean_std([s['ll'] for s in seeds])}")
-        seconds += sum(s["seconds"] for s in seeds)
-        majority, n = seeds[0]["majority"], seeds[0]["n"]
-    best = max((statistics.mean(s["ll"] for s in seeds), key) for key, seeds in rows.items())
-    shown = "no" if best[0] <= majority else "see page"
-    return Row("; ".join(parts) + f" (likelihood choice, {n} questions; majority {majority:.0f}%)", shown,
+    parts, verdicts, seconds = [], [], 0.0
+    for model in sorted({m for m, _ in rows}):
+        ks = sorted(k for m, k in rows if m == model)
+        n = rows[(model, ks[0])][0]["n"]
+        parts.append(f"{model} ({n} q.): " + ", ".join(
+            f"k={k} {_mean_std([s['ll'] for s in rows[(model, k)]])}" for k in ks))
+        seconds += sum(s["seconds"] for k in ks for s in rows[(model, k)])
+        diff, low, high = paired_bootstrap(report.per_question(rows[(model, ks[-1])]),
+                                           report.per_question(rows[(model, ks[0])]))
+        verdicts.append(f"{model} k={ks[-1]} − k={ks[0]}: {100 * diff:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
+        if low > 0:
+            verdicts[-1] = "yes, " + verdicts[-1]
+    majority = next(iter(rows.values()))[0]["majority"]
+    shown = ("; ".join(verdicts) + " (95% paired bootstrap)" if any(v.startswith("yes") for v in verdicts)
+             else "not separable: " + "; ".join(verdicts))
+    return Row("; ".join(parts) + f" (likelihood choice; majority {majority:.0f}%)", shown,
                _hours(seconds) + " (wall)")
 
 
