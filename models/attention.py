@@ -18,6 +18,9 @@ Options (seeds 002 and 000 of the course material):
                       masked (future or padded) scores, so they leak into the output.
                       Kept only to reproduce seed 002's "too good" 0-masking result.
   fused    route through jax.nn.dot_product_attention (dot + neg_inf only).
+           A model's `attention_impl="fused"` (set_attention_impl; every family's config field) takes
+           this path wherever it computes the same thing: the exact kind, dot scoring, neg_inf
+           masking, no positions inside attention, and no active attention dropout.
   positions None       no position information inside attention                 (default)
            'rotary'   RoPE: queries and keys rotated by their positions before scoring
            'alibi'    ALiBi: score -= slope_h * |i - j| (explicit exact path only; models/positions.py)
@@ -215,7 +218,8 @@ class SelfAttention(nnx.Module):
       embed_dim: model width D = num_heads * head_size.
       num_heads: number of heads H (must divide embed_dim).
       scoring, sharing, masking, fused: see the module docstring.
-      dropout: dropout on the attention weights (explicit path only).
+      dropout: dropout on the attention weights (explicit path only: with attention_impl="fused" a
+        training call with dropout > 0 takes the explicit path; fused=True refuses dropout).
       resid_dropout: dropout on the output projection (minGPT's resid_drop).
       additive_hidden: hidden width of the additive scorer (default head_size).
       kind: 'exact' | 'linformer' | 'performer' | 'bigbird' (see the module docstring).
