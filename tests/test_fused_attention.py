@@ -294,3 +294,14 @@ def test_the_default_is_explicit_everywhere():
                    Gemma3Config(**{k: v for k, v in GEMMA.items()})):
         assert config.attention_impl == "explicit", type(config).__name__
     assert dataclasses.replace(LlamaConfig(**LLAMA), attention_impl="fused").attention_impl == "fused"
+
+
+def test_fused_with_a_bfloat16_compute_dtype(fused_calls):
+    """Mixed precision and the fused path together (cuDNN's case on a GPU): float32 logits within bf16's reach."""
+    explicit, fused = _tiny_gpt("explicit", dtype="bfloat16"), _tiny_gpt("fused", dtype="bfloat16")
+    explicit.eval(), fused.eval()
+    idx = jax.random.randint(jax.random.key(8), (2, 16), 0, 23)
+    got, want = fused(idx), explicit(idx)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0.05, atol=0.02)
+    assert len(fused_calls) == 2
