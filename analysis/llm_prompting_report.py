@@ -20,6 +20,7 @@ from analysis.intervals import paired_bootstrap, wilson
 from train import cli
 
 BOOLQ_MAJORITY_FULL_DEV = 62.2  # "yes" share of the 3,270 BoolQ dev questions
+BOOLQ_HELD_OUT = 327  # the test part of data/boolq.py's split of the dev set
 SEED_GPT35 = 83.3  # seed 001: gpt-3.5-turbo-instruct, 8 demonstrations, 30 questions
 TOPICS = ("business", "entertainment", "politics", "sport", "tech")
 
@@ -98,10 +99,12 @@ def boolq_section(records, out: pathlib.Path) -> list[str]:
                      f"{mean_std(r['yes_ll'] for r in runs)} | {mean_std(r['yes_gen'] for r in runs)} | "
                      f"{statistics.mean(r['prefix'] for r in runs):.0f} | "
                      f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
-    first = next(iter(rows.values()))[0]
-    majority, labels = first["majority"], np.asarray(first["record"]["labels"])
-    lines += ["", f"Majority class on these questions: {majority:.1f}% ({labels.mean() * 100:.1f}% are True); "
-              f"on the full dev set {BOOLQ_MAJORITY_FULL_DEV}%. The seed's gpt-3.5-turbo-instruct: {SEED_GPT35}% "
+    by_count = {runs[0]["n"]: runs[0] for runs in rows.values()}  # the first n held-out questions
+    majority = by_count[max(by_count)]["majority"]
+    shares = "; ".join(f"{r['majority']:.1f}% of the first {n} ({100 * np.mean(r['record']['labels']):.1f}% True)"
+                       for n, r in sorted(by_count.items()))
+    lines += ["", f"Majority class (True): {shares}; on the full dev set {BOOLQ_MAJORITY_FULL_DEV}%. "
+              f"The seed's gpt-3.5-turbo-instruct: {SEED_GPT35}% "
               f"(8 demonstrations, 30 questions).", "", "![BoolQ accuracy](boolq_accuracy.png)", "",
               "### Each setting", "",
               "LL accuracy with its 95% Wilson interval over the questions: the spread one run's "
@@ -114,7 +117,7 @@ def boolq_section(records, out: pathlib.Path) -> list[str]:
             hits = correct(r["record"]).sum()
             lines.append(f"| {model} | {k} | {r['seed']} | {r['n']} | {r['ll']:.1f} | {ci(hits, r['n'])} | "
                          f"{r['yes_ll']:.1f} | {r['seconds']:.0f} | {load_text(r['load'])} |")
-    lines += ["", *boolq_separation(rows)]
+    lines += ["", *boolq_separation(rows), *boolq_reading(rows)]
     _plot_boolq(rows, majority, out / "boolq_accuracy.png")
     return lines
 
@@ -158,6 +161,31 @@ def boolq_separation(rows) -> list[str]:
         diff, low, high = paired_bootstrap(x, y)
         lines.append(f"| {name} | {len(x)} | {100 * diff:+.1f} | [{100 * low:+.1f}, {100 * high:+.1f}] | "
                      f"{'yes' if low > 0 or high < 0 else 'no'} |")
+    return lines + [""]
+
+
+def boolq_reading(rows) -> list[str]:
+    """What the numbers support, written from them: per model, demonstrations and the majority class."""
+    lines = ["### Reading", ""]
+    for model in sorted({m for m, _ in rows}):
+        ks = sorted(k for m, k in rows if m == model)
+        n = rows[(model, ks[0])][0]["n"]
+        labels = np.asarray(rows[(model, ks[0])][0]["record"]["labels"])
+        always = (labels == int(labels.mean() >= 0.5)).astype(float)
+        best = max(ks, key=lambda k: statistics.mean(r["ll"] for r in rows[(model, k)]))
+        diff, low, high = paired_bootstrap(per_question(rows[(model, ks[-1])]), per_question(rows[(model, ks[0])]))
+        demos = ("help" if low > 0 else "hurt" if high < 0 else "make no difference the data can separate")
+        demos = (f"{ks[-1]} demonstrations against {ks[0]} {demos} ({100 * diff:+.1f} points, 95% interval "
+                 f"[{100 * low:+.1f}, {100 * high:+.1f}]); " if len(ks) > 1 else "")
+        vs_majority, v_low, v_high = paired_bootstrap(per_question(rows[(model, best)]), always)
+        majority = ("beats" if v_low > 0 else "falls below" if v_high < 0 else "is not separable from")
+        name = rows[(model, ks[0])][0]["record"]["model"]
+        scale = "" if n >= BOOLQ_HELD_OUT else (
+            f" These are the first {n} of the {BOOLQ_HELD_OUT} held-out questions: "
+            f"`python -m experiments.llm_prompting --task=boolq --models={name} --replace` runs them all.")
+        accuracy = mean_std(r["ll"] for r in rows[(model, best)])
+        lines.append(f"- **{model}** ({n} questions): {demos}its best setting, k = {best} at {accuracy}%, "
+                     f"{majority} always answering the majority class ({100 * always.mean():.1f}%).{scale}")
     return lines + [""]
 
 
