@@ -195,7 +195,8 @@ def llm_boolq(results: pathlib.Path) -> Row:
     for model in sorted({m for m, _ in rows}):
         ks = sorted(k for m, k in rows if m == model)
         n = rows[(model, ks[0])][0]["n"]
-        parts.append(f"{model} ({n} q.): " + ", ".join(
+        majority = rows[(model, ks[0])][0]["majority"]
+        parts.append(f"{model} ({n} q., majority {majority:.1f}%): " + ", ".join(
             f"k={k} {_mean_std([s['ll'] for s in rows[(model, k)]])}" for k in ks))
         seconds += sum(s["seconds"] for k in ks for s in rows[(model, k)])
         diff, low, high = paired_bootstrap(report.per_question(rows[(model, ks[-1])]),
@@ -203,10 +204,9 @@ def llm_boolq(results: pathlib.Path) -> Row:
         verdicts.append(f"{model} k={ks[-1]} − k={ks[0]}: {100 * diff:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
         if low > 0:
             verdicts[-1] = "yes, " + verdicts[-1]
-    majority = next(iter(rows.values()))[0]["majority"]
     shown = ("; ".join(verdicts) + " (95% paired bootstrap)" if any(v.startswith("yes") for v in verdicts)
              else "not separable: " + "; ".join(verdicts))
-    return Row("; ".join(parts) + f" (likelihood choice; majority {majority:.0f}%)", shown,
+    return Row("; ".join(parts) + " (likelihood choice)", shown,
                _hours(seconds) + " (wall)")
 
 

