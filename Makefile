@@ -28,11 +28,12 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 demo: $(VENV)/.runtime
 	$(PY) -m experiments.birth_places_demo
 
+# One pytest worker per core (pytest-xdist); a test module stays on one worker, so its fixtures load once.
 test: $(VENV)/.test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 test-fast: $(VENV)/.test
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
 
 # ruff (style, unused names, import order) and import-linter (the layer contract in pyproject.toml).
 lint: $(VENV)/.test

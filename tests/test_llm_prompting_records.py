@@ -56,10 +56,11 @@ def test_a_recomputed_setting_replaces_its_record_and_keeps_the_others(tmp_path)
 
 
 def test_records_from_before_the_tokenization_fix_are_never_reused(tmp_path):
-    """The committed records of results/llm_prompting carry no definition: they are recomputed only on request."""
-    committed = REPO / "results" / "llm_prompting" / "boolq" / "smollm2.jsonl"
-    old = [json.loads(line) for line in committed.read_text().splitlines()] if committed.is_file() else [
-        {"model": "smollm2", "task": "boolq", "setting": "k=0,seed=0", "k": 0, "seed": 0}]
+    """Records made before issue 34 (kept in results/llm_prompting/before_joint_tokens) carry no definition:
+    they are recomputed only on request."""
+    committed = REPO / "results" / "llm_prompting" / "before_joint_tokens" / "boolq" / "smollm2.jsonl"
+    old = [json.loads(line) for line in committed.read_text().splitlines()]
+    assert old and not any("definition" in r for r in old)
     out = tmp_path / "smollm2.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in old))
     jobs = lp.boolq_jobs("smollm2", SPLITS, [0], [0], limit=0)
