@@ -163,13 +163,15 @@ def validate(config) -> None:
 
     need(config.task in TASKS, "task", f"must be one of {TASKS}")
     model = config.model
-    need(config.get("dtype", model.dtype) in COMPUTE_DTYPES, "dtype", f"must be one of {COMPUTE_DTYPES}")
+    # an override may have replaced the model section (--config.model={}): its checks below name what is missing
+    model_dtype = model.get("dtype", "float32") if hasattr(model, "get") else "float32"
+    need(config.get("dtype", model_dtype) in COMPUTE_DTYPES, "dtype", f"must be one of {COMPUTE_DTYPES}")
     try:  # the model's keys are its typed config's fields, checked by the dataclass
         build.typed_config(model)
     except ModelConfigError as e:
         raise ConfigError(f"config.model.{e.field}={e.value!r}: {e.what}") from None
-    need(config.get("dtype", model.dtype) == model.dtype, "dtype",
-         f"differs from config.model.dtype={model.dtype!r}; they are one setting: give both the same value")
+    need(config.get("dtype", model_dtype) == model_dtype, "dtype",
+         f"differs from config.model.dtype={model_dtype!r}; they are one setting: give both the same value")
     need(config.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}")
     need(config.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
     for key in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",

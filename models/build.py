@@ -48,7 +48,7 @@ def default_fields(kind: str) -> dict:
 def typed_config(model_config):
     """The kind's frozen config from a `model` dict (ConfigDict or dict); ModelConfigError names a bad field."""
     fields = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
-    config_class = model_class(fields.pop("kind")).Config
+    config_class = model_class(fields.pop("kind", None)).Config  # a missing kind is named like a wrong one
     unknown = sorted(set(fields) - set(defaults(config_class)))
     if unknown:
         raise ModelConfigError(unknown[0], fields[unknown[0]], f"no such key; known: {sorted(defaults(config_class))}")

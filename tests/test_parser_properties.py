@@ -604,6 +604,7 @@ def config_keys_cached(config_file: str) -> list[str]:
 @example(case=("configs/birth_demo.py:pretrain", ["--config..=1"]))
 @example(case=("configs/birth_demo.py:pretrain", ["--config.name.x=1"]))  # TypeError: string indices ...
 @example(case=("configs/birth_demo.py:pretrain", ["--config.learning_rate.x=1"]))  # KeyError, flag unnamed
+@example(case=("configs/birth_demo.py:pretrain", ["--config.model={}"]))  # AttributeError via the dtype reference
 def test_config_overrides(case):
     config_file, args = case
     result = parse_overrides(config_file, args)
