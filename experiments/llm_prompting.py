@@ -41,7 +41,7 @@ replaces it). Records without a definition were made before issue 34 and are nev
 Each record also stores its wall time and the highest one-minute load average while it ran. CPU
 budget on the 2-core machine (measured with other work running, load 2-7): BBC 2-3.5 minutes per
 prompt and model on the 221 articles; BoolQ 4-7 minutes per (k, seed) on the 327 questions with
-SmolLM2, about 1.5 minutes per 100 with Gemma 3; the whole study about 2.5 hours. Each setting's
+SmolLM2, 1.5-2 minutes per 100 with Gemma 3; the whole study about 2 hours. Each setting's
 time and load are in the study page, results/llm_prompting/README.md.
 """
 from __future__ import annotations
