@@ -47,10 +47,14 @@ def parse_line(line: str, path, lineno: int) -> dict:
     return {"question": row["question"], "passage": row["passage"], "label": int(row["answer"])}
 
 
+JSON_WHITESPACE = " \t\r\n"
+
+
 def read_jsonl(path) -> list[dict]:
     # Lines end at "\n" only (JSON Lines): "\r" is JSON whitespace, and not_utf8 counts lines the same way.
     with open(path, encoding="utf-8", newline="\n") as f, utf8_errors(path):
-        return [parse_line(line, path, i + 1) for i, line in enumerate(f) if line.strip()]
+        # a blank line holds JSON whitespace only; str.strip() would also drop "\x1c" and the like
+        return [parse_line(line, path, i + 1) for i, line in enumerate(f) if line.strip(JSON_WHITESPACE)]
 
 
 def dev_split_of(i: int) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import pathlib
 import re
 import sys
@@ -31,7 +32,10 @@ from hypothesis import strategies as st
 
 from data.paths import DataError
 
-PROPERTY = settings(max_examples=60, deadline=None, database=None,
+# make test draws the same examples every run, so a failure is reproducible and CI never fails by chance;
+# HYPOTHESIS_EXPLORE=1 draws new ones (300 per property): pin whatever it finds with @example.
+EXPLORE = bool(os.environ.get("HYPOTHESIS_EXPLORE"))
+PROPERTY = settings(max_examples=300 if EXPLORE else 60, derandomize=not EXPLORE, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -267,6 +271,7 @@ def test_boolq_random_bytes(data):
 @example(case=(b'{"question": "q",\r"passage": "p", "answer": true}\n{"question": "a"}\n', 2))
 @example(case=(b'{"question": ["is", "it"], "passage": "p", "answer": true}\n', 1))
 @example(case=(b"[" * 3000 + b"]" * 3000 + b"\n", 1))  # RecursionError
+@example(case=(b"\x1c", 1))  # str.strip() took the line for blank and skipped it
 def test_boolq_near_valid(case):
     data, bad = case
     with file_holding("dev.jsonl", data) as path:
