@@ -18,8 +18,9 @@ Budget: one epoch, as the seed (957 steps; `--max_steps=N` shortens a run). Sent
 batched by similar length (train/tasks/word_lm.py), about 3x fewer padded positions than
 random batches.
 Runtime on this 2-core CPU: about 2 minutes of training per dot-product run when the machine is
-quiet (the variants' step-time ratio: benchmarks/attention_ablation.py, quiet runs only); validation, the leak check and samples
-add 1-2 minutes; the 15 runs (5 variants x 3 seeds) about 100 minutes beside other jobs.
+quiet (the variants' step-time ratio: benchmarks/attention_ablation.py, quiet runs only);
+validation, the leak check and samples add 1-2 minutes; the 15 runs (5 variants x 3 seeds) about
+100 minutes beside other jobs.
 
 `<variant>,course` (here and in configs/attention_mlm.py and configs/attention_positions.py): the
 same run for COURSE_EPOCHS = 10 epochs instead of one (9,570 steps here), validated every 500 steps,
