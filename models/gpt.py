@@ -13,6 +13,9 @@ variants with the same parameter names, so checkpoints and tests carry over.
 `positions` (issue 12): 'learned' (minGPT's table, the default), 'sinusoidal' (a fixed
 table, no parameters), or 'rotary' / 'alibi' inside the attention variants (models/positions.py).
 `causal=False` lets every token attend both ways (a masked LM); it needs the variants too.
+`scale_token_embeddings=True` multiplies the token embeddings by sqrt(n_embd) before positions are
+added, as Vaswani et al. (section 3.4) do; minGPT does not (the default), so its N(0, 0.02) embeddings
+meet a sinusoidal table of amplitude 1 (issue 32).
 `model.hidden(idx)` is the final LayerNorm's output (B, T, n_embd), the logits' input.
 
 `dropout_bits="hash"` draws dropout's random bits from a counter hash instead of
@@ -184,6 +187,7 @@ class GPTConfig:
 
     positions: learned (minGPT's table) | sinusoidal | rotary | alibi (the last two need the variants);
     causal=False attends both ways (a masked LM; variants only). dropout_bits: models/layers.py.
+    scale_token_embeddings: token embeddings x sqrt(n_embd) before positions are added (Vaswani et al. 3.4).
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     attention_impl: explicit | fused (jax.nn.dot_product_attention; models/attention.attend), the fused
     path wherever attention dropout is off (evaluation, decoding, attn_pdrop=0).
@@ -198,6 +202,7 @@ class GPTConfig:
     dropout_bits: str = "threefry"
     attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
     positions: str = "learned"
+    scale_token_embeddings: bool = False
     causal: bool = True
     dtype: str = "float32"
     attention_impl: str = "explicit"
@@ -206,6 +211,7 @@ class GPTConfig:
         check_fields(self, positive=("block_size", "n_layer", "n_head", "n_embd"),
                      fractions=("embd_pdrop", "resid_pdrop", "attn_pdrop"),
                      choices={"dropout_bits": DROPOUT_BITS, "positions": POSITIONS, "causal": (True, False),
+                              "scale_token_embeddings": (True, False),
                               "dtype": COMPUTE_DTYPES, "attention_impl": ATTENTION_IMPLS})
         if self.n_embd % self.n_head:
             raise ModelConfigError("n_head", self.n_head, f"must divide n_embd={self.n_embd}")
@@ -231,7 +237,8 @@ class GPT(nnx.Module):
             attention = {k: v for k, v in config.attention.items() if k != "module"}
         model = cls(vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.embd_pdrop,
                     config.resid_pdrop, config.attn_pdrop, attention, positions=config.positions,
-                    causal=config.causal, dropout_bits=config.dropout_bits, rngs=rngs)
+                    scale_token_embeddings=config.scale_token_embeddings, causal=config.causal,
+                    dropout_bits=config.dropout_bits, rngs=rngs)
         from models.attention import set_attention_impl
         return set_compute_dtype(set_attention_impl(model, config.attention_impl), config.dtype)
 
@@ -248,6 +255,7 @@ class GPT(nnx.Module):
         attention: dict | None = None,
         *,
         positions: str = "learned",
+        scale_token_embeddings: bool = False,
         causal: bool = True,
         dropout_bits: str = "threefry",
         rngs: nnx.Rngs,
@@ -261,6 +269,7 @@ class GPT(nnx.Module):
         if positions in ATTENTION_POSITIONS:
             attention = {**dict(attention), "positions": positions}
         self.positions = positions
+        self.scale_token_embeddings = scale_token_embeddings
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.n_head = n_head
@@ -282,6 +291,12 @@ class GPT(nnx.Module):
         """The last hidden states (B, T, n_embd): the final LayerNorm's output, which the head reads."""
         return at_least_float32(self._rows(idx, head_mask)).reshape(*idx.shape, -1)
 
+    def _token_embeddings(self, idx: jax.Array) -> jax.Array:
+        x = self.tok_emb(idx)
+        if self.scale_token_embeddings:  # a Python float keeps the compute dtype
+            x = x * math.sqrt(self.tok_emb.features)
+        return x
+
     def _rows(self, idx: jax.Array, head_mask: jax.Array | None = None) -> jax.Array:
         if idx.ndim != 2:
             raise ValueError(f"expected token ids of shape (batch, time), got {idx.shape}")
@@ -291,7 +306,7 @@ class GPT(nnx.Module):
         if head_mask is not None:
             from models.attention import check_head_mask
             head_mask = check_head_mask(head_mask, (len(self.blocks), self.n_head), "GPT")
-        x = self.tok_emb(idx)  # a half-precision compute dtype casts the positions to it
+        x = self._token_embeddings(idx)  # a half-precision compute dtype casts the positions to it
         if self.positions == "learned":
             pos = self.pos_emb[:, :T, :]
             x = self.drop(x + pos.astype(half_or(x.dtype, pos.dtype)))
@@ -324,7 +339,7 @@ class GPT(nnx.Module):
         positions before it; returns them with the cache updated. Dropout off (evaluation)."""
         if not self.can_cache:
             raise ValueError("decode() needs minGPT's own attention (attention=None); the variants recompute")
-        x = self.tok_emb(idx)
+        x = self._token_embeddings(idx)
         if self.positions == "learned":
             position = self.pos_emb[0, pos]
         else:  # sinusoidal

@@ -1,5 +1,8 @@
 """minGPT in Flax against a PyTorch minGPT (the course's model.py), weights copied, float64."""
 
+import copy
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,16 +11,20 @@ import torch
 from flax import nnx
 from torch.nn import functional as F
 
-from models.gpt import GPT
+from models.gpt import GPT, GPTConfig
+from models.positions import sinusoidal_table
 from reference.gpt import TorchGPT
 from tests.helpers import copy_gpt_from_torch
 from train.tasks.char_gpt import masked_cross_entropy
 
 
-def flax_grad_to_torch_names(grads: dict, n_layer: int) -> dict:
-    out = {"tok_emb.weight": grads["tok_emb"]["embedding"], "pos_emb": grads["pos_emb"],
+def flax_grad_to_torch_names(grads: dict, n_layer: int, positions: bool = True) -> dict:
+    """positions=False: a model without a learned table (no pos_emb gradient)."""
+    out = {"tok_emb.weight": grads["tok_emb"]["embedding"],
            "ln_f.weight": grads["ln_f"]["scale"], "ln_f.bias": grads["ln_f"]["bias"],
            "head.weight": grads["head"]["kernel"].T}
+    if positions:
+        out["pos_emb"] = grads["pos_emb"]
     for i in range(n_layer):
         g, t = grads["blocks"][i], f"blocks.{i}."
         for ln in ("ln1", "ln2"):
@@ -62,6 +69,65 @@ def test_gpt_matches_pytorch_forward_and_backward(n_layer, n_head, n_embd, T):
         assert set(grads) == set(grads_ref)
         for name, g in grads.items():
             np.testing.assert_allclose(np.asarray(g), grads_ref[name], rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_scaled_token_embeddings_equal_a_table_scaled_by_sqrt_d(positions):
+    """scale_token_embeddings (Vaswani et al. 3.4) is the reference with its embedding table times sqrt(d):
+    the same logits, and the table's gradient times sqrt(d) (chain rule); the default leaves the table as is."""
+    # sqrt(16) = 4 keeps the scaled table on the float32 grid: nnx.Embed computes in the dtype its parameter had
+    # when built (float32), so a float64 table off that grid would differ by float32 rounding alone.
+    n_layer, n_head, n_embd, vocab, block, T = 2, 4, 16, 23, 24, 13
+    torch.manual_seed(0)
+    ref = TorchGPT(vocab, block, n_layer, n_head, n_embd).double()
+    if positions == "sinusoidal":  # the reference's position table made our fixed one
+        with torch.no_grad():
+            ref.pos_emb.copy_(torch.tensor(sinusoidal_table(block, n_embd), dtype=torch.float64)[None])
+    scaled_ref = copy.deepcopy(ref)
+    with torch.no_grad():
+        scaled_ref.tok_emb.weight.mul_(math.sqrt(n_embd))
+    rng = np.random.default_rng(3)
+    idx, targets = rng.integers(0, vocab, size=(3, T)), rng.integers(1, vocab, size=(3, T))
+
+    def torch_run(model):
+        logits, loss = model(torch.tensor(idx), torch.tensor(targets))
+        loss.backward()
+        return logits.detach().numpy(), {k: v.grad.numpy() for k, v in model.named_parameters()}
+
+    (logits_plain, _), (logits_scaled, grads_scaled) = torch_run(ref), torch_run(scaled_ref)
+    assert GPTConfig().scale_token_embeddings is False
+    with jax.enable_x64(True):
+        def ours(scale: bool):
+            config = GPTConfig(block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd, embd_pdrop=0.0,
+                               resid_pdrop=0.0, attn_pdrop=0.0, positions=positions, scale_token_embeddings=scale)
+            model = GPT.from_config(config, vocab_size=vocab, rngs=nnx.Rngs(0))
+            model.eval()
+            return copy_gpt_from_torch(model, ref, skip=() if positions == "learned" else ("pos_emb",))
+
+        default, scaled = ours(False), ours(True)  # both hold the reference's unscaled table
+        forward = nnx.jit(lambda m, x: m(x))
+        # The float32 token rows (above) plus the float32 sinusoidal table add in float32: float32 rounding.
+        tol = 1e-10 if positions == "learned" else 1e-6
+        np.testing.assert_allclose(np.asarray(forward(default, jnp.asarray(idx))), logits_plain, rtol=tol, atol=tol)
+        logits = np.asarray(forward(scaled, jnp.asarray(idx)))
+        np.testing.assert_allclose(logits, logits_scaled, rtol=tol, atol=tol)
+        assert np.abs(logits - logits_plain).max() > 1e-3  # the option changes the model
+        cache = scaled.init_cache(3, T)
+        for pos in range(T):  # the key/value-cache path scales too
+            step, cache = scaled.decode(jnp.asarray(idx[:, pos]), cache, jnp.asarray(pos))
+            np.testing.assert_allclose(np.asarray(step), logits[:, pos], rtol=tol, atol=tol, err_msg=f"{pos=}")
+
+        def loss_fn(m):
+            return masked_cross_entropy(m(jnp.asarray(idx)), jnp.asarray(targets))[0]
+
+        grads = flax_grad_to_torch_names(nnx.to_pure_dict(nnx.jit(nnx.grad(loss_fn))(scaled)), n_layer,
+                                         positions=positions == "learned")
+    grads_scaled["tok_emb.weight"] = grads_scaled["tok_emb.weight"] * math.sqrt(n_embd)
+    if positions != "learned":
+        del grads_scaled["pos_emb"]  # a fixed table: no parameter
+    assert set(grads) == set(grads_scaled)
+    for name, g in grads.items():
+        np.testing.assert_allclose(np.asarray(g), grads_scaled[name], rtol=1e-6, atol=tol * 100, err_msg=name)
 
 
 def test_masked_cross_entropy_matches_ignore_index():
