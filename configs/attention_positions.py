@@ -2,9 +2,13 @@
 
 Variants (`:name`): learned (minGPT's trained table), sinusoidal (Vaswani et al.'s fixed
 table), rotary (RoPE: queries and keys rotated by position), alibi (per-head linear distance
-penalty on the scores). The same mini-GPT as configs/attention_ablation.py, trained on
+penalty on the scores); learned_scaled and sinusoidal_scaled multiply the token embeddings by
+sqrt(n_embd) = 8 before the positions are added, as Vaswani et al. (section 3.4) do
+(model.scale_token_embeddings, issue 32): minGPT's N(0, 0.02) embeddings are otherwise swamped by
+the sinusoidal table's amplitude 1. The same mini-GPT as configs/attention_ablation.py, trained on
 contiguous article text in 64-token windows, scored on dev windows of 64, 128, 256 and 512.
-  python -m experiments.attention_study --study=positions --seeds=0        # all four, recorded
+  python -m experiments.attention_study --study=positions --seeds=0        # all six, recorded
+  python -m experiments.attention_study --study=positions --variants=sinusoidal_scaled --seeds=0,1,2
   python -m train.main --config=configs/attention_positions.py:rotary --workdir=runs/attention/positions/rotary_s0
   python -m analysis.attention_report                                      # results/attention/README.md
 Records: results/attention/records/positions/<variant>_s<seed>.{json,metrics.jsonl} (the driver);
@@ -14,7 +18,8 @@ Runtime on this 2-core CPU: about 3 minutes of training per run beside other job
 of extrapolation scoring.
 Expected: similar perplexity at 64; beyond it the learned table (its rows past 64 are never
 trained: no position information there) and sinusoidal may degrade, rotary less, ALiBi (built
-for extrapolation) least. What was measured is in results/attention/README.md.
+for extrapolation) least; with scaled embeddings sinusoidal should come close to learned at 64.
+What was measured is in results/attention/README.md.
 `<variant>,course`: 10 epochs (3,740 steps) on one GPU, e.g.
   python -m train.main --config=configs/attention_positions.py:rotary,course \
       --workdir=runs/attention_course/positions/rotary_s0
@@ -24,7 +29,8 @@ compute; per-step overhead and the extrapolation scoring dominate.
 
 from configs.attention_ablation import course_scale, split_scale, study_config
 
-VARIANTS = ("learned", "sinusoidal", "rotary", "alibi")
+VARIANTS = ("learned", "sinusoidal", "rotary", "alibi", "learned_scaled", "sinusoidal_scaled")
+SCALED = "_scaled"  # a variant name's suffix: token embeddings x sqrt(n_embd) (model.scale_token_embeddings)
 TRAIN_LENGTH = 64
 
 
@@ -33,7 +39,8 @@ def get_config(arg: str = "learned"):
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} is not one of {VARIANTS}")
     c = study_config("positions", variant)
-    c.model.positions = variant
+    c.model.positions = variant.removesuffix(SCALED)
+    c.model.scale_token_embeddings = variant.endswith(SCALED)
     c.windows = TRAIN_LENGTH
     c.seq_len = TRAIN_LENGTH
     c.model.block_size = 512  # the longest evaluation window; learned rows past 64 stay untrained
