@@ -54,7 +54,7 @@ from flax import nnx
 
 from models import efficient_attention as efficient
 from models import positions as positional
-from models.layers import torch_linear
+from models.layers import dropout_layer, torch_linear
 
 SCORINGS = ("dot", "additive")
 KINDS = ("exact", "linformer", "performer", "bigbird")
@@ -221,6 +221,7 @@ class SelfAttention(nnx.Module):
       dropout: dropout on the attention weights (explicit path only: with attention_impl="fused" a
         training call with dropout > 0 takes the explicit path; fused=True refuses dropout).
       resid_dropout: dropout on the output projection (minGPT's resid_drop).
+      dropout_bits: where both dropouts draw their random bits, "hash" or "threefry" (models/layers.py).
       additive_hidden: hidden width of the additive scorer (default head_size).
       kind: 'exact' | 'linformer' | 'performer' | 'bigbird' (see the module docstring).
       max_length: longest sequence (Linformer's projections have this many rows).
@@ -239,7 +240,7 @@ class SelfAttention(nnx.Module):
     """
 
     def __init__(self, embed_dim, num_heads, *, scoring="dot", sharing="separate",
-                 masking="neg_inf", fused=False, dropout=0.0, resid_dropout=0.0,
+                 masking="neg_inf", fused=False, dropout=0.0, resid_dropout=0.0, dropout_bits="hash",
                  additive_hidden=None, dtype=None, kernel_init=None, bias_init=None,
                  kind="exact", max_length=None, linformer_k=64, linformer_sharing="heads",
                  performer_features=256, performer_redraw=True, performer_chunk=64,
@@ -293,8 +294,8 @@ class SelfAttention(nnx.Module):
         self.proj = linear()
         self.score = (AdditiveScore(self.head_size, num_heads, additive_hidden or self.head_size, rngs=rngs)
                       if scoring == "additive" else None)
-        self.attn_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.resid_dropout = nnx.Dropout(resid_dropout, rngs=rngs)
+        self.attn_dropout = dropout_layer(dropout_bits)(dropout, rngs=rngs)
+        self.resid_dropout = dropout_layer(dropout_bits)(resid_dropout, rngs=rngs)
         # Only a non-default kind creates anything more (the default stays bit-identical).
         if kind == "linformer":
             self._init_linformer(max_length, linformer_k, linformer_sharing, rngs)

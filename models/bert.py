@@ -205,10 +205,12 @@ class BertModel(nnx.Module):
     """The BERT encoder with optional pooler and masked-LM head."""
 
     def __init__(self, config: BertConfig, *, add_pooling_layer: bool = True,
-                 with_mlm_head: bool = False, dropout_bits: str = "threefry", rngs: nnx.Rngs):
-        """dropout_bits: where the encoder's dropout draws its random bits, "threefry" (nnx.Dropout)
-        or "hash" (models/layers.HashDropout: the same dropout, cheaper bits on CPU)."""
+                 with_mlm_head: bool = False, dropout_bits: str = "hash", rngs: nnx.Rngs):
+        """dropout_bits: where the encoder's dropout draws its random bits, "hash" (the default,
+        models/layers.HashDropout: the same dropout, cheaper bits on CPU) or "threefry" (nnx.Dropout).
+        A BertClassifier's head takes the same bits."""
         dropout = dropout_layer(dropout_bits)
+        self.dropout_bits = dropout_bits
         self.config = config
         self.embeddings = BertEmbeddings(config, dropout=dropout, rngs=rngs)
         self.layers = nnx.List([BertLayer(config, dropout=dropout, rngs=rngs)
@@ -289,8 +291,8 @@ class ClassificationHead(nnx.Module):
     """Dropout then a d -> num_classes linear layer (2d + 2 parameters for two classes)."""
 
     def __init__(self, hidden_size: int, num_classes: int, *, dropout: float = 0.1,
-                 initializer_range: float = 0.02, rngs: nnx.Rngs):
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+                 initializer_range: float = 0.02, dropout_bits: str = "hash", rngs: nnx.Rngs):
+        self.dropout = dropout_layer(dropout_bits)(dropout, rngs=rngs)
         self.dense = nnx.Linear(hidden_size, num_classes,
                                 kernel_init=nnx.initializers.normal(initializer_range), rngs=rngs)
 
@@ -410,7 +412,7 @@ def load_state_dict(model: BertModel, state: dict[str, np.ndarray], *,
 
 def load_pretrained(source: str | pathlib.Path | None = DEFAULT_SOURCE, with_mlm_head: bool = False,
                     *, new_mlm_head: bool = False, rngs: nnx.Rngs | None = None,
-                    dropout_bits: str = "threefry") -> BertModel:
+                    dropout_bits: str = "hash") -> BertModel:
     """Loads a Hugging Face BERT checkpoint into a BertModel.
 
     source: a checkpoint directory or the name of an installed package shipping one.
@@ -456,7 +458,7 @@ class BertClassifierConfig:
 
     checkpoint: a Hugging Face directory or installed package; "" = the MiniLM package.
     pooling: "" = the mode's default (mean; cls for linear_probe).
-    dropout_bits: where the encoder's dropout bits come from (models/layers.py).
+    dropout_bits: hash (the default) | threefry, where the dropout bits come from (models/layers.py).
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     attention_impl: explicit | fused (jax.nn.dot_product_attention; models/attention.attend) wherever
     attention dropout is off (evaluation, linear_probe); training with it takes the explicit path.
@@ -468,7 +470,7 @@ class BertClassifierConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("query", "value")
-    dropout_bits: str = "threefry"
+    dropout_bits: str = "hash"
     dtype: str = "float32"
     attention_impl: str = "explicit"
 
@@ -526,7 +528,7 @@ class BertClassifier(nnx.Module):
             classifier_dropout = 0.0 if mode == "linear_probe" else cfg.hidden_dropout_prob
         # the head first: for one seed every mode starts from the same head weights
         self.classifier = ClassificationHead(cfg.hidden_size, num_classes,
-                                             dropout=classifier_dropout,
+                                             dropout=classifier_dropout, dropout_bits=bert.dropout_bits,
                                              initializer_range=cfg.initializer_range, rngs=rngs)
         if mode == "lora":
             apply_lora(bert, lora_rank, lora_alpha, lora_targets, dropout=lora_dropout, rngs=rngs)
@@ -561,7 +563,7 @@ class BertClassifier(nnx.Module):
 
 
 def load_classifier(source=None, num_classes: int = 2, *, mode: str = "full",
-                    rngs: nnx.Rngs, dropout_bits: str = "threefry", **kwargs) -> BertClassifier:
+                    rngs: nnx.Rngs, dropout_bits: str = "hash", **kwargs) -> BertClassifier:
     """load_pretrained(source) wrapped in a BertClassifier (kwargs as BertClassifier's)."""
     return BertClassifier(load_pretrained(source, rngs=rngs, dropout_bits=dropout_bits), num_classes, mode=mode,
                           rngs=rngs, **kwargs)

@@ -18,8 +18,8 @@ added, as Vaswani et al. (section 3.4) do; minGPT does not (the default), so its
 meet a sinusoidal table of amplitude 1 (issue 32).
 `model.hidden(idx)` is the final LayerNorm's output (B, T, n_embd), the logits' input.
 
-`dropout_bits="hash"` draws dropout's random bits from a counter hash instead of
-jax.random's threefry (models/layers.HashDropout: the same dropout, cheaper on CPU).
+`dropout_bits` is where every dropout layer draws its random bits: "hash" (the default) a counter
+hash (models/layers.HashDropout: the same dropout, cheaper on CPU), "threefry" jax.random's.
 
 `GPT(idx, head_mask)`: an optional (n_layer, n_head) array multiplies each head's
 attended values before the output projection (issue 13; None: no multiplication).
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.layers import at_least_float32, dropout_layer, half_or, set_compute_dtype
+from models.layers import HashDropout, at_least_float32, dropout_layer, half_or, set_compute_dtype
 from models.positions import ATTENTION_POSITIONS, sinusoidal_table
 from models.typed_config import (
     ATTENTION_IMPLS,
@@ -67,7 +67,7 @@ def _softmax(scores: jax.Array) -> jax.Array:
 
 class CausalSelfAttention(nnx.Module):
     def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float, *,
-                 dropout: type[nnx.Dropout] = nnx.Dropout, rngs: nnx.Rngs):
+                 dropout: type[nnx.Dropout] = HashDropout, rngs: nnx.Rngs):
         if n_embd % n_head:
             raise ValueError(f"n_embd {n_embd} is not divisible by n_head {n_head}")
         self.n_head = n_head
@@ -140,7 +140,8 @@ class CausalSelfAttention(nnx.Module):
 class Block(nnx.Module):
     def __init__(self, n_embd: int, n_head: int, attn_pdrop: float, resid_pdrop: float,
                  attention: dict | None = None, *, causal: bool = True,
-                 dropout: type[nnx.Dropout] = nnx.Dropout, rngs: nnx.Rngs):
+                 dropout_bits: str = "hash", rngs: nnx.Rngs):
+        dropout = dropout_layer(dropout_bits)
         self.ln1 = _layer_norm(n_embd, rngs)
         self.ln2 = _layer_norm(n_embd, rngs)
         self.variant = attention is not None
@@ -148,8 +149,8 @@ class Block(nnx.Module):
         if self.variant:
             from models.attention import SelfAttention
             self.attn = SelfAttention(n_embd, n_head, dropout=attn_pdrop, resid_dropout=resid_pdrop,
-                                      kernel_init=_normal, bias_init=nnx.initializers.zeros, rngs=rngs,
-                                      **dict(attention))
+                                      dropout_bits=dropout_bits, kernel_init=_normal,
+                                      bias_init=nnx.initializers.zeros, rngs=rngs, **dict(attention))
         else:
             self.attn = CausalSelfAttention(n_embd, n_head, attn_pdrop, resid_pdrop, dropout=dropout, rngs=rngs)
         self.mlp_fc = _linear(n_embd, 4 * n_embd, rngs)
@@ -186,7 +187,8 @@ class GPTConfig:
     """A config's `model` dict for kind "gpt" (CS224n's minGPT sizes); the vocabulary comes from the data.
 
     positions: learned (minGPT's table) | sinusoidal | rotary | alibi (the last two need the variants);
-    causal=False attends both ways (a masked LM; variants only). dropout_bits: models/layers.py.
+    causal=False attends both ways (a masked LM; variants only). dropout_bits: hash (the default) |
+    threefry, where every dropout layer's random bits come from (models/layers.py).
     scale_token_embeddings: token embeddings x sqrt(n_embd) before positions are added (Vaswani et al. 3.4).
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     attention_impl: explicit | fused (jax.nn.dot_product_attention; models/attention.attend), the fused
@@ -199,7 +201,7 @@ class GPTConfig:
     embd_pdrop: float = 0.1
     resid_pdrop: float = 0.1
     attn_pdrop: float = 0.1
-    dropout_bits: str = "threefry"
+    dropout_bits: str = "hash"
     attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
     positions: str = "learned"
     scale_token_embeddings: bool = False
@@ -257,7 +259,7 @@ class GPT(nnx.Module):
         positions: str = "learned",
         scale_token_embeddings: bool = False,
         causal: bool = True,
-        dropout_bits: str = "threefry",
+        dropout_bits: str = "hash",
         rngs: nnx.Rngs,
     ):
         if positions not in POSITIONS:
@@ -265,7 +267,6 @@ class GPT(nnx.Module):
         if attention is None and (positions in ATTENTION_POSITIONS or not causal):
             raise ValueError(f"positions={positions!r}, causal={causal} need the attention variants "
                              "(attention={...}, models/attention.py); minGPT's own attention is causal, no positions")
-        dropout = dropout_layer(dropout_bits)
         if positions in ATTENTION_POSITIONS:
             attention = {**dict(attention), "positions": positions}
         self.positions = positions
@@ -276,9 +277,9 @@ class GPT(nnx.Module):
         self.tok_emb = nnx.Embed(vocab_size, n_embd, embedding_init=_normal, rngs=rngs)
         if positions == "learned":
             self.pos_emb = nnx.Param(jnp.zeros((1, block_size, n_embd)))
-        self.drop = dropout(embd_pdrop, rngs=rngs)
+        self.drop = dropout_layer(dropout_bits)(embd_pdrop, rngs=rngs)
         self.blocks = nnx.List([Block(n_embd, n_head, attn_pdrop, resid_pdrop, attention, causal=causal,
-                                      dropout=dropout, rngs=rngs) for _ in range(n_layer)])
+                                      dropout_bits=dropout_bits, rngs=rngs) for _ in range(n_layer)])
         self.ln_f = _layer_norm(n_embd, rngs)
         self.head = _linear(n_embd, vocab_size, rngs, use_bias=False)
 

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from models.layers import dropout_layer
+
 _GATES = ("r", "z", "n")  # row order of PyTorch's weight_ih_l0 / weight_hh_l0
 _PARAM_NAMES = tuple(f"{kind}_{side}{g}" for kind in "wb" for side in "ih" for g in _GATES)
 
@@ -150,11 +152,12 @@ class StackedGRU(nnx.Module):
 
     layers[l * D + d] is layer l, direction d (D = 2 if bidirectional), the
     order of PyTorch's h_n. Layer l > 0 reads the concatenated directions of
-    layer l - 1, with dropout in between in training mode, as PyTorch does.
+    layer l - 1, with dropout in between in training mode, as PyTorch does; dropout_bits: where its
+    random bits come from, "hash" or "threefry" (models/layers.py).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0, *, dtype=None,
+                 bidirectional: bool = False, dropout: float = 0.0, *, dropout_bits: str = "hash", dtype=None,
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -165,7 +168,7 @@ class StackedGRU(nnx.Module):
             GRU(input_size if layer == 0 else D * hidden_size, hidden_size,
                 dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for layer in range(num_layers) for _ in range(D)])
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = dropout_layer(dropout_bits)(dropout, rngs=rngs)
 
     def __call__(self, inputs, hidden_states=None, *, lengths=None):
         """inputs (B, S, I), hidden_states (num_layers * D, B, H) or None.

@@ -42,11 +42,12 @@ class PretrainedMLMConfig:
 
     checkpoint: a Hugging Face directory or package ("" = the MiniLM package); a fresh head if it has none.
     mode: head (only the head trains; the encoder frozen, run without dropout) | full (everything trains).
+    dropout_bits: hash (the default) | threefry, where the dropout bits come from (models/layers.py).
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     """
     checkpoint: str = ""
     mode: str = "head"
-    dropout_bits: str = "threefry"
+    dropout_bits: str = "hash"
     dtype: str = "float32"
 
     def __post_init__(self):

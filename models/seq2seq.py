@@ -9,7 +9,8 @@
     output; GRUSentimentClassifier puts a linear layer on it (experiments 1-2).
 
 Shapes are batch-first. Masks are 1 for a token, 0 for padding. Linear and
-embedding layers are initialised as PyTorch initialises them.
+embedding layers are initialised as PyTorch initialises them. `dropout_bits` ("hash", the
+default, or "threefry"; models/layers.py) is where every dropout layer draws its random bits.
 """
 
 import dataclasses
@@ -20,8 +21,8 @@ import numpy as np
 from flax import nnx
 
 from models.gru import StackedGRU
-from models.layers import at_least_float32, compute_dtype, torch_linear
-from models.typed_config import COMPUTE_DTYPES, check_fields
+from models.layers import at_least_float32, compute_dtype, dropout_layer, torch_linear
+from models.typed_config import COMPUTE_DTYPES, DROPOUT_BITS, check_fields
 
 
 def _check_mask(mask, batch_shape, what):
@@ -59,7 +60,8 @@ class Encoder(nnx.Module):
     """
 
     def __init__(self, vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1,
-                 dropout=0.0, *, pack_padded=False, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 dropout=0.0, *, pack_padded=False, dropout_bits="hash", dtype=None, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         self.vocabulary_size = vocabulary_size
         self.embedding_size = embedding_size
         self.hidden_size = hidden_size
@@ -69,9 +71,9 @@ class Encoder(nnx.Module):
                                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         # padding_idx=0: the row starts at zero; embed() keeps its output and gradient at zero.
         self.embedding.embedding[...] = self.embedding.embedding[...].at[0].set(0)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = dropout_layer(dropout_bits)(dropout, rngs=rngs)
         self.rnn = StackedGRU(embedding_size, hidden_size, num_layers, bidirectional=True, dropout=dropout,
-                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                              dropout_bits=dropout_bits, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def initial_states(self, batch_size, dtype=jnp.float32):
         return jnp.zeros((self.num_layers * 2, batch_size, self.hidden_size), dtype)
@@ -165,12 +167,12 @@ class Attn(nnx.Module):
 class DecoderAttn(nnx.Module):
     """Dropout on the encoder outputs, Attn, then a unidirectional GRU from the encoder state."""
 
-    def __init__(self, hidden_size=256, dropout=0.0, num_layers=1, *, dtype=None, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(self, hidden_size=256, dropout=0.0, num_layers=1, *, dropout_bits="hash", dtype=None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = dropout_layer(dropout_bits)(dropout, rngs=rngs)
         self.mlp_attn = Attn(hidden_size, dropout, **kw)
-        self.rnn = StackedGRU(hidden_size, hidden_size, num_layers, dropout=dropout, **kw)
+        self.rnn = StackedGRU(hidden_size, hidden_size, num_layers, dropout=dropout, dropout_bits=dropout_bits, **kw)
 
     def __call__(self, inputs, hidden_states, mask=None):
         """inputs (B, S, H) encoder outputs, hidden_states (num_layers, B, H).
@@ -189,12 +191,14 @@ class EncoderDecoder(nnx.Module):
     """
 
     def __init__(self, vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1, dropout=0.0,
-                 encoder_only=False, *, pack_padded=False, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 encoder_only=False, *, pack_padded=False, dropout_bits="hash", dtype=None, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.encoder_only = encoder_only
         self.encoder = Encoder(vocabulary_size, embedding_size, hidden_size, num_layers, dropout,
-                               pack_padded=pack_padded, **kw)
-        self.decoder = None if encoder_only else DecoderAttn(hidden_size, dropout, num_layers, **kw)
+                               pack_padded=pack_padded, dropout_bits=dropout_bits, **kw)
+        self.decoder = None if encoder_only else DecoderAttn(hidden_size, dropout, num_layers,
+                                                             dropout_bits=dropout_bits, **kw)
 
     def __call__(self, inputs, mask=None):
         """inputs (B, S) ids, mask (B, S) or None -> x (B, H), hidden_states (num_layers, B, H)."""
@@ -208,6 +212,7 @@ class EncoderDecoder(nnx.Module):
 class GRUClassifierConfig:
     """A config's `model` dict for kind "gru" (IFT6135 A2 experiments 1-2), course defaults.
 
+    dropout_bits: hash (the default) | threefry, where the dropout bits come from (models/layers.py).
     dtype: the compute dtype, float32 | bfloat16 | float16 (the GRU's gates and state stay float32).
     """
     vocabulary_size: int = 30522
@@ -216,11 +221,12 @@ class GRUClassifierConfig:
     num_layers: int = 1
     dropout: float = 0.3
     encoder_only: bool = False
+    dropout_bits: str = "hash"
     dtype: str = "float32"
 
     def __post_init__(self):
         check_fields(self, positive=("vocabulary_size", "embedding_size", "hidden_size", "num_layers"),
-                     fractions=("dropout",), choices={"dtype": COMPUTE_DTYPES})
+                     fractions=("dropout",), choices={"dropout_bits": DROPOUT_BITS, "dtype": COMPUTE_DTYPES})
 
 
 class GRUSentimentClassifier(nnx.Module):
@@ -234,11 +240,11 @@ class GRUSentimentClassifier(nnx.Module):
         return cls(**fields, num_classes=num_classes, rngs=rngs)
 
     def __init__(self, vocabulary_size=30522, embedding_size=256, hidden_size=256, num_layers=1, dropout=0.0,
-                 encoder_only=False, num_classes=2, *, pack_padded=False, dtype=None, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 encoder_only=False, num_classes=2, *, pack_padded=False, dropout_bits="hash", dtype=None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.encoder_decoder = EncoderDecoder(vocabulary_size, embedding_size, hidden_size, num_layers, dropout,
-                                              encoder_only, pack_padded=pack_padded, **kw)
+                                              encoder_only, pack_padded=pack_padded, dropout_bits=dropout_bits, **kw)
         self.classifier = torch_linear(hidden_size, num_classes, **kw)
 
     def __call__(self, input_ids, attention_mask=None):

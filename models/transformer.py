@@ -45,11 +45,11 @@ class _AttentionBlock(nnx.Module):
     """
 
     def __init__(self, embed_dim, hidden_dim, num_heads, sequence_length, dropout=0.0, *,
-                 attention=None, dropout_bits="threefry", rngs: nnx.Rngs):
+                 attention=None, dropout_bits="hash", rngs: nnx.Rngs):
         _check_heads(embed_dim, num_heads)
         self.layer_norm_1 = LayerNorm(embed_dim)
         self.attn = MultiHeadedAttention(embed_dim // num_heads, num_heads, sequence_length,
-                                         rngs=rngs, **(attention or {}))
+                                         dropout_bits=dropout_bits, rngs=rngs, **(attention or {}))
         self.layer_norm_2 = LayerNorm(embed_dim)
         self.linear = MLP(embed_dim, hidden_dim, dropout, dropout_bits=dropout_bits, rngs=rngs)
 
@@ -86,8 +86,8 @@ class Transformer(nnx.Module):
         1 + max_length rows because the CLS token is prepended.
       position: 'learned' (pos_embedding ~ N(0, 1), the course) or 'sinusoidal' (fixed).
       attention: dict of SelfAttention options for every block, e.g. {'fused': True}.
-      dropout_bits: "threefry" (nnx.Dropout) or "hash" (models/layers.HashDropout: the same dropout,
-        cheaper random bits on CPU).
+      dropout_bits: "hash" (models/layers.HashDropout, the default: the same dropout, cheaper random
+        bits on CPU) or "threefry" (nnx.Dropout).
       cls_only_last_layer: the last block computes its output for the CLS position only
         (keys and values still see every token). Only that row is read, so the result
         is the same; it skips ~3/4 of the last block's work. False: the course's full pass.
@@ -97,7 +97,7 @@ class Transformer(nnx.Module):
 
     def __init__(self, vocabulary_size=30522, embed_dim=256, hidden_dim=256, num_heads=1,
                  num_layers=2, block="prenorm", dropout=0.3, *, max_length=256,
-                 position="learned", attention=None, cls_only_last_layer=True, dropout_bits="threefry",
+                 position="learned", attention=None, cls_only_last_layer=True, dropout_bits="hash",
                  rngs: nnx.Rngs):
         _check_heads(embed_dim, num_heads)
         if block not in BLOCKS:
@@ -171,6 +171,7 @@ class TransformerClassifierConfig:
     """A config's `model` dict for kind "transformer" (IFT6135 A2 experiments 3-5), course defaults.
 
     max_positions: the position table (CLS excluded), at least the task's max_length.
+    dropout_bits: hash (the default) | threefry, where dropout's random bits come from (models/layers.py).
     dtype: the compute dtype, float32 | bfloat16 | float16 (models/layers.set_compute_dtype).
     attention_impl: explicit | fused (jax.nn.dot_product_attention; models/attention.attend) for the
     exact kind wherever attention dropout is off; the approximate kinds keep their own kernels.
@@ -183,7 +184,7 @@ class TransformerClassifierConfig:
     block: str = "prenorm"
     dropout: float = 0.3
     max_positions: int = 256
-    dropout_bits: str = "threefry"
+    dropout_bits: str = "hash"
     attention: dict = dataclasses.field(default_factory=lambda: dict(ATTENTION_OPTIONS))
     dtype: str = "float32"
     attention_impl: str = "explicit"
