@@ -35,6 +35,8 @@ RUN_LENGTH_KEYS = ("num_epochs", "max_steps")
 LENGTH_DEPENDENT_SCHEDULES = ("warmup_cosine", "warmup_linear")
 # Validation: measurements only, unless select_best keeps (and early stopping stops at) its best pass.
 VALIDATION_KEYS = ("eval_every_steps", "eval_limit", "topic_probe")
+# What a saved model without `dropout_bits` used: nnx.Dropout's bits, the only ones until the key came.
+LEGACY_DROPOUT_BITS = "threefry"
 
 
 def experiment_identity(config) -> dict:
@@ -49,6 +51,8 @@ def upgrade_legacy_config(saved: dict) -> dict:
     Configs written before the one-schema configs differ: GPT models had no `kind`,
     classifiers carried every kind's keys, the Transformer's position table was
     `model.max_length`, text tasks named their split in `eval_file`, and `lr_decay` existed.
+    A model without `dropout_bits` was saved before the key existed, when every dropout drew
+    threefry bits: it reads as "threefry", not as today's default ("hash").
     """
     saved = json.loads(json.dumps(saved))
     model = saved.pop("model", {})
@@ -60,6 +64,8 @@ def upgrade_legacy_config(saved: dict) -> dict:
     config = base.get_config(saved.get("task", "birth_places"), kind).to_dict()
     config.update({k: v for k, v in saved.items() if k in config})
     config["model"].update({k: v for k, v in model.items() if k in config["model"]})
+    if "dropout_bits" in config["model"] and "dropout_bits" not in model:
+        config["model"]["dropout_bits"] = LEGACY_DROPOUT_BITS
     return config
 
 
@@ -124,9 +130,11 @@ def check_workdir(workdir: pathlib.Path, config) -> None:
         current = experiment_identity(config)
         diff = changed_keys(previous, current)
         if diff:
+            bits = previous["model"].get("dropout_bits") if diff == ["model.dropout_bits"] else None
+            hint = f" (or --config.model.dropout_bits={bits} to resume it)" if bits else ""
             raise CheckpointError(
                 f"{workdir} holds a run of another experiment ({describe_changes(previous, current, diff)}). "
-                "Use a new --workdir; nothing was overwritten.")
+                f"Use a new --workdir{hint}; nothing was overwritten.")
         changed = trajectory_changes(previous_config, current_config) if has_trained_state(workdir) else []
         if changed:
             optimizer = " (the optimizer changed)" if "optimizer" in changed else ""
