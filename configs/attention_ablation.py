@@ -65,6 +65,9 @@ def study_config(study: str, variant: str) -> ml_collections.ConfigDict:
     c.seq_len = 100  # inputs per sequence
     c.model.update(n_layer=2, n_head=4, n_embd=64, block_size=100, embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1)
     c.model.attention.update(module="variants", **VARIANTS["dot"])
+    # The committed records (results/attention/records*) were trained with threefry dropout bits and do not
+    # store them: pinned, so these commands reproduce them (the course scale has none: today's default).
+    c.model.dropout_bits = "threefry"
     # train/optim.py's keys: Adam (no weight decay) at a constant rate, global-norm clip 1.0.
     c.optimizer, c.learning_rate, c.schedule = "adamw", 5e-4, "constant"
     c.b1, c.b2, c.eps, c.weight_decay, c.no_decay, c.grad_clip = 0.9, 0.999, 1e-8, 0.0, ("bias",), 1.0
@@ -99,6 +102,7 @@ def split_scale(arg: str) -> tuple[str, bool]:
 def course_scale(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The `,course` settings: COURSE_EPOCHS epochs, validated and checkpointed less often."""
     c.name += "_course"
+    c.model.dropout_bits = "hash"
     c.num_epochs = COURSE_EPOCHS
     c.max_steps = -1
     c.eval_every_steps = 500
