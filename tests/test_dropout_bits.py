@@ -109,3 +109,104 @@ def test_config_names_an_unknown_generator_for_bert():
     config.model.dropout_bits = "philox"
     with pytest.raises(ConfigError, match="model.dropout_bits"):
         validate(config)
+
+
+def _dropout_layers(model):
+    return [d for _, d in nnx.iter_graph(model) if isinstance(d, nnx.Dropout) and d.rate > 0]
+
+
+def _bert_classifier(**bits):
+    from models.bert import BertClassifier, BertConfig, BertModel
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16)
+    return BertClassifier(BertModel(cfg, rngs=nnx.Rngs(0), **bits), 2, rngs=nnx.Rngs(0))
+
+
+def _gru(**bits):
+    from models.seq2seq import GRUSentimentClassifier
+    return GRUSentimentClassifier(50, 8, 8, num_layers=2, dropout=0.3, rngs=nnx.Rngs(0), **bits)
+
+
+def _transformer_classifier(**bits):
+    from models.transformer import TransformerClassifier
+    return TransformerClassifier(2, vocabulary_size=50, embed_dim=16, hidden_dim=32, num_heads=2, max_length=16,
+                                 attention={"dropout": 0.1}, rngs=nnx.Rngs(0), **bits)
+
+
+MODELS = {
+    "gpt": lambda **bits: GPT(11, 16, 2, 2, 8, rngs=nnx.Rngs(0), **bits),
+    "gpt_variants": lambda **bits: GPT(11, 16, 2, 2, 8, attention={}, rngs=nnx.Rngs(0), **bits),
+    "gru": _gru,
+    "transformer": _transformer_classifier,
+    "bert_classifier": _bert_classifier,
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_dropout_layer_draws_hash_bits_by_default_and_threefry_on_request(name):
+    """Issue 33 item 8: the faster bits are every model's default, attention and classifier heads included."""
+    default = _dropout_layers(MODELS[name]())
+    assert default and all(type(d) is HashDropout for d in default), [type(d).__name__ for d in default]
+    threefry = _dropout_layers(MODELS[name](dropout_bits="threefry"))
+    assert len(threefry) == len(default) and all(type(d) is nnx.Dropout for d in threefry)
+
+
+def test_every_model_kinds_config_defaults_to_hash_and_takes_threefry():
+    from configs import base
+    from models import build
+    for kind in build.KINDS:
+        config = base.get_config("text_classification" if kind not in ("gpt", "bert_mlm") else
+                                 {"gpt": "birth_places", "bert_mlm": "mlm_head"}[kind], kind)
+        assert config.model.dropout_bits == "hash", kind
+        assert build.typed_config(config.model).dropout_bits == "hash", kind
+        config.model.dropout_bits = "threefry"
+        base.validate(config)
+        assert build.typed_config(config.model).dropout_bits == "threefry", kind
+
+
+def test_a_run_saved_before_hash_became_the_default_resumes_as_threefry(tmp_path):
+    """config.json without model.dropout_bits was written when every dropout drew threefry bits: it reads so,
+    and resuming it with today's default is refused in one line that says how to resume it."""
+    import json
+
+    from configs import birth_demo
+    from train import rundir
+    from train.checkpoint import CheckpointError
+    config = birth_demo.get_config("finetune")
+    old = json.loads(config.to_json())
+    old["model"].pop("dropout_bits")
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "100").mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({"config": old}))
+    assert rundir.load_config(workdir).model.dropout_bits == "threefry"
+    with pytest.raises(CheckpointError, match=r"model.dropout_bits: workdir has 'threefry', config has 'hash'\)\. "
+                                              r"Use a new --workdir \(or --config.model.dropout_bits=threefry "
+                                              r"to resume it\)") as error:
+        rundir.check_workdir(workdir, config)
+    assert "\n" not in str(error.value)
+    config.model.dropout_bits = "threefry"
+    rundir.check_workdir(workdir, config)  # the hint's setting resumes it
+
+
+def test_study_configs_whose_records_predate_the_key_pin_threefry():
+    """Their committed records were trained with threefry bits and do not store them: rerunning a study's
+    commands reproduces its records. Study scales without committed records take the default."""
+    from configs import (
+        attention_ablation,
+        attention_mlm,
+        attention_positions,
+        birth_budget,
+        finetune_study,
+        listops,
+        mlm_head,
+        sentiment_study,
+    )
+    pinned = [attention_ablation.get_config("dot"), attention_positions.get_config("rotary"),
+              attention_mlm.get_config("mlm"), listops.get_config("performer"), mlm_head.get_config("full")]
+    pinned += [birth_budget.get_config(stage) for stage in birth_budget.STAGES]
+    assert all(c.model.dropout_bits == "threefry" for c in pinned), [c.name for c in pinned]
+    assert attention_ablation.get_config("dot,course").model.dropout_bits == "hash"
+    assert listops.get_config("exact,course").model.dropout_bits == "hash"
+    for study in (sentiment_study.get_config(), finetune_study.get_config("boolq")):
+        assert all("model.dropout_bits=threefry" in v.overrides for v in study.variants.values()), study.title
+    assert not any("dropout_bits" in " ".join(v.overrides) for v in finetune_study.get_config("sst2").variants.values())
