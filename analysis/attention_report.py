@@ -32,7 +32,8 @@ SEED_SENTENCE_NLL = {"dot": (9.459, 6.742, 8.199, 6.355), "additive": (9.114, 6.
 ABLATION_ORDER = ("dot", "additive", "qk", "qkv", "zero_after")
 ABLATION_LABEL = {"dot": "dot product (baseline)", "additive": "additive scoring", "qk": "Q = K shared",
                   "qkv": "Q = K = V shared", "zero_after": "0-masking (seed's, leaky)"}
-POSITIONS_ORDER = ("learned", "sinusoidal", "rotary", "alibi")
+POSITIONS_ORDER = ("learned", "learned_scaled", "sinusoidal", "sinusoidal_scaled", "rotary", "alibi")
+POSITION_SCHEMES = ("learned", "sinusoidal", "rotary", "alibi")  # a `_scaled` variant is drawn in its scheme's colour
 MLM_ORDER = ("causal", "mlm")
 
 
@@ -329,12 +330,20 @@ def positions_section(runs, out) -> list[str]:
     cfg = any_run["config"]
     order = [v for v in POSITIONS_ORDER if v in runs] + [v for v in runs if v not in POSITIONS_ORDER]
     lengths = sorted({int(k) for v in order for r in runs[v] for k in r.get("extrapolation", {})})
+    scaled = [v for v in order if runs[v][0]["config"]["model"].get("scale_token_embeddings", False)]
+    not_run = [v for v in POSITIONS_ORDER if v not in runs]
+    width = cfg["model"]["n_embd"]
+    scaling = (f"`_scaled`: the token embeddings are multiplied by sqrt({width}) = {width ** 0.5:g} before the "
+               "positions are added, as Vaswani et al. (section 3.4) do and minGPT does not "
+               "(`model.scale_token_embeddings`); with minGPT's N(0, 0.02) initialisation the token rows start at rms "
+               f"{0.02 * width ** 0.5:.2f} instead of 0.02, against 0.71 for the sinusoidal table.")
     lines = head + [
         f"Setting (configs/attention_positions.py): the same mini-GPT trained on contiguous article text in windows "
         f"of {cfg['windows']} tokens ({any_run['steps']} steps of batch {cfg['batch_size']}), then scored on dev "
         f"windows of {', '.join(map(str, lengths))} tokens. Learned absolute positions (minGPT's table, "
         f"{cfg['model']['block_size']} rows, zero-initialised) have rows past {cfg['windows']} that training never "
-        "touched, so past the training length they add nothing: the model sees no position there.", "",
+        "touched, so past the training length they add nothing: the model sees no position there."
+        + (f" {scaling}" if scaled else ""), "",
         "| positions | seeds | parameters | train time (m:ss) | "
         + " | ".join(f"dev ppl @ {n}" for n in lengths) + " |",
         "|---|---|---:|---:|" + "---:|" * len(lengths)]
@@ -348,7 +357,9 @@ def positions_section(runs, out) -> list[str]:
     for i, v in enumerate(order):
         ys = [np.mean([r["extrapolation"][str(n)]["perplexity"] for r in runs[v] if str(n) in r["extrapolation"]])
               for n in lengths]
-        ax.plot(lengths, ys, "o-", color=f"C{i}", label=v)
+        scheme = v.removesuffix("_scaled")
+        color = f"C{POSITION_SCHEMES.index(scheme)}" if scheme in POSITION_SCHEMES else f"C{len(POSITION_SCHEMES) + i}"
+        ax.plot(lengths, ys, "s--" if v in scaled else "o-", color=color, label=v)
     ax.axvline(cfg["windows"], color="gray", ls=":", label="training length")
     ax.set(xscale="log", yscale="log", xlabel="dev window length (tokens)", ylabel="dev perplexity",
            title="length extrapolation")
@@ -379,6 +390,11 @@ def positions_section(runs, out) -> list[str]:
            "embeddings (Vaswani et al. scale embeddings by sqrt(d_model); minGPT's initialisation does not). This "
            "is a finding about that table with this initialisation, not about sinusoidal positions as such. "
            if "sinusoidal" in runs and at("sinusoidal", train_len) > 1.5 * min(at(v, train_len) for v in order) else "")
+        + (f"With the token embeddings scaled, sinusoidal reaches {at('sinusoidal_scaled', train_len):.1f} at the "
+           f"training length ({at('sinusoidal', train_len):.1f} unscaled)"
+           + (f", learned {at('learned_scaled', train_len):.1f} ({at('learned', train_len):.1f} unscaled)"
+              if "learned_scaled" in runs and "learned" in runs else "") + ". "
+           if "sinusoidal_scaled" in runs and "sinusoidal" in runs else "")
         + ("The learned table does not degrade past its trained rows: with those rows at zero the model falls back "
            "on what the causal mask alone tells it about position (a causal LM can infer position without any "
            "encoding; Haviv et al., 2022). "
@@ -390,8 +406,8 @@ def positions_section(runs, out) -> list[str]:
         "relative schemes "
         "(rotary rotates queries and keys by position so scores depend on the offset only; ALiBi subtracts a "
         "per-head slope times the distance) carry no table and apply unchanged to longer inputs."
-        + (f" Not run: {', '.join(v for v in POSITIONS_ORDER if v not in runs)}."
-           if any(v not in runs for v in POSITIONS_ORDER) else ""), ""]
+        + (f" Not run: {', '.join(not_run)}." if not_run else "")
+        + (f" {scaling}" if not scaled and any(v.endswith("_scaled") for v in not_run) else ""), ""]
     return lines
 
 

@@ -203,6 +203,32 @@ def test_positions_and_mlm_studies_run(corpus_dir, tmp_path):
     assert record["predicted_tokens"] < record["tokens_seen"] / 3  # ~15% of the tokens are predicted
 
 
+def test_scaled_position_variants_are_recorded_and_reported_apart(corpus_dir, tmp_path):
+    """`<scheme>_scaled` trains the scheme with the token embeddings x sqrt(n_embd) (issue 32), recorded under its
+    own name beside the unscaled run, and the report lists it and says what the scaling is."""
+    from analysis import attention_report
+    from configs import attention_positions
+    from experiments import attention_study
+    records = {}
+    for variant in ("sinusoidal", "sinusoidal_scaled"):
+        config = attention_positions.get_config(variant)
+        assert config.model.positions == "sinusoidal"
+        assert config.model.scale_token_embeddings == (variant == "sinusoidal_scaled")
+        config.model.update(n_layer=1, n_head=2, n_embd=16, block_size=16)
+        config.update(data_dir=str(corpus_dir), vocab_cap=40, windows=8, seq_len=8, batch_size=4, max_steps=2,
+                      eval_every_steps=2, eval_limit=8, extrapolation_lengths=(8, 16))
+        records[variant] = attention_study.run_one(config, "positions", variant, tmp_path / "runs",
+                                                   tmp_path / "records", log=lambda *_: None)
+    scaled = json.loads((tmp_path / "records" / "positions" / "sinusoidal_scaled_s0.json").read_text())
+    assert scaled["name"] == "positions_sinusoidal_scaled" and scaled["config"]["model"]["scale_token_embeddings"]
+    assert scaled["dev"]["perplexity"] != records["sinusoidal"]["dev"]["perplexity"]  # the model saw the option
+    text = attention_report.write_report(tmp_path / "records", tmp_path / "report")
+    assert "| sinusoidal_scaled | 0 |" in text and "| sinusoidal | 0 |" in text
+    assert "`_scaled`: the token embeddings are multiplied by sqrt(16) = 4 before the positions are added" in text
+    assert "With the token embeddings scaled, sinusoidal reaches" in text
+    assert "Not run: learned, learned_scaled, rotary, alibi." in text
+
+
 def test_word_lm_resumes_through_the_engine(corpus_dir, tmp_path):
     """The MLM variant via train_and_evaluate, killed after 3 of 6 steps and resumed, equals 6 at once
     (batches, masks and dropout are functions of the step)."""
