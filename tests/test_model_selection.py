@@ -45,12 +45,15 @@ def test_the_best_validation_pass_is_the_one_evaluated(sst2_checkpoint, sst2_dir
 
 
 def test_early_stopping_stops_after_patience_and_resumes_to_the_same_end(sst2_checkpoint, sst2_dir, tmp_path):
-    config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, early_stopping_patience=2)
+    # room for the non-monotone loss to stall twice in a row well before max_steps
+    config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, early_stopping_patience=2, max_steps=32)
     results = train.train_and_evaluate(config, tmp_path / "run")
     valid = records(tmp_path / "run", "valid")
     losses = [r["loss"] for r in valid]
     # the first pass that is patience passes past the best one so far ends the run
-    stop = next(i for i in range(len(losses)) if i - int(np.argmin(losses[:i + 1])) >= 2)
+    stops = [i for i in range(len(losses)) if i - int(np.argmin(losses[:i + 1])) >= 2]
+    assert stops, f"validation losses {losses} never stall for 2 passes: the test would not test"
+    stop = stops[0]
     assert len(valid) == stop + 1 and results["trained_steps"] == valid[stop]["step"] < config.max_steps
     assert results["selected_step"] == valid[int(np.argmin(losses))]["step"]
 
