@@ -36,7 +36,7 @@ def define_step_flags():
 
 
 def jax_train_step(batch_size: int, vocab_size: int = 256, rng_impl: str = "threefry2x32",
-                   dropout_bits: str = "threefry"):
+                   dropout_bits: str = "hash"):
     """The engine's jit'ed pretraining step on a random batch: (step() -> loss, flops of one step, step_fn, args)."""
     config = birth_pretrain.get_config()
     m = config.model

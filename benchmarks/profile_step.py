@@ -1,7 +1,7 @@
 """Where a training step spends its time, ours beside the PyTorch peer's, grouped into the step's parts.
 
   python -m benchmarks.profile_step [--workload=gpt|transformer|bert] [--steps=3] [--peer]
-                                    [--dropout_bits=threefry|hash] [--batch_size=128 (gpt only)]
+                                    [--dropout_bits=hash|threefry] [--batch_size=128 (gpt only)]
 
 The workloads are the benchmarks' steps: the minGPT pretraining step (benchmarks/gpt.py), the
 Transformer classifier step with the full last layer as the course (benchmarks/transformer.py),

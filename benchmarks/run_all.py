@@ -71,16 +71,16 @@ class Benchmark:
 
 BENCHMARKS = [
     Benchmark("gpt", "benchmarks.gpt", quick_args=("--batch_size=8", "--repeats=1")),
-    # the same step with dropout's random bits from a counter hash (models/layers.HashDropout)
-    Benchmark("gpt_hash", "benchmarks.gpt", ("--dropout_bits=hash",), ("--batch_size=8", "--repeats=1",
-                                                                         "--dropout_bits=hash")),
+    # the same step with dropout's random bits from jax.random, not the counter hash (models/layers.HashDropout)
+    Benchmark("gpt_threefry", "benchmarks.gpt", ("--dropout_bits=threefry",),
+              ("--batch_size=8", "--repeats=1", "--dropout_bits=threefry")),
     Benchmark("gru", "benchmarks.gru", quick_args=("--quick",)),
     # single-threaded: benchmarks/gru.py sets OMP/MKL_NUM_THREADS, XLA_FLAGS and torch's threads
     Benchmark("gru_1thread", "benchmarks.gru", ("--threads=1",), ("--quick", "--threads=1")),
     Benchmark("transformer", "benchmarks.transformer", quick_args=("--quick",)),
     Benchmark("bert", "benchmarks.bert", quick_args=("--batch=4", "--length=32", "--steps=1", "--warmup=1")),
-    Benchmark("bert_hash", "benchmarks.bert", ("--dropout_bits=hash",),
-              ("--batch=4", "--length=32", "--steps=1", "--warmup=1", "--dropout_bits=hash")),
+    Benchmark("bert_threefry", "benchmarks.bert", ("--dropout_bits=threefry",),
+              ("--batch=4", "--length=32", "--steps=1", "--warmup=1", "--dropout_bits=threefry")),
     # one timed run after warm-up: recomputing takes about a minute, and the speed-up is large
     Benchmark("decode", "benchmarks.decode", ("--repeats=1",),
               ("--questions=20", "--torch_questions=2", "--repeats=1")),

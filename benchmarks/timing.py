@@ -135,7 +135,7 @@ def define_quick(what: str) -> flags.FlagHolder:
 
 def define_dropout_bits() -> flags.FlagHolder:
     """--dropout_bits: where our models' dropout masks come from (config.model.dropout_bits)."""
-    return flags.DEFINE_enum("dropout_bits", "threefry", ["threefry", "hash"],
+    return flags.DEFINE_enum("dropout_bits", "hash", ["hash", "threefry"],
                              "config.model.dropout_bits of our model: jax.random (threefry) or a counter hash.")
 
 

@@ -11,8 +11,9 @@ JAX (jit, explicit and fused attention) against the PyTorch reference of
 reference/transformer.py, eager, with the course attention formula or with
 torch.nn.functional.scaled_dot_product_attention. Our Transformer computes the last
 block for the CLS row only (the only row read); a third JAX row does the full pass as
-the course code does, to show how much of the speed-up that accounts for, and a fourth
-uses JAX's default threefry keys for dropout instead of 'rbg'. Steps of all
+the course code does, to show how much of the speed-up that accounts for. Dropout masks come
+from the counter hash (config.model.dropout_bits='hash', every model's default); two more rows
+draw them with jax.random instead, from 'rbg' keys and from JAX's default threefry keys. Steps of all
 implementations are interleaved round by round (benchmarks/timing.py), so a busy machine
 slows them alike; we report medians of wall time, and of process CPU time beside it.
 
@@ -20,9 +21,10 @@ Attention table: SelfAttention (embed 256, 4 heads, batch 8, padding mask) forwa
 forward + backward, explicit vs fused; memory is XLA's own account of the compiled
 program (jax.jit(...).lower(...).compile().memory_analysis()).
 
-For benchmarks/run_all.py it emits two rows against PyTorch eager with the course
-attention formula: the full last layer (the same work as the course code) and, labelled
-as such, the CLS-only last layer; each with GFLOP/s from XLA's cost analysis of its step.
+For benchmarks/run_all.py it emits three rows against PyTorch eager with the course
+attention formula: the full last layer (the same work as the course code), the same with
+jax.random dropout bits, and, labelled as such, the CLS-only last layer; each with GFLOP/s
+from XLA's cost analysis of its step.
 """
 import functools
 
@@ -62,13 +64,13 @@ def make_batch(batch, seq, vocab, seed=0):
     return ids, mask, rng.integers(0, 2, size=batch)
 
 
-def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True, dropout_bits="threefry"):
+def jax_train_step(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True, dropout_bits="hash"):
     """run(ids, mask, labels) -> loss: one jitted TransformerClassifier + AdamW step.
 
-    Dropout keys use the 'rbg' PRNG (XLA's RngBitGenerator) by default, which is cheaper
-    on CPU than JAX's default threefry; the threefry row of the table shows by how much.
-    fused and cls_only_last_layer are no config keys: they are switched on the built model;
-    dropout_bits is config.model.dropout_bits (with "hash", dropout_prng only seeds the hash).
+    dropout_bits is config.model.dropout_bits: "hash" (the default) draws the masks from a counter
+    hash that dropout_prng's key only seeds; "threefry" draws them with jax.random from that key,
+    'rbg' (XLA's RngBitGenerator, cheaper on CPU) or JAX's default 'threefry2x32'.
+    fused and cls_only_last_layer are no config keys: they are switched on the built model.
     """
     jitted, model, optimizer = jax_train_step_parts(lr, dropout_prng, fused, cls_only_last_layer, dropout_bits)
     # cached_partial skips re-walking the module graph on every call.
@@ -81,7 +83,7 @@ def train_step_flops(args, **kwargs):
     return compiled_flops(jitted.lower(model, optimizer, *args).compile())
 
 
-def jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True, dropout_bits="threefry"):
+def jax_train_step_parts(lr=1e-4, dropout_prng="rbg", fused=False, cls_only_last_layer=True, dropout_bits="hash"):
     """(nnx.jit'ed step(model, optimizer, ids, mask, labels), model, optimizer)."""
     rngs = nnx.Rngs(params=0, dropout=jax.random.key(0, impl=dropout_prng))
     model_config = course_model_config()
@@ -122,7 +124,7 @@ def torch_train_step(sdpa, lr=1e-4):
 
 
 FULL_LAST_LAYER = "JAX, explicit, full last layer like the course (jit)"
-FULL_LAST_LAYER_HASH = "JAX, explicit, full last layer, hash dropout bits (jit)"
+FULL_LAST_LAYER_THREEFRY = "JAX, explicit, full last layer, jax.random dropout bits, rbg keys (jit)"
 CLS_ONLY = "JAX, explicit attention (jit)"
 
 
@@ -140,9 +142,9 @@ def bench_train(repeats):
         CLS_ONLY: (jax_train_step(), jax_args),
         "JAX, fused jax.nn.dot_product_attention (jit)": (jax_train_step(fused=True), jax_args),
         FULL_LAST_LAYER: (jax_train_step(cls_only_last_layer=False), jax_args),
-        FULL_LAST_LAYER_HASH: (jax_train_step(cls_only_last_layer=False, dropout_bits="hash"), jax_args),
-        "JAX, explicit, threefry dropout keys (jit)":
-            (jax_train_step(dropout_prng="threefry2x32"), jax_args),
+        FULL_LAST_LAYER_THREEFRY: (jax_train_step(cls_only_last_layer=False, dropout_bits="threefry"), jax_args),
+        "JAX, explicit, jax.random dropout bits, threefry keys (jit)":
+            (jax_train_step(dropout_bits="threefry", dropout_prng="threefry2x32"), jax_args),
         "PyTorch eager, course attention formula": (torch_train_step(sdpa=False), torch_args),
         "PyTorch eager, F.scaled_dot_product_attention": (torch_train_step(sdpa=True), torch_args),
     }
@@ -182,15 +184,15 @@ def bench_attention(seqs, repeats):
 
 
 def emit_train_rows(times, eager):
-    """The headline rows for benchmarks/run_all.py: full last layer (threefry, then hash dropout bits),
+    """The headline rows for benchmarks/run_all.py: full last layer (hash, then jax.random dropout bits),
     then the CLS-only shortcut."""
     args = tuple(jnp.asarray(a) for a in train_batch())
     shape = f"batch 32 x (1 + {COURSE.max_positions}), {COURSE.num_layers} layers, dropout {COURSE.dropout}, AdamW"
     rows = []
     for name, cls_only, bits, label in (
-            (FULL_LAST_LAYER, False, "threefry", "full last layer (as the course)"),
-            (FULL_LAST_LAYER_HASH, False, "hash", "full last layer, hash dropout bits"),
-            (CLS_ONLY, True, "threefry", "CLS-only last layer (our shortcut)")):
+            (FULL_LAST_LAYER, False, "hash", "full last layer (as the course)"),
+            (FULL_LAST_LAYER_THREEFRY, False, "threefry", "full last layer, jax.random dropout bits"),
+            (CLS_ONLY, True, "hash", "CLS-only last layer (our shortcut)")):
         flops = train_step_flops(args, cls_only_last_layer=cls_only, dropout_bits=bits)
         rows.append({"workload": f"Transformer classifier training step, {label}, {shape}",
                      "ours_ms": times[name].ms, "peer": f"PyTorch {torch.__version__} eager, course attention",

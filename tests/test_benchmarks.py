@@ -133,7 +133,7 @@ def test_run_all_collects_rows_logs_failures(tmp_path, monkeypatch, capsys):
 def test_only_selects_by_name_or_module_and_rejects_unknown_names():
     names = lambda only: [b.name for b in run_all.select(run_all.BENCHMARKS, only)]
     assert names("gru") == ["gru", "gru_1thread"]
-    assert names("bert,gru_1thread") == ["gru_1thread", "bert", "bert_hash"]
+    assert names("bert,gru_1thread") == ["gru_1thread", "bert", "bert_threefry"]
     assert names(None) == [b.name for b in run_all.BENCHMARKS]
     with pytest.raises(SystemExit, match="unknown benchmark.*nope"):
         run_all.select(run_all.BENCHMARKS, "gru,nope")
