@@ -20,6 +20,7 @@ from absl import flags
 
 from data.paths import REPO_ROOT
 from train import cli
+from train.records import dropout_bits_sentence
 
 FLAGS = flags.FLAGS
 
@@ -109,6 +110,10 @@ def _plt():
     return plt
 
 
+def _bits(runs: dict[str, list[dict]]) -> str:
+    return dropout_bits_sentence(r["config"] for rs in runs.values() for r in rs)
+
+
 def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str]:
     if not runs:
         return ["## 1. Seed 002's ablations", "", "Not yet run: `python -m experiments.attention_study "
@@ -131,7 +136,7 @@ def ablation_section(runs: dict[str, list[dict]], out: pathlib.Path) -> list[str
              f"{100 * vocab['dev']['unk_rate']:.1f}% of dev and {100 * vocab['test']['unk_rate']:.1f}% of test words "
              f"({vocab['train']['sentences']:,} / {vocab['dev']['sentences']:,} / {vocab['test']['sentences']:,} "
              "sentences). Perplexity is exp of the mean next-token NLL over every target token (`<UNK>` and "
-             "`<STOP>` included), with dropout off.", "",
+             "`<STOP>` included), with dropout off. " + _bits(runs), "",
              "| variant | seeds | parameters | train time (m:ss) | final train loss | train ppl | dev ppl | test ppl |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for v in order:
@@ -343,7 +348,7 @@ def positions_section(runs, out) -> list[str]:
         f"windows of {', '.join(map(str, lengths))} tokens. Learned absolute positions (minGPT's table, "
         f"{cfg['model']['block_size']} rows, zero-initialised) have rows past {cfg['windows']} that training never "
         "touched, so past the training length they add nothing: the model sees no position there."
-        + (f" {scaling}" if scaled else ""), "",
+        + (f" {scaling}" if scaled else "") + " " + _bits(runs), "",
         "| positions | seeds | parameters | train time (m:ss) | "
         + " | ".join(f"dev ppl @ {n}" for n in lengths) + " |",
         "|---|---|---:|---:|" + "---:|" * len(lengths)]
@@ -428,7 +433,8 @@ def mlm_section(runs, out) -> list[str]:
         "(BERT's 80% `<MASK>` / 10% random / 10% kept), the causal LM predicts every next token. Two comparable "
         "quantities along training: the loss on the tokens each objective predicts (dev), and a **topic probe**: "
         "a linear softmax classifier of the 5 BBC topics on the frozen model's mean-pooled last hidden states of "
-        "each article's first sentences, trained on the train articles and scored on the dev articles.", "",
+        "each article's first sentences, trained on the train articles and scored on the dev articles. "
+        + _bits(runs), "",
         "| objective | seeds | train time (m:ss) | predicted tokens per step | final dev loss (predicted tokens) "
         "| final probe accuracy (dev) |", "|---|---|---:|---:|---:|---:|"]
     for v in MLM_ORDER:

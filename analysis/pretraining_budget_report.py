@@ -16,6 +16,7 @@ import pathlib
 from absl import flags
 
 from train import cli
+from train.records import dropout_bits_sentence
 
 FLAGS = flags.FLAGS
 
@@ -36,9 +37,11 @@ def load_curve(runs: pathlib.Path) -> dict:
     config = rundir.load_config(runs / f"finetune_e{points[0]['epochs']}")
     data_dir = rundir.resolve_path(config.data_dir)
     place, majority = birth_places.majority_baseline(data_dir / config.train_file, data_dir / config.eval_file)
+    trained = [runs / "pretrain", runs / "scratch"] + [runs / f"finetune_e{p['epochs']}" for p in points]
     return {"points": points, "scratch": scratch, "majority_place": place,
             "majority": majority, "examples": points[0]["examples"],
-            "pretrain_config": rundir.load_config(runs / "pretrain")}
+            "pretrain_config": rundir.load_config(runs / "pretrain"),
+            "configs": [rundir.load_config(d).to_dict() for d in trained if (d / rundir.CONFIG_FILE).is_file()]}
 
 
 def frequent_answers(run: pathlib.Path, n: int = 3) -> str:
@@ -115,7 +118,7 @@ def write_report(curve: dict, runs: pathlib.Path, out: pathlib.Path) -> str:
            else "not run yet | |"),
         f"| always '{curve['majority_place']}' | - | - | - | {100 * curve['majority']:.1f}% | |", "",
         "Pretraining times are wall-clock training seconds from the run's metrics (validation excluded), measured "
-        "while other jobs shared the machine's 2 cores.", "",
+        "while other jobs shared the machine's 2 cores. " + dropout_bits_sentence(curve["configs"]), "",
         "Seed 003 expects the pretrained model at 10% or more after the course's 650 epochs of pretraining "
         "(\"we expect the dev accuracy will be at least 10%\"), and asks why the model without pretraining "
         "stays below it.", "", verdict, "", *crossings, "", "![curve](curve.png)", "",

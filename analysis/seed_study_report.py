@@ -20,7 +20,7 @@ import numpy as np
 from absl import flags
 
 from train import cli
-from train.records import best_run, read_run, variant_records
+from train.records import best_run, dropout_bits_sentence, read_run, variant_records
 
 FLAGS = flags.FLAGS
 
@@ -191,6 +191,7 @@ def markdown(study, variants: dict[str, dict[str, dict]], baseline: dict) -> str
               f"step × batch / {baseline['n_train']:,} training examples. Train time: wall-clock seconds of "
               "training (validation excluded) on a 2-core machine shared with other jobs; eval time: one pass "
               "over the test split; peak memory: the training process's peak RSS.", "",
+              dropout_bits_sentence(r["config"] for runs in variants.values() for r in runs.values() if r), "",
               "## What the numbers support", ""]
     lines += [f"- {c}" for c in claims(summaries, baseline, study)]
     if notes := caveats(summaries, study):

@@ -15,6 +15,7 @@ from absl import flags
 
 from train import cli
 from train.metrics import read_metrics
+from train.records import dropout_bits
 
 EXPERIMENTS = {
     1: "GRU encoder",
@@ -57,7 +58,8 @@ def settings(runs, number: int) -> str:
     from train.rundir import read_config_json  # today's keys, also for runs made before configs/base.py
     c = read_config_json(path)
     model = c["model"]
-    regularised = f"dropout={model['dropout']}" if "dropout" in model else f"mode={model.get('mode')}"
+    regularised = (f"dropout={model['dropout']} ({dropout_bits(c)} bits)" if "dropout" in model
+                   else f"mode={model.get('mode')}")
     return (f"fields={c['text_fields']}, max_length={c['max_length']}, batch={c['batch_size']}, "
             f"{c['optimizer']} lr={c['learning_rate']:g} ({c['schedule']}), {regularised}, "
             f"train_limit={c.get('train_limit', 0) or 'all'}")

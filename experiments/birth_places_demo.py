@@ -32,6 +32,7 @@ from configs import birth_demo, birth_finetune_pretrained, birth_finetune_scratc
 from data import birth_places, synthetic_bios
 from data.paths import resolve_path
 from train import cli, evaluate, train
+from train.records import dropout_bits_sentence
 
 FLAGS = flags.FLAGS
 
@@ -133,7 +134,8 @@ def demo_page(record: dict) -> str:
     before, after = (", ".join(f"{x:.2f}" for x in record[k]) for k in ("load_average_before", "load_average_after"))
     lines += ["", f"Wall time {record['wall_seconds']:.0f} s, CPU time {record['cpu_seconds']:.0f} s on "
               f"{record['machine']}; load average (1/5/15 min) {before} before, {after} after.",
-              "The pretrain + finetune time includes pretraining. Settings of every stage: `record.json`."]
+              "The pretrain + finetune time includes pretraining. Settings of every stage: `record.json`. "
+              + dropout_bits_sentence(record["configs"].values())]
     return "\n".join(lines) + "\n"
 
 

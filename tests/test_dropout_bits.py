@@ -210,3 +210,19 @@ def test_study_configs_whose_records_predate_the_key_pin_threefry():
     for study in (sentiment_study.get_config(), finetune_study.get_config("boolq")):
         assert all("model.dropout_bits=threefry" in v.overrides for v in study.variants.values()), study.title
     assert not any("dropout_bits" in " ".join(v.overrides) for v in finetune_study.get_config("sst2").variants.values())
+
+
+def test_study_pages_say_which_bits_their_runs_drew():
+    """A config without the key counts as threefry (it predates the hash default), a mix is counted per kind,
+    and the committed pages carry the sentence their records give."""
+    from data.paths import REPO_ROOT
+    from train.records import dropout_bits_sentence
+    legacy, hashed = {"model": {"dropout": 0.1}}, {"model": {"dropout_bits": "hash"}}
+    assert dropout_bits_sentence([legacy, legacy]) == ("Dropout masks: jax.random (threefry) "
+                                                       "(`dropout_bits=threefry`) in all 2 runs.")
+    assert dropout_bits_sentence([hashed]).endswith("(`dropout_bits=hash`) in its run.")
+    mixed = dropout_bits_sentence([hashed, legacy, legacy])
+    assert "(`dropout_bits=hash`) in 1" in mixed and "(`dropout_bits=threefry`) in 2 of the 3 runs" in mixed
+    assert dropout_bits_sentence([]) == ""
+    for page in ("attention", "efficient_attention", "birth_budget", "demo", "bert/sst2_study"):
+        assert "Dropout masks: " in (REPO_ROOT / "results" / page / "README.md").read_text(), page
