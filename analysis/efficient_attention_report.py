@@ -22,7 +22,17 @@ from absl import app, flags
 
 from data.paths import REPO_ROOT
 from train import cli
-from train.records import QUIET_LOAD, crossover, is_quiet, markdown, one_minute_load, read_table, remeasure_cost
+from train.records import (
+    QUIET_LOAD,
+    cheaper_from,
+    crossover,
+    dropout_bits_sentence,
+    is_quiet,
+    markdown,
+    one_minute_load,
+    read_table,
+    remeasure_cost,
+)
 
 FLAGS = flags.FLAGS
 
@@ -157,6 +167,22 @@ def cost_summary(runs) -> list[str]:
         parts += [f"- **{kind}**: " + "; ".join(crossover(rows, kind, "fwdbwd_ms")[1] for rows, _, _ in quiet)
                   for kind in kinds] + [""]
         return parts
+    if len(quiet) >= 2:
+        parts += ["Crossover length of the forward+backward **time** against explicit exact attention, from the "
+                  f"{len(quiet)} quiet runs (`" + "`, `".join(where for _, _, where in quiet) + "`). Where they put it "
+                  "between the same measured lengths, that bracket is the finding; where they do not (the two "
+                  "kinds cost nearly the same there, within the timing noise), only the length from which every "
+                  "run measures the kind cheaper is:", ""]
+        for kind in kinds:
+            said = "; ".join(crossover(rows, kind, "fwdbwd_ms")[1] for rows, _, _ in quiet)
+            if len({between(crossover(rows, kind, "fwdbwd_ms")[1]) for rows, _, _ in quiet}) == 1:
+                parts.append(f"- **{kind}**: {said}: the same bracket in every run.")
+                continue
+            starts = [cheaper_from(rows, kind, "fwdbwd_ms") for rows, _, _ in quiet]
+            agreed = (f"every run measures it cheaper from {max(starts)} tokens on" if None not in starts
+                      else "at least one run never measures it cheaper")
+            parts.append(f"- **{kind}**: {said}: the brackets differ; {agreed}.")
+        return parts + [""]
     said = []
     for rows, meta, where in loaded:
         said.append(f"`{where}` (1-minute load average {one_minute_load(meta['load_before']):.2f} before) puts it at "
@@ -233,7 +259,8 @@ def build(out: pathlib.Path) -> str:
         f"examples). Linformer k = {m['attention']['linformer_k']}, Performer m = "
         f"{m['attention']['performer_features']} (redrawn every training step), BigBird blocks of "
         f"{m['attention']['bigbird_block']} (global {m['attention']['bigbird_global']}, window "
-        f"{m['attention']['bigbird_window']}, random {m['attention']['bigbird_random']}).", "",
+        f"{m['attention']['bigbird_window']}, random {m['attention']['bigbird_random']}). "
+        + dropout_bits_sentence(r["config"] for r in rows), "",
         f"Command: `nice -n 10 python -m experiments.listops_sweep --out=runs/listops "
         f"--max_steps={rows[0]['steps']}`; budget: {rows[0]['steps']} steps per kind, "
         f"{sum(r['cpu_min'] for r in rows):.1f} CPU-minutes for the {len(rows)} runs "

@@ -167,7 +167,7 @@ if __name__ == "__main__":
                    repeats=FLAGS.repeats, max_gib=FLAGS.max_gib, max_seconds=FLAGS.max_seconds)
         meta = {"header": header(), "setting": setting, "kinds": FLAGS.kinds, "load_before": before,
                 "load_after": load_average(), "seconds": round(time.time() - t0, 1),
-                "conditions": "; ".join(filter(None, (busy, FLAGS.conditions))) or "(no note)",
+                "conditions": "; ".join(filter(None, (busy, FLAGS.conditions))),
                 "command": "python -m benchmarks.attention_cost " + " ".join(
                     f"--{k}={v}" for k, v in (("seqs", ",".join(map(str, seqs))), ("repeats", FLAGS.repeats),
                                               ("batch", FLAGS.batch)))}

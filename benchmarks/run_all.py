@@ -2,7 +2,7 @@
 
     ../shared/tools/quiet-run .venv/bin/python -m benchmarks.run_all [--quick] [--only=gru,bert] [--merge]
         [--out=results/benchmarks] [--quiet_wait=300]
-    python -m benchmarks.run_all --rebuild --out=results/benchmarks/ynn_default   # table.md from table.json
+    python -m benchmarks.run_all --rebuild --out=results/benchmarks               # table.md from table.json
 
 Runs the benchmarks of BENCHMARKS one after another, each in its own subprocess (so thread
 settings and environment variables can differ: the single-threaded GRU run is one), and

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -89,8 +90,21 @@ def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector units (/proc/cpuinfo): hosts of one name differ, and
+    PyTorch's and XLA's matrix kernels do not gain alike from AVX-512 or AMX."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    units = [u for u in ("avx2", "avx512f", "amx_tile") if u in flags]
+    return f"{name or 'unknown CPU'} ({', '.join(units) or 'no AVX2'})"
+
+
 def header() -> str:
-    """Platform, library versions, thread counts and load average: printed with every table."""
+    """Platform, CPU, library versions, thread counts and load average: printed with every table."""
     try:
         import torch
         torch_part = f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads)"
@@ -98,7 +112,7 @@ def header() -> str:
         torch_part = "torch not installed"
     devices = jax.devices()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({usable} usable); "
+    return (f"{platform.machine()} {cpu_model()}, {os.cpu_count()} CPUs ({usable} usable); "
             f"jax {jax.__version__} ({devices[0].platform}: {len(devices)} x {devices[0].device_kind}), "
             f"{torch_part}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')!r}, "
             f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average (1/5/15 min) {load_average()}")

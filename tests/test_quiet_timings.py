@@ -66,7 +66,10 @@ def test_a_time_crossover_is_a_finding_only_when_a_quiet_run_and_a_quiet_repeat_
     assert "(1-minute load average 6.98 before) puts it at performer" in loaded
     assert "--out=results/run0`, then the same with `--out=results/run0/cost_repeat`" in loaded
 
-    assert "No time crossover" in summary((early, "0.2"), (late, "0.3"))  # quiet, but they disagree
+    disagreeing = summary((early, "0.2"), (late, "0.3"))  # quiet, but on different brackets: only the bound holds
+    assert "No time crossover" not in disagreeing and "between the same measured lengths" in disagreeing
+    assert ("- **performer**: 418 (between 256 and 512); 640 (between 512 and 1024): the brackets differ; every run "
+            "measures it cheaper from 1024 tokens on.") in disagreeing
     assert "No time crossover" in summary((early, "0.2"), (early, "0.9"))  # one quiet run is not enough
     agreeing = summary((early, "0.2"), (_cost_rows({256: 20.0, 512: 35.0, 1024: 45.0}), "0.3"))
     assert "No time crossover" not in agreeing and "**time** against explicit exact attention" in agreeing

@@ -40,6 +40,30 @@ def read_run(records: pathlib.Path) -> dict | None:
     return run
 
 
+DROPOUT_BITS = {"hash": "a counter hash", "threefry": "jax.random (threefry)"}
+
+
+def dropout_bits(config: dict) -> str:
+    """Where a run's dropout masks came from: its model's dropout_bits, or, in a config saved before
+    the key existed, the jax.random bits every model drew then (as train.rundir reads such a run)."""
+    from train.rundir import LEGACY_DROPOUT_BITS
+    return config.get("model", {}).get("dropout_bits", LEGACY_DROPOUT_BITS)
+
+
+def dropout_bits_sentence(configs) -> str:
+    """One sentence for a study page: which dropout bits its runs drew, counted over their configs."""
+    counts = collections.Counter(dropout_bits(c) for c in configs)
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    if len(counts) == 1:
+        (bits, _), = counts.items()
+        where = f"in all {total} runs" if total > 1 else "in its run"
+        return f"Dropout masks: {DROPOUT_BITS.get(bits, bits)} (`dropout_bits={bits}`) {where}."
+    parts = [f"{DROPOUT_BITS.get(b, b)} (`dropout_bits={b}`) in {n}" for b, n in sorted(counts.items())]
+    return f"Dropout masks: {'; '.join(parts)} of the {total} runs."
+
+
 def best_run(runs: dict[str, dict | None]) -> str | None:
     """The finished run with the best validation accuracy; ties: lower validation loss, then the first."""
     done = [(i, name, r) for i, (name, r) in enumerate(runs.items())
@@ -93,28 +117,39 @@ FIELDS = ("kind", "seq", "fwd_ms", "fwdbwd_ms", "fwd_temp_mib", "fwdbwd_temp_mib
           "fwdbwd_total_mib", "note")
 
 
+def _ratios(rows, kind, metric, against):
+    """The lengths where both kinds were measured, and kind / against in metric at each."""
+    by = {(r["kind"], r["seq"]): r[metric] for r in rows}
+    seqs = sorted({r["seq"] for r in rows if r["kind"] == kind and not math.isnan(by[(kind, r["seq"])])
+                   and not math.isnan(by.get((against, r["seq"]), float("nan")))})
+    return seqs, {s: by[(kind, s)] / by[(against, s)] for s in seqs}
+
+
+def cheaper_from(rows, kind, metric, against="exact") -> int | None:
+    """The shortest measured length from which `kind` is cheaper than `against` at every longer measured
+    length; None when it is not cheaper at the longest."""
+    seqs, ratio = _ratios(rows, kind, metric, against)
+    first = None
+    for s in reversed(seqs):
+        if ratio[s] >= 1:
+            break
+        first = s
+    return first
+
+
 def crossover(rows, kind, metric, against="exact"):
     """Length where `kind` becomes and stays cheaper than `against` in `metric`, log-log interpolated.
 
     Only lengths where both were measured count. Returns (value, text): value None when
     there is no crossing inside the measured range (text says which side).
     """
-    by = {(r["kind"], r["seq"]): r[metric] for r in rows}
-    seqs = sorted({r["seq"] for r in rows if r["kind"] == kind and not math.isnan(by[(kind, r["seq"])])
-                   and not math.isnan(by.get((against, r["seq"]), float("nan")))})
+    seqs, ratio = _ratios(rows, kind, metric, against)
     if not seqs:
         return None, "not measured"
-    ratio = {s: by[(kind, s)] / by[(against, s)] for s in seqs}
-    # first length from which the kind is cheaper at every longer measured length
-    cheaper_from = None
-    for s in reversed(seqs):
-        if ratio[s] < 1:
-            cheaper_from = s
-        else:
-            break
-    if cheaper_from is None:
+    first = cheaper_from(rows, kind, metric, against)
+    if first is None:
         return None, f"> {seqs[-1]} (never cheaper up to {seqs[-1]})"
-    i = seqs.index(cheaper_from)
+    i = seqs.index(first)
     if i == 0:
         return None, f"<= {seqs[0]} (cheaper from the shortest length measured)"
     s0, s1 = seqs[i - 1], seqs[i]
@@ -154,8 +189,8 @@ def markdown(rows, meta, out="results/efficient_attention") -> str:
     timed = is_quiet(meta["load_before"])
     lines = [f"Machine: {meta['header']}", "",
              f"Setting: {meta['setting']}", "",
-             f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']}; "
-             f"{meta['conditions']}", ""]
+             f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']}"
+             + (f"; {meta['conditions']}" if meta["conditions"] not in ("", "(no note)") else "") + ".", ""]
     if not timed:
         lines += [f"Times {not_quiet(meta['load_before'], remeasure_cost(meta, out))}. They stay in cost.csv, "
                   "the record, but are not reported, and neither are the time crossovers.", ""]
