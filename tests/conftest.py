@@ -5,6 +5,7 @@ The plain functions and constants they are built from live in tests/helpers.py.
 import os
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
@@ -21,6 +22,13 @@ from tests.helpers import (
     randomize,
     save_checkpoint,
 )
+
+# The suite compiles some thousands of small programs that each run a few times: XLA's backend optimisations
+# cost more compile time than they save (about a quarter of the suite). Subprocesses inherit the variable;
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs the suite fully optimised. Benchmarks and real runs never set it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+jax.config.update("jax_disable_most_optimizations",
+                  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true", "yes", "on"))
 
 SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -306,12 +306,12 @@ def run_module(module: str, arg: str) -> dict:
 
 @pytest.mark.slow
 def test_every_entry_point_as_a_real_subprocess():
-    """As test_help_lists_the_flags, with `python -m` itself: every entry point's `__main__` block runs.
-    An unknown flag goes through the same `cli.run` everywhere, so one entry point per folder checks it
-    here (test_unknown_flag_is_one_line checks all of them in-process); each process costs ~2 s of imports."""
+    """As test_help_lists_the_flags and test_unknown_flag_is_one_line, with `python -m` itself, for one entry
+    point per folder: the forked helper process of those tests runs every module's `__main__` block already,
+    and each real process costs ~2 s of imports."""
     modules = [m for m in ENTRY_POINTS if m not in NOT_YET]
     one_per_folder = list({m.split(".")[0]: m for m in modules}.values())
-    runs = [(m, "--help") for m in modules] + [(m, f"--{UNKNOWN_FLAG}") for m in one_per_folder]
+    runs = [(m, arg) for m in one_per_folder for arg in ("--help", f"--{UNKNOWN_FLAG}")]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(pool.map(lambda run: run_module(*run), runs))
     failures = []
