@@ -7,17 +7,48 @@ over `--prompt` tokens per row. Decode: tokens/s of greedy generation with a KV 
 from the difference between generating 1 and 1 + `--new` tokens (so the prefill is
 not counted). llama-cpp-python decodes one sequence at a time: it has no batch-8 row.
 
+Decode is also given as a fraction of its memory limit: a decode step reads every weight once
+(for all rows of the batch), so `batch` x bandwidth / weight bytes tokens/s is the most it can
+reach. The bandwidth is measured in the same run (a jitted XLA sum over a 256 MB float32 array,
+median of 7); the weight bytes are those of our model (a tied embedding is the output layer, read
+once; an untied input embedding only contributes the row it looks up). llama.cpp reads its
+quantized file, fewer bytes, so its fraction of the float32 limit can pass 1.
+
     ../shared/tools/quiet-run .venv/bin/python -m benchmarks.llm --model=smollm2
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
+from flax import nnx
 
-from benchmarks.timing import define_repeats, header, load_average, measure
+from benchmarks.timing import define_repeats, header, load_average, measure, measure_one
 from train import cli
 
 FLAGS = flags.FLAGS
+
+
+def read_bandwidth(megabytes: int = 256, repeats: int = 7) -> float:
+    """Bytes/s an XLA reduction reads: a jitted sum over `megabytes` MB of float32, median of `repeats`."""
+    x = jnp.ones(megabytes * 2**20 // 4, jnp.float32)
+    total = jax.jit(jnp.sum)
+    return x.nbytes / measure_one(lambda: total(x), repeats).median
+
+
+def decode_weight_bytes(model) -> int:
+    """Weight bytes one decode step reads: every parameter once; an untied input embedding, one row."""
+    total = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    if getattr(model, "lm_head", None) is not None:  # untied: the lookup reads one row of the table
+        table = model.embed_tokens.embedding[...]
+        total -= table.nbytes - table.nbytes // table.shape[0]
+    return total
+
+
+def decode_limit(bandwidth: float, weight_bytes: int, batch: int) -> float:
+    """The most tokens/s a memory-bound decode can reach: each step reads the weights once for `batch` rows."""
+    return batch * bandwidth / weight_bytes
 
 
 def main(argv):
@@ -42,6 +73,8 @@ def main(argv):
         except ImportError:
             print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
 
+    bandwidth = read_bandwidth()
+    weight_bytes = decode_weight_bytes(model)
     rng = np.random.default_rng(0)
     vocab = model.config.vocab_size
     rows = []
@@ -75,11 +108,17 @@ def main(argv):
     print(header())
     print(f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
           f"median of {FLAGS.repeats}")
-    print("| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32); weights read per decode "
+          f"step {weight_bytes / 1e6:.0f} MB ({model.embed_tokens.embedding[...].dtype}); batch-1 limit "
+          f"{decode_limit(bandwidth, weight_bytes, 1):.1f} tokens/s")
+    print("| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers | limit tokens/s "
+          "| decode / limit |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     torch_decode = {b: d for n, b, _, d in rows if n == "torch"}
     for name, batch, prefill, decode in rows:
-        print(f"| {name} | {batch} | {prefill:,.0f} | {decode:,.1f} | {decode / torch_decode[batch]:.2f}x |")
+        limit = decode_limit(bandwidth, weight_bytes, batch)
+        print(f"| {name} | {batch} | {prefill:,.0f} | {decode:,.1f} | {decode / torch_decode[batch]:.2f}x "
+              f"| {limit:,.1f} | {decode / limit:.2f} |")
     print(f"load average after: {load_average()}")
 
 
