@@ -88,6 +88,7 @@ class Generator:
         self.cache_dtype = cache_dtype or model.embed_tokens.embedding[...].dtype
         self._prefill = jax.jit(self._prefill_fn, donate_argnums=(4,))
         self._step = jax.jit(self._step_fn, donate_argnums=(4,))
+        self._decode = jax.jit(self._decode_fn, donate_argnums=(5,), static_argnames=("sampling",))
         self._sample = jax.jit(sample_tokens, static_argnames=("sampling",))
         self._score = jax.jit(self._score_fn)
 
@@ -102,6 +103,40 @@ class Generator:
         model = nnx.merge(self.graphdef, state)
         hidden, cache = model(token[:, None], position[:, None], kv_mask, cache=cache, cache_index=index)
         return model.logits(hidden[:, 0]), cache
+
+    def _decode_fn(self, state, logits, key, position, kv_mask, cache, start, count, is_stop, sampling):
+        """Up to `count` tokens per row in one compiled loop: (tokens (batch, slots), how many, the cache).
+
+        The loop is `generate`'s per-token loop moved into the graph (no dispatch or host sync per
+        token): split the key, sample from `logits`, stop once every row has drawn a stop token
+        (`is_stop`, a mask over the vocabulary) or `count` tokens are drawn, else write the token
+        into cache slot start + n - 1 and run the single-token step for the next logits.
+        """
+        model = nnx.merge(self.graphdef, state)
+        batch, slots = kv_mask.shape
+
+        def draw(logits, key, n, out, done):
+            key, sub = jax.random.split(key)
+            token = sample_tokens(logits, sub, sampling).astype(jnp.int32)
+            out = jax.lax.dynamic_update_slice(out, token[:, None], (0, n))
+            return token, key, out, done | is_stop[token]
+
+        def more(carry):
+            n, done = carry[0], carry[-1]
+            return (n < count) & ~jnp.all(done)
+
+        def step(carry):
+            n, token, key, position, kv_mask, cache, out, done = carry
+            index = start + n - 1
+            kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((batch, 1), bool), (0, index))
+            hidden, cache = model(token[:, None], position[:, None], kv_mask, cache=cache, cache_index=index)
+            token, key, out, done = draw(model.logits(hidden[:, 0]), key, n, out, done)
+            return n + 1, token, key, position + 1, kv_mask, cache, out, done
+
+        out = jnp.zeros((batch, slots), jnp.int32)
+        token, key, out, done = draw(logits, key, 0, out, jnp.zeros(batch, bool))
+        carry = jax.lax.while_loop(more, step, (1, token, key, position, kv_mask, cache, out, done))
+        return carry[-2], carry[0], carry[5]
 
     def _score_fn(self, state, tokens, mask, targets, target_mask, gather_at):
         """Sum of log p(targets) where target_mask; targets are predicted from `gather_at`."""
@@ -156,6 +191,11 @@ class Generator:
         position = mask.sum(axis=1).astype(np.int32)  # next position of each row
         key = jax.random.key(sampling.seed)
         rule = dataclasses.replace(sampling, seed=0)  # static for jit; the key carries the seed
+        if on_token is None:  # every token in one compiled loop
+            is_stop = self._stop_mask(stop_tokens)
+            drawn, count, _ = self._decode(self.state, logits, key, jnp.asarray(position), jnp.asarray(kv_mask),
+                                        cache, length, max_new_tokens, jnp.asarray(is_stop), sampling=rule)
+            return [_until_stop(row, is_stop) for row in np.asarray(drawn)[:, :int(count)].tolist()]
         stops = np.asarray(sorted(set(stop_tokens)), np.int64)
         out: list[list[int]] = [[] for _ in range(batch)]
         done = np.zeros(batch, bool)
@@ -177,6 +217,11 @@ class Generator:
                                        jnp.asarray(kv_mask), cache, index)
             position += 1
         return out
+
+    def _stop_mask(self, stop_tokens: Sequence[int]) -> np.ndarray:
+        is_stop = np.zeros(self.config.vocab_size, bool)
+        is_stop[[t for t in set(stop_tokens) if 0 <= t < len(is_stop)]] = True
+        return is_stop
 
     # -------------------------------------------------------------- a shared prefix
     def _extend_fn(self, state, tokens, positions, kv_mask, cache, index, last):
@@ -215,7 +260,7 @@ class Generator:
             tokens[0, :p] = prefix
             kv_mask[0, :p] = True
             cache = self._run_chunk(tokens, 0, kv_mask, cache, p - 1)[1]
-        stops = set(stop_tokens)
+        is_stop = self._stop_mask(stop_tokens)
         for suffix in suffixes:
             n = len(suffix)
             if n == 0:
@@ -228,18 +273,11 @@ class Generator:
             logprobs = np.asarray(jax.nn.log_softmax(
                 logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1))[0]
             out: list[int] = []
-            index = p + n
-            while len(out) < max_new_tokens:
-                token = int(np.argmax(logits[0]))
-                if token in stops:
-                    break
-                out.append(token)
-                if len(out) == max_new_tokens:
-                    break
-                kv_mask[0, index] = True
-                logits, cache = self._step(self.state, jnp.asarray([token], jnp.int32),
-                                           jnp.asarray([index], jnp.int32), jnp.asarray(kv_mask), cache, index)
-                index += 1
+            if max_new_tokens:  # greedy, in one compiled loop
+                drawn, count, cache = self._decode(
+                    self.state, logits, jax.random.key(0), jnp.asarray([p + n], jnp.int32), jnp.asarray(kv_mask),
+                    cache, p + n, max_new_tokens, jnp.asarray(is_stop), sampling=Sampling())
+                out = _until_stop(np.asarray(drawn)[0, :int(count)].tolist(), is_stop)
             yield logprobs, out
 
     def _run_chunk(self, tokens, start, kv_mask, cache, last):
@@ -288,6 +326,13 @@ class Generator:
             gather_at[i, :n] = np.arange(first - 1, length - 1)
         scores = self._score(self.state, *map(jnp.asarray, (tokens, mask, targets, target_mask, gather_at)))
         return np.asarray(scores)[:len(rows)]
+
+
+def _until_stop(tokens: list[int], is_stop: np.ndarray) -> list[int]:
+    for i, t in enumerate(tokens):
+        if is_stop[t]:
+            return tokens[:i]
+    return tokens
 
 
 def split_shared_prefix(prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
