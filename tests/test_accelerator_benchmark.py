@@ -18,6 +18,7 @@ def check_measured(row):
     assert row["gflop_per_step"] > 0 and row["tokens_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_gpt_float32_row():
     (row,) = accelerator.run(("gpt",), ("float32",), quick=True, repeats=2, log=lambda line: None)
     assert row["workload"].startswith("gpt: batch 4 x 16 tokens, 1 layers") and row["dtype"] == "float32"

@@ -137,6 +137,7 @@ def test_leak_check_separates_the_masks(corpus_dir, masking, leaks):
         assert normal["nll"] == pytest.approx(hidden["nll"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_driver_trains_measures_and_records(corpus_dir, tmp_path):
     from experiments import attention_study
     config = tiny_config(data_dir=str(corpus_dir), max_steps=4)
@@ -178,6 +179,7 @@ def test_unknown_study_and_variant_are_named():
         attention_study.study_module("bert")
 
 
+@pytest.mark.slow
 def test_positions_and_mlm_studies_run(corpus_dir, tmp_path):
     """The other two studies end to end at toy size: extrapolation lengths, the probe along training."""
     from configs import attention_mlm, attention_positions
@@ -203,6 +205,7 @@ def test_positions_and_mlm_studies_run(corpus_dir, tmp_path):
     assert record["predicted_tokens"] < record["tokens_seen"] / 3  # ~15% of the tokens are predicted
 
 
+@pytest.mark.slow
 def test_scaled_position_variants_are_recorded_and_reported_apart(corpus_dir, tmp_path):
     """`<scheme>_scaled` trains the scheme with the token embeddings x sqrt(n_embd) (issue 32), recorded under its
     own name beside the unscaled run, and the report lists it and says what the scaling is."""
@@ -229,6 +232,7 @@ def test_scaled_position_variants_are_recorded_and_reported_apart(corpus_dir, tm
     assert "Not run: learned, learned_scaled, rotary, alibi." in text
 
 
+@pytest.mark.slow
 def test_word_lm_resumes_through_the_engine(corpus_dir, tmp_path):
     """The MLM variant via train_and_evaluate, killed after 3 of 6 steps and resumed, equals 6 at once
     (batches, masks and dropout are functions of the step)."""

@@ -245,6 +245,7 @@ TINY_BIRTH_FLAGS = ["--config=configs/birth_demo.py:pretrain", "--config.model.b
                     "--config.checkpoint_every_steps=4", "--config.eval_file="]  # = tiny_birth_config's
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_is_one_line_and_loses_nothing(tmp_path, bios_dir):
     from train import train
     script = tmp_path / "full_disk.py"
@@ -312,6 +313,7 @@ def test_llm_checks_its_flags_before_loading_a_model():
     assert_one_line_error(code, stderr, "generate needs --prompt")
 
 
+@pytest.mark.slow
 def test_seed_study_names_an_unknown_variant_before_training(tmp_path):
     code, _, stderr = run_command("experiments.seed_study", "--config=configs/finetune_study.py:boolq",
                                   "--variants=head,nope")
@@ -326,6 +328,7 @@ def test_seed_study_names_an_unknown_variant_before_training(tmp_path):
     (["--grid=learning_rate=-1"], "config.learning_rate=-1.0: must be positive"),
     (["--grid=learning_rate=1e-3", "--random=-1"], "--random=-1: must be 0"),
 ])
+@pytest.mark.slow
 def test_hparam_search_names_a_bad_grid_before_writing_anything(tmp_path, args, fragment):
     out = tmp_path / "search"
     code, _, stderr = run_command("experiments.hparam_search", "--config=configs/bert_finetune.py:sst2,lora",

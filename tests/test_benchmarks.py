@@ -81,6 +81,7 @@ SILENT = """
 """
 
 
+@pytest.mark.slow
 def test_run_all_collects_rows_logs_failures(tmp_path, monkeypatch, capsys):
     package = tmp_path / "fakes"
     package.mkdir()

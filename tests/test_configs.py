@@ -106,6 +106,7 @@ def test_demo_runs_its_stage_configs_unchanged():
     assert configs["finetune"].init_from == "runs/demo/pretrain"
 
 
+@pytest.mark.slow
 def test_cli_prints_the_config_error_alone(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     command = [sys.executable, "-m", "train.main", "--config=configs/birth_finetune_scratch.py",

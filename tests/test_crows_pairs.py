@@ -117,6 +117,7 @@ def test_real_file_loads(shared_data):
     assert {p.bias_type for p in pairs} == set(crows_pairs.BIAS_TYPES)
 
 
+@pytest.mark.slow
 def test_command(tiny_mlm_dir, tiny_encoder_dir, tmp_path):
     import json
     import subprocess

@@ -55,6 +55,7 @@ def test_edge_cases_and_gradient():
     np.testing.assert_allclose(np.asarray(grad), np.where(np.asarray(y) != 0, 1 / 0.75, 0.0))
 
 
+@pytest.mark.slow
 def test_gpt_with_hash_dropout_is_unchanged_in_eval_and_trains():
     idx = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 9)))
     models = {bits: GPT(11, 16, 2, 2, 8, dropout_bits=bits, rngs=nnx.Rngs(0)) for bits in ("threefry", "hash")}
@@ -85,6 +86,7 @@ def _transformer(bits):
 
 
 @pytest.mark.parametrize("build", [_bert, _transformer], ids=["bert", "transformer"])
+@pytest.mark.slow
 def test_encoders_with_hash_dropout_are_unchanged_in_eval_and_train(build):
     ids = jnp.asarray(np.random.default_rng(0).integers(1, 50, size=(2, 9)))
     built = {bits: build(bits) for bits in ("threefry", "hash")}

@@ -193,6 +193,7 @@ def test_performer_with_many_features_approaches_exact_attention():
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("num_global", [0, 1])
+@pytest.mark.slow
 def test_bigbird_with_a_window_covering_the_sequence_is_exact_attention(causal, num_global):
     seq = 23  # not a multiple of the block: padded inside, with masked keys
     exact, bird = twin("bigbird", seq, bigbird_block=4, bigbird_window=6, bigbird_global=num_global,
@@ -257,6 +258,7 @@ KIND_OPTIONS = {
 
 
 @pytest.mark.parametrize("kind", sorted(KIND_OPTIONS))
+@pytest.mark.slow
 def test_every_kind_jits_and_differentiates(kind):
     attn = SelfAttention(D, HEADS, kind=kind, rngs=nnx.Rngs(0), **KIND_OPTIONS[kind])
     x, mask = inputs(37), padding(37, [37, 20])
@@ -291,6 +293,7 @@ def test_invalid_options_are_refused_with_a_message():
         SelfAttention(D, HEADS, kind="bigbird", rngs=nnx.Rngs(0)).get_attention_weights(q, q)
 
 
+@pytest.mark.slow
 def test_default_kind_is_bit_identical_and_builds_nothing_more():
     plain = SelfAttention(D, HEADS, rngs=nnx.Rngs(0))
     explicit = SelfAttention(D, HEADS, kind="exact", linformer_k=3, bigbird_block=2, rngs=nnx.Rngs(0))
@@ -313,6 +316,7 @@ def test_default_kind_is_bit_identical_and_builds_nothing_more():
 
 
 @pytest.mark.parametrize("kind", sorted(KIND_OPTIONS))
+@pytest.mark.slow
 def test_transformer_classifier_selects_the_kind_from_its_config(kind):
     options = {k: v for k, v in KIND_OPTIONS[kind].items() if k != "max_length"}
     config = base.model_config("transformer", vocabulary_size=30, embed_dim=16, hidden_dim=32, num_layers=2,
@@ -333,6 +337,7 @@ def test_transformer_classifier_selects_the_kind_from_its_config(kind):
 
 
 @pytest.mark.parametrize("kind", ["performer", "bigbird"])
+@pytest.mark.slow
 def test_gpt_with_a_causal_efficient_kind_never_looks_ahead(kind):
     options = {"kind": kind, **{k: v for k, v in KIND_OPTIONS[kind].items()}}
     if kind == "bigbird":

@@ -97,6 +97,7 @@ def assert_gradients_match_exact_attention(kernel, exact, args, seed=7):
 # ------------------------------------------------------------------ Linformer
 
 @pytest.mark.parametrize("per_head", [False, True])
+@pytest.mark.slow
 def test_linformer_gradients_match_finite_differences(per_head):
     q, k, v = qkv()
     proj_shape = (HEADS, SEQ + 2, 3) if per_head else (SEQ + 2, 3)  # N > S: only the first S rows count
@@ -121,6 +122,7 @@ def test_linformer_with_identity_projections_has_exact_attention_gradients():
 # ------------------------------------------------------------------ Performer (FAVOR+)
 
 @pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.slow
 def test_performer_gradients_match_finite_differences(causal):
     q, k, v = qkv()
     projection = efficient.orthogonal_gaussian(jax.random.key(3), 6, DIM, jnp.float64)
@@ -136,6 +138,7 @@ def test_performer_gradients_match_finite_differences(causal):
 # ------------------------------------------------------------------ BigBird
 
 @pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.slow
 def test_bigbird_gradients_match_finite_differences(causal):
     """A sparse pattern (global, window and random blocks; the sequence not a multiple of the block)."""
     q, k, v = qkv(seq=13)
@@ -152,6 +155,7 @@ def test_bigbird_gradients_match_finite_differences(causal):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("num_global", [0, 1])
+@pytest.mark.slow
 def test_bigbird_with_a_covering_window_has_exact_attention_gradients(causal, num_global):
     mask = padding_mask([SEQ, 6])
 

@@ -193,6 +193,7 @@ def forked(tmp_path_factory):
 
 
 @pytest.mark.parametrize("module", params())
+@pytest.mark.slow
 def test_help_lists_the_flags(module, forked):
     result = forked[(module, "--help")]
     assert not help_problems(result), report(module, "--help", help_problems(result), result)
@@ -254,6 +255,7 @@ raise RuntimeError("broken at import")
 '''
 
 
+@pytest.mark.slow
 def test_the_checks_fail_other_styles_and_cli_errors_are_one_line(tmp_path):
     """The checks catch argparse and a traceback; cli.run reports each kind of command-line error as one line."""
     package = tmp_path / "pkg"

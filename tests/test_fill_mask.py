@@ -77,6 +77,7 @@ def test_a_directory_without_mlm_head_is_named(tiny_encoder_dir):
         load_mlm(tiny_encoder_dir)
 
 
+@pytest.mark.slow
 def test_command(tiny_mlm_dir, tiny_encoder_dir, pipe):
     cmd = [sys.executable, "-m", "analysis.bias.fill_mask", f"--model={tiny_mlm_dir}", "--top_k=2"]
     out = subprocess.run(cmd + [TEXTS[0]], capture_output=True, text=True, cwd=REPO_ROOT)

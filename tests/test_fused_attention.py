@@ -61,6 +61,7 @@ def reference(q, k, v, visible, scale):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (6, 1)], ids=["mha", "gqa", "mqa"])
+@pytest.mark.slow
 def test_attend_matches_the_softmax_formula(dtype, heads, kv_heads, fused_calls):
     rng = np.random.default_rng(0)
     b, s, d = 3, 9, 8
@@ -117,6 +118,7 @@ def _pair(build):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.slow
 def test_self_attention_of_the_transformer_classifier(dtype, fused_calls):
     """MultiHeadedAttention with padding, causal and a query slice (the CLS-only last layer)."""
     tol = F64 if dtype == "float64" else F32
@@ -136,6 +138,7 @@ def _tiny_gpt(attention_impl, **over):
     return GPT.from_config(config, vocab_size=23, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_mingpt_logits_and_cached_decoding(fused_calls):
     explicit, fused = _tiny_gpt("explicit"), _tiny_gpt("fused")
     explicit.eval(), fused.eval()
@@ -153,6 +156,7 @@ def test_mingpt_logits_and_cached_decoding(fused_calls):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_mingpt_variants_route_through_the_fused_kernel_too(fused_calls):
     over = dict(attention=dict(module="variants"), attn_pdrop=0.0)
     explicit, fused = _tiny_gpt("explicit", **over), _tiny_gpt("fused", **over)
@@ -161,6 +165,7 @@ def test_mingpt_variants_route_through_the_fused_kernel_too(fused_calls):
     assert len(fused_calls) == 2
 
 
+@pytest.mark.slow
 def test_attention_dropout_in_training_keeps_the_explicit_path(fused_calls):
     """The fused kernel has no dropout on the probabilities: in train mode with attn_pdrop > 0 the
     fused setting computes exactly what the explicit one does (same dropout draws), without the kernel."""
@@ -173,6 +178,7 @@ def test_attention_dropout_in_training_keeps_the_explicit_path(fused_calls):
     assert len(fused_calls) == 2
 
 
+@pytest.mark.slow
 def test_bert_with_key_padding(fused_calls):
     config = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=48, max_position_embeddings=20)
@@ -187,6 +193,7 @@ def test_bert_with_key_padding(fused_calls):
 
 
 @pytest.mark.parametrize("cls_only", [True, False])
+@pytest.mark.slow
 def test_transformer_classifier_logits(cls_only, fused_calls):
     def build(impl):
         config = TransformerClassifier.Config(vocabulary_size=50, embed_dim=32, hidden_dim=40, num_heads=4,
@@ -252,6 +259,7 @@ def _prefill_and_decode(model, tokens, lengths, steps, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", ["llama", "gemma3"])
+@pytest.mark.slow
 def test_llm_prefill_and_decode(kind, dtype, fused_calls):
     tol = dict(rtol=1e-5, atol=1e-5 if dtype == "float64" else 1e-4)  # logits of size ~10
     tokens = np.random.default_rng(1).integers(0, 61, size=(3, 9))

@@ -39,6 +39,7 @@ def flax_grad_to_torch_names(grads: dict, n_layer: int, positions: bool = True) 
 
 
 @pytest.mark.parametrize("n_layer,n_head,n_embd,T", [(2, 4, 32, 17), (1, 3, 21, 9)])
+@pytest.mark.slow
 def test_gpt_matches_pytorch_forward_and_backward(n_layer, n_head, n_embd, T):
     torch.manual_seed(0)
     vocab, block = 23, 24
@@ -72,6 +73,7 @@ def test_gpt_matches_pytorch_forward_and_backward(n_layer, n_head, n_embd, T):
 
 
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+@pytest.mark.slow
 def test_scaled_token_embeddings_equal_a_table_scaled_by_sqrt_d(positions):
     """scale_token_embeddings (Vaswani et al. 3.4) is the reference with its embedding table times sqrt(d):
     the same logits, and the table's gradient times sqrt(d) (chain rule); the default leaves the table as is."""
@@ -142,6 +144,7 @@ def test_masked_cross_entropy_matches_ignore_index():
     assert float(masked_cross_entropy(jnp.asarray(logits), jnp.zeros((4, 7), jnp.int32))[0]) == 0.0
 
 
+@pytest.mark.slow
 def test_gpt_causality_and_bad_input():
     model = GPT(10, 16, 1, 2, 8, rngs=nnx.Rngs(0))
     model.eval()
@@ -155,6 +158,7 @@ def test_gpt_causality_and_bad_input():
 
 
 @pytest.mark.parametrize("options", [{}, {"fused": True}])
+@pytest.mark.slow
 def test_attention_variant_module_equals_mingpt_attention(options):
     """The SelfAttention path with default options is minGPT's attention, parameter for parameter."""
     base = GPT(13, 16, 2, 2, 8, 0.0, 0.0, 0.0, rngs=nnx.Rngs(0))
@@ -167,6 +171,7 @@ def test_attention_variant_module_equals_mingpt_attention(options):
     np.testing.assert_allclose(np.asarray(variant(x)), np.asarray(base(x)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_additive_attention_variant_is_causal():
     model = GPT(13, 16, 1, 2, 8, 0.0, 0.0, 0.0, attention={"scoring": "additive"}, rngs=nnx.Rngs(0))
     model.eval()

@@ -49,6 +49,7 @@ def test_cached_greedy_equals_recompute_and_the_course_loop(reference):
         np.testing.assert_array_equal(r, expected)
 
 
+@pytest.mark.slow
 def test_decode_logits_match_the_full_forward(reference):
     idx = np.stack(prompts([10, 10, 10], seed=1))
     with jax.enable_x64(True):
@@ -72,6 +73,7 @@ def test_buffer_end_stops_generation(reference):
         np.testing.assert_array_equal(c, r)
 
 
+@pytest.mark.slow
 def test_cache_with_sinusoidal_positions_and_pruned_heads(reference):
     group = prompts([4, 7], seed=3)
     with jax.enable_x64(True):

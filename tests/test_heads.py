@@ -68,6 +68,7 @@ def test_bert_all_ones_mask_is_bit_identical(tiny_bert):
                                   np.asarray(nnx.jit(lambda m, i, a: m(i, a).last_hidden_state)(model, ids, mask)))
 
 
+@pytest.mark.slow
 def test_bert_head_mask_matches_pytorch_hooks(tiny_bert):
     hf, path = tiny_bert
     ids, mask = bert_batch(1)
@@ -106,6 +107,7 @@ def test_bert_classifier_passes_the_mask(tiny_bert):
 # ------------------------------------------------------------------ minGPT (both attention modules)
 
 @pytest.mark.parametrize("attention", [None, {}, {"fused": True}])
+@pytest.mark.slow
 def test_gpt_head_mask_matches_pytorch_hooks(attention):
     torch.manual_seed(0)
     vocab, block, T = 23, 24, 11
@@ -134,6 +136,7 @@ def test_gpt_head_mask_matches_pytorch_hooks(attention):
 # ------------------------------------------------------------------ the course's Transformer
 
 @pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+@pytest.mark.slow
 def test_transformer_head_mask_matches_pytorch_hooks(block):
     sizes = dict(vocabulary_size=50, embed_dim=12, hidden_dim=20, num_heads=4, num_layers=2,
                  block=block, dropout=0.3, max_length=9)
@@ -213,6 +216,7 @@ def gpt_problem(seed=0, n=6, T=9, vocab=11):
     return model, per_example, arrays
 
 
+@pytest.mark.slow
 def test_gradient_scores_match_finite_differences():
     """E_x |dL(x)/d xi_h| from jax.grad (vmapped, jitted, batched) against central differences, float64."""
     with jax.enable_x64(True):
@@ -236,6 +240,7 @@ def test_gradient_scores_match_finite_differences():
         assert got.min() > 0  # every head (even a masked one) has a gradient here
 
 
+@pytest.mark.slow
 def test_evaluator_ablation_and_normalisation():
     model, per_example, arrays = gpt_problem(1)
     evaluator = hi.MaskedEvaluator(model, per_example, hi.fixed_batches(arrays, 4), (2, 4))
@@ -304,6 +309,7 @@ def test_pruned_bert_classifier_equals_masked_and_reloads(tiny_bert, tmp_path):
     assert n_params(again) == unpruned - 5 * (3 * (32 * 8 + 8) + 8 * 32)
 
 
+@pytest.mark.slow
 def test_pruned_gpt_equals_masked_and_reloads(tmp_path):
     model = GPT(11, 16, 2, 4, 16, 0.0, 0.0, 0.0, rngs=nnx.Rngs(0))
     model.eval()

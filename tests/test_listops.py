@@ -69,6 +69,7 @@ def test_written_once_and_read_back(tmp_path):
         listops.read_split(bad, 3)
 
 
+@pytest.mark.slow
 def test_listops_trains_through_the_engine_with_every_kind(tmp_path):
     from configs import listops as listops_config
     from train.train import train_and_evaluate

@@ -79,6 +79,7 @@ def _run(*args, cwd=REPO):
     return done.returncode, done.stderr.strip().splitlines()
 
 
+@pytest.mark.slow
 def test_bad_flags_are_one_line_errors(tmp_path):
     for flag, message in (("--limit=-1", "flag --limit=-1: -1 is not a non-negative integer"),
                           ("--shots=abc", "error: --shots=abc: 'abc' is not an integer >= 0"),

@@ -39,6 +39,7 @@ def _logits(kind, dtype, ids):
 
 
 @pytest.mark.parametrize("kind", sorted(TINY))
+@pytest.mark.slow
 def test_half_precision_logits_agree_with_float32_and_parameters_stay_float32(kind):
     ids = jnp.asarray(np.random.default_rng(0).integers(1, 13, (4, 16)), jnp.int32)
     reference, ref_params = _logits(kind, "float32", ids)
@@ -54,6 +55,7 @@ def test_half_precision_logits_agree_with_float32_and_parameters_stay_float32(ki
         assert 0 < difference < tolerance  # > 0: the half-precision path really ran
 
 
+@pytest.mark.slow
 def test_bert_classifier_logits_in_bfloat16(sst2_checkpoint):
     ids = jnp.asarray(np.random.default_rng(0).integers(5, 21, (4, 12)), jnp.int32)
     mask = jnp.ones_like(ids).at[1:, 8:].set(0)
@@ -103,6 +105,7 @@ def gpt_float32_records(tmp_path_factory, bios_dir):
     return _gpt_run(tmp_path_factory.mktemp("gpt_float32"), bios_dir, "float32")
 
 
+@pytest.mark.slow
 def test_gpt_trains_in_bfloat16_like_float32_and_saves_float32(tmp_path, bios_dir, gpt_float32_records):
     records = _gpt_run(tmp_path, bios_dir, "bfloat16")
     _assert_trains_like_float32({"float32": gpt_float32_records, "bfloat16": records})
@@ -115,6 +118,7 @@ def test_gpt_trains_in_float16_with_a_loss_scale(tmp_path, bios_dir, gpt_float32
     assert records[-1]["loss_scale"] == steps.LOSS_SCALE  # logged; no overflow in this tiny run
 
 
+@pytest.mark.slow
 def test_bert_finetunes_in_bfloat16_like_float32(tmp_path, sst2_checkpoint, sst2_dir):
     records = {}
     for dtype in ("float32", "bfloat16"):
@@ -126,6 +130,7 @@ def test_bert_finetunes_in_bfloat16_like_float32(tmp_path, sst2_checkpoint, sst2
     _assert_trains_like_float32(records)
 
 
+@pytest.mark.slow
 def test_float16_scales_the_loss_and_backs_off_on_overflow():
     config = base.model_config("gpt", **TINY["gpt"], dtype="float16")
     model = build.build_model(config, rngs=nnx.Rngs(0), vocab_size=13)

@@ -83,6 +83,7 @@ def params(model):
     return {k: np.asarray(v) for k, v in bert.hf_state_dict(model).items()}
 
 
+@pytest.mark.slow
 def test_head_then_full_save_directories_both_loaders_read(tiny_encoder_dir, data_dir, tmp_path):
     head = mlm_head.run(tiny_config("head", data_dir, checkpoint=str(tiny_encoder_dir)), tmp_path / "head")
     out = tmp_path / "head" / "hf"

@@ -20,6 +20,7 @@ def selection_config(sst2_checkpoint, sst2_dir, tmp_path, **overrides):
     return tiny_sst2_config(sst2_checkpoint[0], sst2_dir[0], tmp_path / "tfds", "head", **values)
 
 
+@pytest.mark.slow
 def test_the_best_validation_pass_is_the_one_evaluated(sst2_checkpoint, sst2_dir, tmp_path):
     config = selection_config(sst2_checkpoint, sst2_dir, tmp_path)
     results = train.train_and_evaluate(config, tmp_path / "run")
@@ -44,6 +45,7 @@ def test_the_best_validation_pass_is_the_one_evaluated(sst2_checkpoint, sst2_dir
     np.testing.assert_allclose(latest["loss"], losses[-1], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_patience_and_resumes_to_the_same_end(sst2_checkpoint, sst2_dir, tmp_path):
     # room for the non-monotone loss to stall twice in a row well before max_steps
     config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, early_stopping_patience=2, max_steps=32)
@@ -64,6 +66,7 @@ def test_early_stopping_stops_after_patience_and_resumes_to_the_same_end(sst2_ch
     assert len(records(tmp_path / "run", "valid")) == len(valid)
 
 
+@pytest.mark.slow
 def test_killed_run_keeps_its_best_pass(sst2_checkpoint, sst2_dir, tmp_path):
     config = selection_config(sst2_checkpoint, sst2_dir, tmp_path, checkpoint_every_steps=4)
     whole = train.train_and_evaluate(config, tmp_path / "whole")
@@ -92,6 +95,7 @@ def test_unknown_selection_metric_is_named(sst2_checkpoint, sst2_dir, tmp_path):
         train.train_and_evaluate(config, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_search_restores_and_tests_its_best_trial(sst2_checkpoint, sst2_dir, tmp_path):
     """hparam_search with select_best: the trial's validation is its best pass, and the restored best trial
     scores its test split as it did in training."""

@@ -136,6 +136,7 @@ def test_prefix_too_long_for_positions():
 
 
 @pytest.mark.parametrize("mode", peft.MODES)
+@pytest.mark.slow
 def test_optimizer_step_touches_only_trainable(mode):
     """What the engine does: nnx.Optimizer(wrt=filter) and grads w.r.t. the same filter."""
     m = classifier(mode, prefix_length=4, lora_rank=2)

@@ -133,6 +133,7 @@ def tiny_gpt(**kw):
     return GPT(50, 16, 2, 2, 16, 0.0, 0.0, 0.0, attention, rngs=nnx.Rngs(0), **kw)
 
 
+@pytest.mark.slow
 def test_gpt_default_is_unchanged_and_hidden_feeds_the_head():
     idx = jnp.asarray(np.random.default_rng(0).integers(0, 50, size=(3, 11)))
     for attention in (None, dict(scoring="dot")):
@@ -142,6 +143,7 @@ def test_gpt_default_is_unchanged_and_hidden_feeds_the_head():
 
 
 @pytest.mark.parametrize("positions", ["sinusoidal", "rotary", "alibi"])
+@pytest.mark.slow
 def test_gpt_positions_have_no_table_and_keep_causality(positions):
     from flax import nnx
     model = tiny_gpt(positions=positions)

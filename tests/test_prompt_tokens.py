@@ -55,6 +55,7 @@ def ids(tokenizer, text):
     return list(tokenizer(text).input_ids)
 
 
+@pytest.mark.slow
 def test_boolq_feeds_each_whole_prompt_and_still_caches_the_demonstrations(tokenizer, tmp_path):
     splits = {"train": TRAIN, "test": HELD_OUT}
     jobs = lp.boolq_jobs("m", splits, [0, 1, 4], [0, 1], 0)
@@ -171,6 +172,7 @@ class ByHand:
         return tokenizer.decode(new)
 
 
+@pytest.mark.slow
 def test_boolq_scores_are_the_log_likelihoods_of_the_whole_prompt(tokenizer, tmp_path):
     """The cached scorer's margin, choice and greedy text equal those computed by hand from uncached passes."""
     from models.generation import Generator
@@ -193,6 +195,7 @@ def test_boolq_scores_are_the_log_likelihoods_of_the_whole_prompt(tokenizer, tmp
             assert prediction["text"] == by_hand.greedy_text(tokenizer, prompt, lp.NEW_TOKENS)
 
 
+@pytest.mark.slow
 def test_bbc_constrained_and_calibrated_choices_are_computed_by_hand(tokenizer, tmp_path):
     """LL / constrained: the topic of highest log-probability; calibrated: minus its log-probability
     after the content-free article (Zhao et al. 2021), both from uncached passes over whole prompts."""

@@ -81,6 +81,7 @@ def test_configs_follow_the_course():
 
 
 @pytest.mark.parametrize("number", sorted(sentiment.EXPERIMENTS))
+@pytest.mark.slow
 def test_each_experiment_trains(number, runs):
     root, results = runs
     records = read_metrics(root / f"exp{number}")

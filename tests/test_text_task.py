@@ -31,6 +31,7 @@ def initial_model(config):
 
 
 @pytest.mark.parametrize("mode", ["head", "lora"])
+@pytest.mark.slow
 def test_bert_task_trains_only_its_parameters(mode, sst2_checkpoint, sst2_dir, tmp_path):
     ckpt_dir, hf_params = sst2_checkpoint
     data_dir, sizes = sst2_dir

@@ -17,6 +17,7 @@ from train.checkpoint import Checkpointer, CheckpointError
 from train.metrics import NonFiniteLossError, read_metrics
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, bios_dir):
     config = tiny_birth_config(bios_dir)
     train.train_and_evaluate(config, tmp_path / "straight")
@@ -36,6 +37,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, bios_dir):
     assert list((tmp_path / "killed" / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_finetune_from_pretrained_and_evaluate_after_restore(tmp_path, bios_dir):
     train.train_and_evaluate(tiny_birth_config(bios_dir), tmp_path / "pre")
     config = tiny_birth_config(bios_dir, "finetune", init_from=str(tmp_path / "pre"), max_steps=8)
@@ -55,6 +57,7 @@ def truncate_largest_params_file(step_dir: pathlib.Path) -> pathlib.Path:
     return victim
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_resumes_from_the_previous_step(tmp_path, bios_dir, capsys):
     config = tiny_birth_config(bios_dir)
     train.train_and_evaluate(config, tmp_path / "straight")
@@ -120,6 +123,7 @@ def test_missing_data_dir_is_named(tmp_path):
         train.train_and_evaluate(config, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_one_device_and_eight_simulated_devices_agree(tmp_path, bios_dir):
     config = tiny_birth_config(bios_dir)
     train.train_and_evaluate(config, tmp_path / "one", devices=jax.devices()[:1])

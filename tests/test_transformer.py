@@ -132,6 +132,7 @@ def _small_models(block, **torch_kwargs):
 
 
 @pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+@pytest.mark.slow
 def test_transformer_matches_torch_forward_and_backward(block):
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)

@@ -47,6 +47,7 @@ def logits_both_ways(model, batch, uses_token_types, multiple=8):
 
 
 @pytest.mark.parametrize("mode", ["full", "head", "prefix", "lora", "linear_probe"])
+@pytest.mark.slow
 def test_bert_logits_do_not_depend_on_padding_columns(mode, sst2_checkpoint):
     config = tiny_sst2_config(sst2_checkpoint[0], "unused", "unused", mode)
     if mode == "prefix":
@@ -57,6 +58,7 @@ def test_bert_logits_do_not_depend_on_padding_columns(mode, sst2_checkpoint):
 
 
 @pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+@pytest.mark.slow
 def test_transformer_logits_do_not_depend_on_padding_columns(block):
     config = sentiment.get_config("3" if block == "prenorm" else "5")
     config.model.update(vocabulary_size=50, embed_dim=16, hidden_dim=24, max_positions=64)
@@ -76,6 +78,7 @@ def test_models_that_read_padding_refuse_it(number, attention_kind):
         base.validate(config)
 
 
+@pytest.mark.slow
 def test_trimmed_training_run_scores_like_an_untrimmed_model(sst2_checkpoint, sst2_dir, tmp_path):
     """End to end: trimmed batches train, and evaluating with and without trimming agrees."""
     from train import tasks, train
