@@ -1,8 +1,9 @@
 """Generation and scoring with the causal LMs of `models/llama.py` and `models/gemma.py`.
 
-Generation is a jit-compiled prefill over the (left-padded) prompts, then one
-jit-compiled single-token step per new token over a KV cache preallocated for the whole
-sequence. Shapes are rounded up to buckets so that prompts of similar length share a
+Generation is a jit-compiled prefill over the (left-padded) prompts, then the new tokens
+over a KV cache preallocated for the whole sequence: all in one compiled loop (sample, then a
+single-token step; no dispatch or host sync per token), or, when `on_token` streams them, one
+compiled step per token from Python. Shapes are rounded up to buckets so that prompts of similar length share a
 compilation. Scoring returns log p(continuation | context), summed over its tokens.
 
     generator = Generator(model)
