@@ -79,6 +79,18 @@ def load_note(records: list[dict]) -> str:
     return f"load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts and ends"
 
 
+ALONE_LOAD = 2.5  # a run alone keeps both cores busy: its own load average is about 2
+
+
+def times_note(records: list[dict]) -> str:
+    """Which runs' train times were measured alone on the machine, by the load averages their records keep."""
+    alone = sum(1 for r in records if r.get("load_average") and max(r["load_average"]) <= ALONE_LOAD)
+    return (f"Train times are wall-clock on a 2-core machine: {alone} of the {len(records)} runs ran alone "
+            f"(recorded load average at most {ALONE_LOAD}, the run's own threads), the others shared the machine "
+            "with other jobs (a higher load, or none recorded), so a mean train time over seeds mixes the two "
+            "where a variant has both.")
+
+
 def mmss(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(round(seconds % 60)):02d}"
 
@@ -498,11 +510,11 @@ def write_report(records: pathlib.Path, out: pathlib.Path) -> str:
     lines = ["# Attention, measured: the mini-GPT study on BBC News (issue 12)", "",
              "Commands (each run shows a progress bar and writes its records to `results/attention/records/`):", "",
              "```", "python -m experiments.attention_study --study=ablation --seeds=0,1,2",
-             "python -m experiments.attention_study --study=positions --seeds=0",
-             "python -m experiments.attention_study --study=mlm --seeds=0",
+             "python -m experiments.attention_study --study=positions --seeds=0,1,2",
+             "python -m experiments.attention_study --study=mlm --seeds=0,1,2",
              f"python -m analysis.attention_report --records={rel(records)} --out={rel(out)}   # this file", "```", "",
-             f"Runs recorded (variant x seeds): {runs_line}. Everything not listed was not run; all times were "
-             "measured on a 2-core machine shared with other jobs.", ""]
+             f"Runs recorded (variant x seeds): {runs_line}. Everything not listed was not run. "
+             + times_note([r for vs in data.values() for rs in vs.values() for r in rs]), ""]
     lines += ablation_section(data.get("ablation", {}), out)
     benchmark = out / "step_benchmark.md"  # benchmarks/attention_ablation.py --out=...: its table only if quiet
     if benchmark.is_file():
