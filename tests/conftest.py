@@ -4,6 +4,8 @@ The plain functions and constants they are built from live in tests/helpers.py.
 """
 import os
 import pathlib
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -29,6 +31,25 @@ from tests.helpers import (
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 jax.config.update("jax_disable_most_optimizations",
                   os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true", "yes", "on"))
+
+# One compilation cache for the run, shared by the pytest workers and the subprocesses the tests start:
+# many tests (and every subprocess) compile the same tiny programs. The first process to load this file
+# (pytest's controller) names a fresh folder; the others inherit it.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jax-test-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")))
+
+
+
+def pytest_unconfigure(config):
+    """The process that made the cache folder removes it when the run ends."""
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 SHARED_DATA = pathlib.Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
