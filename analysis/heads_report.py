@@ -28,7 +28,8 @@ from train.records import is_quiet, not_quiet, one_minute_load  # noqa: E402
 FLAGS = flags.FLAGS
 
 SETUPS = {
-    "sst2": "MiniLM (6 layers x 12 heads) fine-tuned on SST-2 (64 steps, runs/heads/sst2_short)",
+    "sst2": "MiniLM (6 layers x 12 heads) fine-tuned on SST-2 (the seed study's full fine-tune, "
+            "learning rate 1e-4, seed 0)",
     "mingpt": "CS224n minGPT (2 layers x 4 heads), real birth places (runs/birth_budget/finetune_e80)",
     "demo": "CS224n minGPT (2 layers x 4 heads), synthetic biographies (runs/demo/finetune)",
 }
@@ -144,7 +145,7 @@ def setup_section(r, out_dir):
                   "`max_fraction`; ≥ marks a fraction where the curve ended still within the threshold.)", ""]
     p = r.get("pruned_checkpoint")
     if p:
-        lines.append(f"Physically pruned checkpoint (gradient ranking, {p['removed']} of "
+        lines.append(f"Physically pruned checkpoint ({p.get('ranking', 'gradient')} ranking, {p['removed']} of "
                      f"{r['shape'][0] * r['shape'][1]} heads removed, heads kept per layer "
                      f"{[int(sum(row)) for row in p['keep']]}), reloaded from disk: "
                      f"{METRIC_NAMES[metric]} {pct(p['pruned_reloaded'][metric])} vs the masked model's "
@@ -152,7 +153,10 @@ def setup_section(r, out_dir):
                      f"{p['max_abs_logit_diff']:.1e}.")
         lines.append("")
     secs = {k.removeprefix("seconds_"): v for k, v in r.items() if k.startswith("seconds_")}
-    lines.append("CPU time (2 cores shared with other jobs): " +
+    load = r.get("load_average_max")
+    where = ("2 cores shared with other jobs" if load is None
+             else f"2 cores, highest 1-minute load average during the run {load:.2f}")
+    lines.append(f"CPU time ({where}): " +
                  ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in secs.items()) + ".")
     lines.append("")
     return lines

@@ -4,9 +4,9 @@
 
 The full model is MiniLM (all-MiniLM-L6-v2, 6 layers x 12 heads) with a two-class head; the
 pruned one is the same model with heads removed from the weights (models/pruning.py). Which
-heads: the physically pruned checkpoint of results/heads/sst2.json or sst2.gradient.json (the
-gradient ranking's step nearest 50%: 34 of 72 heads) when that record exists, else the last 6
-heads of every layer (50%). The weights do not change the speed, so the benchmark needs no
+heads: the physically pruned checkpoint of results/heads/sst2.json (the largest pruning level
+within 1 point of the unpruned accuracy) or sst2.gradient.json when that record exists, else the
+last 6 heads of every layer (50%). The weights do not change the speed, so the benchmark needs no
 fine-tuned run. Both forward passes are jit-compiled and timed alternately (benchmarks/timing.py)
 at batch 1 and 64; the table gives full/pruned - 1 next to Michel et al.'s 17.5% at batch 64
 (BERT-base, half of its heads pruned, their section 6.2). Writes results/heads/benchmark.json.
@@ -40,7 +40,7 @@ def keep_mask(shape) -> tuple[np.ndarray, str]:
             continue
         p = json.loads(record.read_text()).get("pruned_checkpoint")
         if p and tuple(np.shape(p["keep"])) == tuple(shape):
-            return np.asarray(p["keep"], bool), f"the gradient-pruned SST-2 heads of {record}"
+            return np.asarray(p["keep"], bool), f"the {p.get('ranking', 'gradient')}-pruned SST-2 heads of {record}"
     keep = np.ones(shape, bool)
     keep[:, shape[1] // 2:] = False
     return keep, "the last half of every layer's heads"

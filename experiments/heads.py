@@ -5,15 +5,16 @@
   python -m experiments.heads --config=configs/heads.py:sst2 --config.methods=gradient \
       --config.out=results/heads/sst2.gradient.json
 
-Restores the run's latest checkpoint as train/evaluate.py does, scores every head (ablation,
-gradient, random), prunes iteratively with each ranking, writes config.out (JSON), then
-removes the heads of the gradient ranking's step nearest config.save_fraction from the
-weights, saves that model (models/pruning.py) to config.pruned_dir, reloads it and checks
-that it gives the masked model's outputs and metric.
+Restores the run's checkpoint as train/evaluate.py does (its best pass if it selected one),
+scores every head (ablation, gradient, random), prunes iteratively with each ranking, writes
+config.out (JSON, with the config and the highest load average seen), then removes the heads of
+the chosen step (`pruned_step`) from the weights, saves that model (models/pruning.py) to
+config.pruned_dir, reloads it and checks that it gives the masked model's outputs and metric.
 """
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 
@@ -32,14 +33,16 @@ cli.define_config("configs/heads.py:<setup>")
 
 
 def restore_run(workdir):
-    """(model in eval mode, task, run config) of a train.main run directory."""
+    """(model in eval mode, task, run config, step) of a train.main run directory: its best validation
+    pass when the run selected one (config.select_best, as train/evaluate.py), else its last step."""
     from train import rundir
     from train import tasks as tasks_lib
     from train.train import build_split_model
     config = rundir.load_config(workdir)
     task = tasks_lib.build(config)
     graphdef, params, rest, _ = build_split_model(config, task)
-    params, step = rundir.restore_params(workdir, params, task.meta)
+    folder = "best" if config.get("select_best") else "checkpoints"
+    params, step = rundir.restore_params(workdir, params, task.meta, folder=folder)
     model = nnx.merge(graphdef, params, rest)
     model.eval()
     return model, task, config, step
@@ -143,7 +146,12 @@ def to_json(x):
 
 def run(cfg) -> dict:
     t_start = time.time()
-    log = lambda msg: print(f"[{time.time() - t_start:7.0f} s] {msg}", flush=True)
+    loads = [os.getloadavg()[0]]
+
+    def log(msg):  # every progress line also samples the load: the record says whether the run was alone
+        loads.append(os.getloadavg()[0])
+        print(f"[{time.time() - t_start:7.0f} s] {msg}", flush=True)
+
     model, per_example, batches, shape, info = (bert_setup if cfg.kind == "bert" else gpt_setup)(cfg)
     evaluator = hi.MaskedEvaluator(model, per_example, batches, shape)
     metric = cfg.metric
@@ -152,9 +160,14 @@ def run(cfg) -> dict:
     if cfg.kind == "gpt":
         log(f"greedy-decoding exact match {info['greedy_exact_match']:.4f} vs teacher-forced "
             f"{base['exact_match']:.4f}")
-    result = {"name": cfg.name, "workdir": cfg.workdir, "metric": metric, "shape": list(shape),
+    result = {"name": cfg.name, "config": cfg.to_dict(), "workdir": cfg.workdir, "metric": metric, "shape": list(shape),
               "examples": evaluator.examples, "fraction_per_step": cfg.fraction, "unpruned": base, **info,
               "scores": {}, "curves": {}}
+
+    def save():
+        result["load_average_max"] = round(max(loads), 2)
+        write(cfg.out, result)
+
     methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(hi.METHODS))
     if unknown:
@@ -168,7 +181,7 @@ def run(cfg) -> dict:
         result["seconds_gradient_scores"] = time.time() - t0
         log(f"gradient scores in {time.time() - t0:.1f} s")
         rankings["gradient"] = None
-        write(cfg.out, result)
+        save()
     if "gradient_raw" in methods:
         rankings["gradient_raw"] = None
     if "ablation" in methods:
@@ -188,12 +201,13 @@ def run(cfg) -> dict:
                                                   stop_below=cfg.stop_below, metric=metric,
                                                   max_fraction=cfg.max_fraction, log=log)
         result[f"seconds_curve_{name}"] = time.time() - t0
-        write(cfg.out, result)  # partial results survive a stopped run
-    if "gradient" in methods and cfg.save_fraction > 0:
-        result["pruned_checkpoint"] = save_and_check_pruned(cfg, model, evaluator, result["curves"]["gradient"],
-                                                            shape, log)
+        save()  # partial results survive a stopped run
+    if "gradient" in methods and (cfg.save_fraction > 0 or cfg.save_within_points > 0):
+        ranking, removed = pruned_step(cfg, result["curves"], shape)
+        result["pruned_checkpoint"] = save_and_check_pruned(cfg, model, evaluator, result["curves"][ranking],
+                                                            ranking, removed, shape, log)
     result["seconds_total"] = time.time() - t_start
-    write(cfg.out, result)
+    save()
     log(f"wrote {cfg.out}")
     return result
 
@@ -204,17 +218,33 @@ def write(path, result):
     out.write_text(json.dumps(to_json(result), indent=1))
 
 
-def save_and_check_pruned(cfg, model, evaluator, curve, shape, log) -> dict:
-    """Physically prune at the gradient step nearest cfg.save_fraction; reload; compare with the mask."""
+def pruned_step(cfg, curves: dict, shape) -> tuple[str, int]:
+    """(ranking, heads removed) of the model to prune physically.
+
+    save_within_points > 0: the largest pruning level of any non-random ranking whose metric stays
+    within that many points of the unpruned model at every step up to it (the gradient ranking on a
+    tie); else the gradient ranking's step nearest save_fraction.
+    """
     total = int(np.prod(shape))
-    removed = min((r["removed"] for r in curve), key=lambda n: abs(n / total - cfg.save_fraction))
+    if cfg.save_within_points <= 0:
+        removed = min((r["removed"] for r in curves["gradient"]), key=lambda n: abs(n / total - cfg.save_fraction))
+        return "gradient", removed
+    levels = {name: round(hi.largest_fraction(curve, cfg.metric, points=cfg.save_within_points) * total)
+              for name, curve in curves.items() if not name.startswith("random")}
+    ranking = max(levels, key=lambda name: (levels[name], name == "gradient"))
+    return ranking, levels[ranking]
+
+
+def save_and_check_pruned(cfg, model, evaluator, curve, ranking, removed, shape, log) -> dict:
+    """Physically prune at `removed` heads of the `ranking` curve; reload; compare with the mask."""
+    total = int(np.prod(shape))
     keep = hi.keep_mask_at(curve, shape, removed)
     masked_metrics = evaluator.evaluate(keep.astype(np.float32))
     batch = evaluator.batches[0]
     masked_out = np.asarray(_outputs(model, batch, jnp.asarray(keep, jnp.float32), cfg.kind))
     pruned = nnx.clone(model)
     pruning.prune_heads(pruned, keep)
-    pruning.save_pruned(pruned, keep, cfg.pruned_dir, extra={"source_run": cfg.workdir, "method": "gradient"})
+    pruning.save_pruned(pruned, keep, cfg.pruned_dir, extra={"source_run": cfg.workdir, "method": ranking})
     reloaded = pruning.load_pruned(cfg.pruned_dir)
     pruned_out = np.asarray(_outputs(reloaded, batch, None, cfg.kind))
     # the reloaded model through the same per-example function, with no mask
@@ -222,9 +252,9 @@ def save_and_check_pruned(cfg, model, evaluator, curve, shape, log) -> dict:
     plain = hi.MaskedEvaluator(reloaded, lambda m, b, _mask: per_example(m, b, None), evaluator.batches, shape)
     pruned_metrics = plain.evaluate(np.ones(shape))
     diff = float(np.abs(pruned_out - masked_out).max())
-    log(f"pruned checkpoint {cfg.pruned_dir}: {removed}/{total} heads removed; masked {masked_metrics}, "
-        f"reloaded pruned {pruned_metrics}, max |logit difference| {diff:.2e}")
-    return {"dir": cfg.pruned_dir, "removed": removed, "keep": keep.astype(int).tolist(),
+    log(f"pruned checkpoint {cfg.pruned_dir}: {ranking} ranking, {removed}/{total} heads removed; "
+        f"masked {masked_metrics}, reloaded pruned {pruned_metrics}, max |logit difference| {diff:.2e}")
+    return {"dir": cfg.pruned_dir, "ranking": ranking, "removed": removed, "keep": keep.astype(int).tolist(),
             "masked": masked_metrics, "pruned_reloaded": pruned_metrics, "max_abs_logit_diff": diff}
 
 

@@ -287,6 +287,24 @@ def test_iterative_pruning_steps_and_thresholds():
         hi.pruning_curve(evaluator, "ablation")
 
 
+def test_the_model_pruned_physically_is_the_largest_level_within_the_points():
+    import ml_collections
+
+    from experiments.heads import pruned_step
+
+    def curve(accuracies):  # one head of ten removed per step
+        return [{"removed": i, "fraction": i / 10, "accuracy": a} for i, a in enumerate(accuracies)]
+
+    curves = {"gradient": curve([0.9, 0.9, 0.895, 0.88, 0.9]), "ablation": curve([0.9, 0.899, 0.895, 0.891, 0.85]),
+              "random_0": curve([0.9] * 8)}  # random orders are baselines, never the saved model
+    cfg = ml_collections.ConfigDict(dict(metric="accuracy", save_within_points=1.0, save_fraction=0.0))
+    assert pruned_step(cfg, curves, (2, 5)) == ("ablation", 3)
+    curves["gradient"] = curve([0.9, 0.9, 0.9, 0.9, 0.5])
+    assert pruned_step(cfg, curves, (2, 5)) == ("gradient", 3)  # a tie goes to the gradient ranking
+    cfg.update(save_within_points=0.0, save_fraction=0.2)
+    assert pruned_step(cfg, curves, (2, 5)) == ("gradient", 2)
+
+
 # ------------------------------------------------------------------ physical pruning
 
 KEEP = np.array([[1, 0, 1, 1], [0, 0, 0, 0]], bool)  # the second layer loses every head
