@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models.llama import init_cache
+from models.llama import activation_dtype, init_cache, output_logits
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,11 @@ class Generator:
     """Jit-compiled prefill, decode step and scoring for one model (weights captured once)."""
 
     def __init__(self, model, *, cache_dtype=None):
+        """cache_dtype: the KV cache's, by default the activations' (float32 for bfloat16 weights computed
+        in float32, models/llama.set_activation_dtype, whose output layer is then read in place too)."""
         self.config = model.config
         self.graphdef, self.state = nnx.split(model)
-        self.cache_dtype = cache_dtype or model.embed_tokens.embedding[...].dtype
+        self.cache_dtype = cache_dtype or activation_dtype(model)
         self._prefill = jax.jit(self._prefill_fn, donate_argnums=(4,))
         self._step = jax.jit(self._step_fn, donate_argnums=(4,))
         self._decode = jax.jit(self._decode_fn, donate_argnums=(5,), static_argnames=("sampling",))
@@ -98,12 +100,12 @@ class Generator:
         model = nnx.merge(self.graphdef, state)
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         hidden, cache = model(tokens, positions, kv_mask, cache=cache, cache_index=0)
-        return model.logits(hidden[:, -1]), cache
+        return output_logits(model, hidden[:, -1]), cache
 
     def _step_fn(self, state, token, position, kv_mask, cache, index):
         model = nnx.merge(self.graphdef, state)
         hidden, cache = model(token[:, None], position[:, None], kv_mask, cache=cache, cache_index=index)
-        return model.logits(hidden[:, 0]), cache
+        return output_logits(model, hidden[:, 0]), cache
 
     def _decode_fn(self, state, logits, key, position, kv_mask, cache, start, count, is_stop, sampling):
         """Up to `count` tokens per row in one compiled loop: (tokens (batch, slots), how many, the cache).
@@ -131,7 +133,7 @@ class Generator:
             index = start + n - 1
             kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((batch, 1), bool), (0, index))
             hidden, cache = model(token[:, None], position[:, None], kv_mask, cache=cache, cache_index=index)
-            token, key, out, done = draw(model.logits(hidden[:, 0]), key, n, out, done)
+            token, key, out, done = draw(output_logits(model, hidden[:, 0]), key, n, out, done)
             return n + 1, token, key, position + 1, kv_mask, cache, out, done
 
         out = jnp.zeros((batch, slots), jnp.int32)
@@ -145,7 +147,7 @@ class Generator:
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         hidden, _ = model(tokens, positions, mask)
         hidden = jnp.take_along_axis(hidden, gather_at[:, :, None], axis=1)
-        logits = model.logits(hidden)
+        logits = output_logits(model, hidden)
         logprobs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
         picked = jnp.take_along_axis(logprobs, targets[:, :, None], axis=-1)[:, :, 0]
         return jnp.sum(jnp.where(target_mask, picked, 0.0), axis=-1)
@@ -228,7 +230,7 @@ class Generator:
     def _extend_fn(self, state, tokens, positions, kv_mask, cache, index, last):
         model = nnx.merge(self.graphdef, state)
         hidden, cache = model(tokens, positions, kv_mask, cache=cache, cache_index=index)
-        return model.logits(hidden[:, last]), cache
+        return output_logits(model, hidden[:, last]), cache
 
     def after_prefix(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], *,
                      max_new_tokens: int = 0, stop_tokens: Sequence[int] = ()):

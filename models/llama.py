@@ -14,6 +14,14 @@ One call serves training-free scoring, prefill and decoding:
 `kv_mask` marks the key slots that hold real tokens; without a cache the keys are the
 current tokens and `cache_index` is 0. `model.logits(hidden)` applies the output layer
 separately, so a prefill over a 262k vocabulary computes logits for one position only.
+
+Weights stored in bfloat16, computed in float32 (`set_activation_dtype(model, jnp.float32)`, or
+`load_causal_lm(..., dtype="bfloat16", compute_dtype="float32")`): the embedding returns float32 rows,
+so every activation, norm, softmax, the KV cache and the logits are float32, while each projection and
+the output layer read their bfloat16 weights in place (`RowsLinear`, `output_logits`: an elementwise
+multiply-and-sum with the convert fused into the reduction, where a float32 matmul would need a float32
+copy of the weights on every call). A batch-1 decode step, bound by the bytes it reads, then reads half
+those of a float32 model. Models whose activations and weights share a dtype compute as before.
 """
 from __future__ import annotations
 
@@ -103,6 +111,104 @@ def rope_linear_factor(d: dict[str, Any], layer_type: str | None = None) -> floa
     if kind == "linear":
         return float(params["factor"])
     raise NotImplementedError(f"rope scaling {kind!r} is not supported (default and linear are)")
+
+
+# ------------------------------------------------------------------ weights read in place
+
+def reads_in_place(x, weight) -> bool:
+    """Whether a product of activations `x` and `weight` reads the weight in its narrower stored dtype
+    (bfloat16 or float16 weights under float32 activations, `set_activation_dtype`)."""
+    return (jnp.issubdtype(weight.dtype, jnp.floating) and
+            jnp.finfo(weight.dtype).bits < jnp.finfo(x.dtype).bits)
+
+
+def rows_product(x, rows):
+    """x @ rows.T for `rows` of shape (out, in) in a narrower dtype, accumulated in x's dtype.
+
+    An elementwise multiply and a sum over the last axis: XLA:CPU fuses the convert into the reduction
+    and reads `rows` in place (a dot would convert the whole matrix into a float32 copy first). The
+    weight must be the first operand of the multiply: with the activations first, XLA:CPU's
+    reduction kernel (YNNPACK) ran some 15x slower.
+    """
+    return jnp.sum(rows.astype(x.dtype) * x[..., None, :], axis=-1)
+
+
+IN_PLACE_ROWS = 8  # up to this many activation rows (batch x tokens) a product reads its weight in place
+
+
+def _in_loop(x, weight):
+    """(x, weight) tied together: a weight's convert then depends on the activations, so XLA can neither hoist
+    it out of the decode loop (the loop would then reduce a float32 copy, which XLA:CPU's reduction kernel
+    does some 50x slower) nor share it with the embedding lookup (which made it a separate float32 copy)."""
+    return jax.lax.optimization_barrier((x, weight))
+
+
+def narrow_product(x, rows):
+    """x @ rows.T for a weight of shape (out, in) narrower than x (bfloat16 under float32 activations).
+
+    Up to IN_PLACE_ROWS activation rows (a decode step) read the weight in place (`rows_product`); more (a
+    prompt, a scored text: compute-bound) multiply a copy of it in x's dtype, one per call.
+    """
+    if math.prod(x.shape[:-1]) > IN_PLACE_ROWS:
+        return x @ rows.T.astype(x.dtype)
+    return rows_product(*_in_loop(x, rows))
+
+
+class RowsLinear(nnx.Linear):
+    """nnx.Linear whose kernel is stored transposed, (out, in) as Hugging Face's, for `narrow_product`."""
+
+    def __call__(self, x):
+        y = narrow_product(x, self.kernel[...])
+        return y if self.bias is None else y + self.bias[...].astype(y.dtype)
+
+
+class Embedding(nnx.Embed):
+    """nnx.Embed that casts the rows it looks up to its `dtype`, where nnx.Embed casts the whole table first
+    (a float32 copy of it per call); set_activation_dtype's."""
+
+    def __call__(self, inputs):
+        table = self.embedding[...]
+        if self.dtype is None or self.dtype == table.dtype:
+            return super().__call__(inputs)
+        # XLA:CPU looks bfloat16 rows up in a float32 copy of the table; tied to the tokens, that convert stays
+        # fused into the lookup (rows only) rather than hoisted out of the decode loop as a whole-table copy.
+        inputs, table = _in_loop(inputs, table)
+        return jnp.take(table, inputs, axis=0).astype(self.dtype)
+
+
+def output_logits(model, hidden):
+    """model.logits(hidden); with a narrower output layer than `hidden` it is read in place.
+
+    The output layer is `lm_head` or, tied, the embedding (rows of shape (vocab, hidden)), Llama's and
+    Gemma 3's alike: Gemma's `logits` is the tied product, which tests/test_bf16_decode.py checks.
+    """
+    if getattr(model, "lm_head", None) is not None:  # a RowsLinear if narrower (set_activation_dtype)
+        return model.logits(hidden)
+    table = model.embed_tokens.embedding[...]
+    if not reads_in_place(hidden, table):
+        return model.logits(hidden)
+    return narrow_product(hidden, table)
+
+
+def set_activation_dtype(model, dtype):
+    """Computes `model` in `dtype` (float32) whatever its weights' dtype (bfloat16): the weights stay
+    as stored and are read in place (`narrow_product`). Returns the model, changed in place: its embedding
+    casts the rows it looks up (`Embedding`) and each narrower nnx.Linear becomes a `RowsLinear`, its kernel
+    transposed to (out, in); so call it after loading the weights (models/causal_lm.load_causal_lm's
+    compute_dtype does)."""
+    model.embed_tokens.dtype = jnp.dtype(dtype)
+    # Gemma 3 calls its embedding module itself: make it cast rows, not the table
+    model.embed_tokens.__class__ = Embedding
+    for _, module in nnx.iter_modules(model):
+        if type(module) is nnx.Linear and reads_in_place(jnp.zeros((), dtype), module.kernel[...]):
+            module.kernel.set_value(module.kernel[...].T)  # XLA:CPU reduces rows ~10% faster than columns
+            module.__class__ = RowsLinear
+    return model
+
+
+def activation_dtype(model):
+    """The dtype of the model's activations: its embedding's compute dtype, else its weights' dtype."""
+    return jnp.dtype(model.embed_tokens.dtype or model.embed_tokens.embedding[...].dtype)
 
 
 # ------------------------------------------------------------------ pieces Gemma 3 shares
@@ -287,6 +393,9 @@ class LlamaForCausalLM(nnx.Module):
         return self.norm(x), new_cache
 
     def logits(self, hidden):
+        table = self.embed_tokens.embedding[...]
+        if self.lm_head is None and reads_in_place(hidden, table):
+            return narrow_product(hidden, table)
         if self.lm_head is None:
-            return hidden @ self.embed_tokens.embedding[...].T.astype(hidden.dtype)
+            return hidden @ table.T.astype(hidden.dtype)
         return self.lm_head(hidden)
