@@ -1,6 +1,7 @@
 """Prefill and decode speed of a local LLM: ours (JAX) vs transformers (PyTorch) vs llama.cpp.
 
-Ours and transformers run the same float32 weights (both dequantize the same GGUF file);
+Ours and transformers run the same float32 weights (both dequantize the same GGUF file; ours in
+bfloat16 with `--dtype=bfloat16`);
 llama.cpp (llama-cpp-python, an optional extra: `pip install llama-cpp-python`, built
 from source) runs the quantized file itself, as its users would. Prefill: one forward
 over `--prompt` tokens per row. Decode: tokens/s of greedy generation with a KV cache,
@@ -12,9 +13,11 @@ Decode is also given as a fraction of its memory limit: a decode step reads ever
 reach. The bandwidth is measured in the same run (a jitted XLA sum over a 256 MB float32 array,
 median of 7); the weight bytes are those of our model (a tied embedding is the output layer, read
 once; an untied input embedding only contributes the row it looks up). llama.cpp reads its
-quantized file, fewer bytes, so its fraction of the float32 limit can pass 1.
+quantized file, fewer bytes, so its fraction of the float32 limit can pass 1. So can ours with
+`--dtype=bfloat16` (weights stored in bfloat16, computed in float32, read in place: half the bytes);
+its table still gives the float32 limit, plus its own bfloat16 limit.
 
-    ../shared/tools/quiet-run .venv/bin/python -m benchmarks.llm --model=smollm2
+    ../shared/tools/quiet-run .venv/bin/python -m benchmarks.llm --model=smollm2 [--dtype=bfloat16]
 """
 from __future__ import annotations
 
@@ -37,12 +40,18 @@ def read_bandwidth(megabytes: int = 256, repeats: int = 7) -> float:
     return x.nbytes / measure_one(lambda: total(x), repeats).median
 
 
-def decode_weight_bytes(model) -> int:
-    """Weight bytes one decode step reads: every parameter once; an untied input embedding, one row."""
-    total = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+def decode_weight_bytes(model, dtype=None) -> int:
+    """Weight bytes one decode step reads: every parameter once; an untied input embedding, one row.
+
+    dtype: count the weights as if stored in it (float32: the limit a float32 model would have).
+    """
+    def nbytes(x):
+        return x.nbytes if dtype is None else x.size * jnp.dtype(dtype).itemsize
+
+    total = sum(nbytes(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     if getattr(model, "lm_head", None) is not None:  # untied: the lookup reads one row of the table
         table = model.embed_tokens.embedding[...]
-        total -= table.nbytes - table.nbytes // table.shape[0]
+        total -= nbytes(table) - nbytes(table) // table.shape[0]
     return total
 
 
@@ -60,7 +69,8 @@ def main(argv):
     from models.generation import Generator
 
     path = resolve_source(FLAGS.model)
-    model, _ = load_causal_lm(path, with_tokenizer=False)
+    # bfloat16: the weights stored in bfloat16, computed in float32 and read in place (models/llama.py)
+    model, _ = load_causal_lm(path, dtype=FLAGS.dtype, compute_dtype="float32", with_tokenizer=False)
     gen = Generator(model)
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                             dtype=torch.float32).eval()
@@ -74,7 +84,8 @@ def main(argv):
             print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
 
     bandwidth = read_bandwidth()
-    weight_bytes = decode_weight_bytes(model)
+    weight_bytes = decode_weight_bytes(model, jnp.float32)  # the float32 limit, whatever --dtype
+    own_bytes = decode_weight_bytes(model)
     rng = np.random.default_rng(0)
     vocab = model.config.vocab_size
     rows = []
@@ -108,17 +119,29 @@ def main(argv):
     print(header())
     print(f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
           f"median of {FLAGS.repeats}")
-    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32); weights read per decode "
-          f"step {weight_bytes / 1e6:.0f} MB ({model.embed_tokens.embedding[...].dtype}); batch-1 limit "
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32); float32 weights read per "
+          f"decode step {weight_bytes / 1e6:.0f} MB; batch-1 float32 limit "
           f"{decode_limit(bandwidth, weight_bytes, 1):.1f} tokens/s")
-    print("| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers | limit tokens/s "
-          "| decode / limit |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    jax_name = "jax"
+    if FLAGS.dtype != "float32":
+        jax_name = f"jax ({FLAGS.dtype} weights)"
+        print(f"jax runs {FLAGS.dtype} weights ({own_bytes / 1e6:.0f} MB per step) computed in float32, against "
+              f"the SAME float32 limit (the weights in float32) and, in the last two columns, its own {FLAGS.dtype} "
+              f"limit; transformers runs float32")
+    own = FLAGS.dtype != "float32"
+    extra = f" {FLAGS.dtype} limit tokens/s | decode / {FLAGS.dtype} limit |" if own else ""
+    print("| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers | float32 limit tokens/s "
+          "| decode / float32 limit |" + extra)
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if own else ""))
     torch_decode = {b: d for n, b, _, d in rows if n == "torch"}
     for name, batch, prefill, decode in rows:
         limit = decode_limit(bandwidth, weight_bytes, batch)
-        print(f"| {name} | {batch} | {prefill:,.0f} | {decode:,.1f} | {decode / torch_decode[batch]:.2f}x "
-              f"| {limit:,.1f} | {decode / limit:.2f} |")
+        line = (f"| {jax_name if name == 'jax' else name} | {batch} | {prefill:,.0f} | {decode:,.1f} "
+                f"| {decode / torch_decode[batch]:.2f}x | {limit:,.1f} | {decode / limit:.2f} |")
+        if own:
+            own_limit = decode_limit(bandwidth, own_bytes, batch)
+            line += f" {own_limit:,.1f} | {decode / own_limit:.2f} |" if name == "jax" else " | |"
+        print(line)
     print(f"load average after: {load_average()}")
 
 
@@ -129,4 +152,7 @@ if __name__ == "__main__":
     cli.define_list("batches", [1, 8], "Batch sizes", item=int)
     define_repeats(3)
     flags.DEFINE_bool("no_llama_cpp", False, "Leave llama.cpp out (it is an optional extra).")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                      "Our weights' dtype; bfloat16 is computed in float32, reading the weights in place. The "
+                      "limits stay those of float32 weights (a bfloat16 column is added).")
     cli.run(main)

@@ -76,6 +76,7 @@ def test_decode_weight_bytes_count_each_weight_read_per_token(tied):
     half = _model("llama", tied=tied)
     nnx.update(half, jax.tree.map(lambda w: w.astype(jnp.bfloat16), nnx.state(half, nnx.Param)))
     assert decode_weight_bytes(half) == decode_weight_bytes(model) // 2
+    assert decode_weight_bytes(half, jnp.float32) == decode_weight_bytes(model)  # the float32 limit's bytes
     assert decode_limit(40e9, 500_000_000, 1) == pytest.approx(80.0)
     assert decode_limit(40e9, 500_000_000, 8) == pytest.approx(640.0)
     assert np.isfinite(decode_limit(1.0, 1, 1))
