@@ -157,3 +157,9 @@ def test_the_decode_loop_reads_the_bfloat16_weights_in_place(models):
     weights = {tuple(w.shape) for w in jax.tree.leaves(nnx.state(mixed, nnx.Param)) if w.ndim == 2}
     weights |= {s[::-1] for s in weights}
     assert weights and not weights & _top_level_f32_shapes(hlo)
+
+
+def test_only_bfloat16_weights_take_another_compute_dtype():
+    for dtype, compute in [("float32", "bfloat16"), ("bfloat16", "float64")]:
+        with pytest.raises(ValueError, match=f"compute_dtype='{compute}' with dtype='{dtype}'"):
+            causal_lm.load_causal_lm("no-such-model", dtype=dtype, compute_dtype=compute)
