@@ -1,10 +1,11 @@
 """bfloat16 weights computed in float32 (models/llama.set_activation_dtype, load_causal_lm's compute_dtype).
 
-The weights stay bfloat16 and every product reads them in place; activations, the KV cache and the logits
-are float32. So the logits must equal, up to summation order, those of a float32 model whose weights are the
-same bfloat16 values, and lie within bfloat16 rounding of the float32 model's; a greedy decode must draw
-the tokens that whole-prompt forwards pick; and the compiled decode loop must hold no float32 copy of a
-weight (the point of the path: a decode step reads half the bytes of a float32 model).
+The weights stay bfloat16 and a decode step's products read them in place (a prompt's multiply a float32
+copy per call); activations, the KV cache and the logits are float32. So the logits must equal, up to
+summation order, those of a float32 model whose weights are the same bfloat16 values, and lie within
+bfloat16 rounding of the float32 model's; a greedy decode must draw the tokens that whole-prompt forwards
+pick; and the compiled decode loop must hold no float32 copy of a weight (the point of the path: a decode
+step reads half the bytes of a float32 model).
 """
 import re
 
