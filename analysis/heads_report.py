@@ -28,8 +28,7 @@ from train.records import is_quiet, not_quiet, one_minute_load  # noqa: E402
 FLAGS = flags.FLAGS
 
 SETUPS = {
-    "sst2": "MiniLM (6 layers x 12 heads) fine-tuned on SST-2 (the seed study's full fine-tune, "
-            "learning rate 1e-4, seed 0)",
+    "sst2": "MiniLM (6 layers x 12 heads) fine-tuned on SST-2",
     "mingpt": "CS224n minGPT (2 layers x 4 heads), real birth places (runs/birth_budget/finetune_e80)",
     "demo": "CS224n minGPT (2 layers x 4 heads), synthetic biographies (runs/demo/finetune)",
 }

@@ -325,6 +325,35 @@ def moved_section(before: pathlib.Path, records: dict[str, list[dict]]) -> list[
     return lines + [""]
 
 
+def weights_section(folder: pathlib.Path, records: dict[str, list[dict]]) -> list[str]:
+    """Records of bfloat16 weights (experiments.llm_prompting --weights=bfloat16) against float32 ones."""
+    half = {(task, r["model"], r["setting"]): r for task in ("boolq", "bbc") for r in read_records(folder / task)}
+    if not half:
+        return []
+    full = {(task, r["model"], r["setting"]): r for task, rs in records.items() for r in rs if "definition" in r}
+    lines = ["## bfloat16 weights against float32", "",
+             f"Records in `{folder.name}/`: the same prompts with the weights stored in bfloat16 and computed in "
+             "float32 (`--weights=bfloat16`, the fastest decode on a CPU: half the bytes per token). LL accuracy "
+             "in % on the same examples; *flips*: examples whose LL answer differs; *largest margin change*: "
+             "of the \" True\" − \" False\" log-likelihood margin.", "",
+             "| task | model | setting | examples | float32 | bfloat16 | flips | largest margin change |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for key in sorted(half):
+        task, model, setting = key
+        b = half[key]
+        n = len(b["labels"])
+        a = full.get(key)
+        if a is None or a["labels"][:n] != b["labels"]:
+            lines.append(f"| {task} | {model} | {setting} | {n} | no float32 record of these examples | "
+                         f"{100 * correct(b).mean():.1f} | | |")
+            continue
+        pairs = list(zip(a["predictions"][:n], b["predictions"]))
+        margin = f"{max(abs(p['margin'] - q['margin']) for p, q in pairs):.2f}" if task == "boolq" else "-"
+        lines.append(f"| {task} | {model} | {setting} | {n} | {100 * correct(a)[:n].mean():.1f} | "
+                     f"{100 * correct(b).mean():.1f} | {sum(p['ll'] != q['ll'] for p, q in pairs)} | {margin} |")
+    return lines + [""]
+
+
 def _plot_bbc(dists, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -371,6 +400,7 @@ def build_report(out: pathlib.Path) -> str:
     lines += boolq_section(records["boolq"], out)
     lines += bbc_section(records["bbc"], out)
     lines += moved_section(out / "before_joint_tokens", records)
+    lines += weights_section(out / "bfloat16_weights", records)
     text = "\n".join(lines) + "\n"
     (out / "README.md").write_text(text)
     return text

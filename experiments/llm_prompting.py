@@ -38,6 +38,9 @@ hash of the prompt template, --words, the tokenization convention). A re-run ski
 whose stored definition is the one asked for (an interrupted run resumes), and refuses one
 stored with another definition, naming the difference, unless --replace (then the new record
 replaces it). Records without a definition were made before issue 34 and are never reused.
+--weights=bfloat16 keeps the weights in bfloat16 and computes in float32 (the fastest CPU
+decode); its definitions say so, so its records never pass for float32 ones (the study page
+compares the two where both exist: --out=results/llm_prompting/bfloat16_weights).
 Each record also stores its wall time and the highest one-minute load average while it ran. CPU
 budget on the 2-core machine (measured with other work running, load 2-7): BBC 2-3.5 minutes per
 prompt and model on the 221 articles; BoolQ 4-7 minutes per (k, seed) on the 327 questions with
@@ -79,6 +82,9 @@ def define_flags():
     flags.DEFINE_list("seeds", list(map(str, SEEDS)), "BoolQ: comma-separated demonstration seeds.")
     flags.DEFINE_integer("words", 150, "BBC: words of each article given to the model (after its title).",
                          lower_bound=1)
+    flags.DEFINE_enum("weights", "float32", ["float32", "bfloat16"],
+                      "Weights in memory: bfloat16 halves the bytes each decoded token reads (computed in float32, "
+                      "models/causal_lm.load_causal_lm compute_dtype); recorded in each record's definition.")
     flags.DEFINE_bool("replace", False, "Recompute a setting whose stored record was made with other "
                       "settings (another --limit, model file, prompt or tokenization) and replace that record.")
 
@@ -126,7 +132,7 @@ def parse_yes_no(text: str) -> int | None:
     return {"true": 1, "yes": 1, "false": 0, "no": 0}.get(word)
 
 
-def boolq_jobs(name: str, splits, shots, seeds, limit: int) -> dict[str, dict]:
+def boolq_jobs(name: str, splits, shots, seeds, limit: int, weights: str = "float32") -> dict[str, dict]:
     """{setting: definition} of every BoolQ setting asked for (zero-shot has no seeds to draw)."""
     held_out = splits["test"][:limit or None]
     data = fingerprint([splits["train"], held_out])
@@ -134,7 +140,7 @@ def boolq_jobs(name: str, splits, shots, seeds, limit: int) -> dict[str, dict]:
     template = fingerprint(BOOLQ_INSTRUCTION + boolq_block(row, True) + boolq_block(row))
     return {f"k={k},seed={seed}": definition(
         task="boolq", model=name, k=k, seed=seed, examples=len(held_out), data=data, prompt=template,
-        answers=BOOLQ_ANSWERS) for k in shots for seed in (seeds if k else seeds[:1])}
+        answers=BOOLQ_ANSWERS, **weights_setting(weights)) for k in shots for seed in (seeds if k else seeds[:1])}
 
 
 def run_boolq(name, generator, tokenizer, splits, jobs: dict[str, dict], limit: int, out_file):
@@ -190,7 +196,7 @@ def bbc_data(data_dir, limit: int):
     return held_out[:limit or None], {t: c / len(splits["train"]) for t, c in counts.items()}
 
 
-def bbc_jobs(name: str, held_out, distribution, words: int) -> dict[str, dict]:
+def bbc_jobs(name: str, held_out, distribution, words: int, weights: str = "float32") -> dict[str, dict]:
     """{setting: definition} of the two BBC prompts."""
     from data.bbc_news import TOPICS
 
@@ -199,7 +205,8 @@ def bbc_jobs(name: str, held_out, distribution, words: int) -> dict[str, dict]:
     for setting, dist in (("plain", None), ("distribution", distribution)):
         template = fingerprint(bbc_prompt(content_free_article(), words, dist and dict.fromkeys(TOPICS, 0.2)))
         jobs[setting] = definition(task="bbc", model=name, setting=setting, words=words, examples=len(held_out),
-                                   data=data, prompt=template, answers=[" " + t for t in TOPICS])
+                                   data=data, prompt=template, answers=[" " + t for t in TOPICS],
+                                   **weights_setting(weights))
     return jobs
 
 
@@ -267,6 +274,11 @@ def answer_tokens(tokenizer, prompt: str, prompt_ids: list[int], answers) -> lis
 def definition(**settings) -> dict:
     """What a record's result depends on, as stored in JSON (tuples become lists), with the tokenization."""
     return json.loads(json.dumps({**settings, "new_tokens": NEW_TOKENS, "tokenization": TOKENIZATION}))
+
+
+def weights_setting(weights: str) -> dict:
+    """The weights' dtype as a definition key; float32 adds none, so records made before the option match."""
+    return {} if weights == "float32" else {"weights": weights}
 
 
 def fingerprint(value) -> str:
@@ -386,10 +398,10 @@ def main(argv):
         fewest = min(sum(r["label"] == label for r in splits["train"]) for label in (0, 1))
         if (max(shots) + 1) // 2 > fewest:
             raise app.UsageError(f"--shots={max(shots)}: the train part has {fewest} questions of one label")
-        jobs = {m: boolq_jobs(m, splits, shots, seeds, FLAGS.limit) for m in FLAGS.models}
+        jobs = {m: boolq_jobs(m, splits, shots, seeds, FLAGS.limit, FLAGS.weights) for m in FLAGS.models}
     else:
         held_out, distribution = bbc_data(FLAGS.data_dir, FLAGS.limit)
-        jobs = {m: bbc_jobs(m, held_out, distribution, FLAGS.words) for m in FLAGS.models}
+        jobs = {m: bbc_jobs(m, held_out, distribution, FLAGS.words, FLAGS.weights) for m in FLAGS.models}
     for m in FLAGS.models:
         resolve_source(m)  # an unknown model is named before any is loaded
     # every refusal before the first model loads
@@ -399,7 +411,7 @@ def main(argv):
             continue
         from models.generation import Generator
 
-        model, tokenizer = load_causal_lm(m)
+        model, tokenizer = load_causal_lm(m, dtype=FLAGS.weights, compute_dtype="float32")
         out_file = out / f"{record_name(m)}.jsonl"
         if FLAGS.task == "boolq":
             run_boolq(m, Generator(model), tokenizer, splits, model_jobs, FLAGS.limit, out_file)

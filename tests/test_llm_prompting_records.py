@@ -42,6 +42,11 @@ def test_a_record_is_kept_only_for_the_settings_that_made_it(tmp_path):
     assert lp.boolq_jobs("n", SPLITS, [0], [0], 2)["k=0,seed=0"]["model"] == "n"
     assert two["k=4,seed=0"] != two["k=4,seed=1"]
     assert two["k=0,seed=0"]["tokenization"] == lp.TOKENIZATION
+    # bfloat16 weights are another definition; float32 adds no key, so records made before the option match
+    half = lp.boolq_jobs("m", SPLITS, [0, 4], [0, 1], limit=2, weights="bfloat16")
+    assert half["k=0,seed=0"]["weights"] == "bfloat16" and "weights" not in two["k=0,seed=0"]
+    with pytest.raises(app.UsageError, match=r"holds k=0,seed=0 made with weights None, asked 'bfloat16'"):
+        lp.pending(out, half, replace=False)
 
 
 def test_a_recomputed_setting_replaces_its_record_and_keeps_the_others(tmp_path):
