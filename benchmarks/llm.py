@@ -21,6 +21,10 @@ its table still gives the float32 limit, plus its own bfloat16 limit.
 """
 from __future__ import annotations
 
+import os
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,6 +72,7 @@ def main(argv):
     from models.causal_lm import load_causal_lm, resolve_source
     from models.generation import Generator
 
+    load_before = os.getloadavg()[0]
     path = resolve_source(FLAGS.model)
     # bfloat16: the weights stored in bfloat16, computed in float32 and read in place (models/llama.py)
     model, _ = load_causal_lm(path, dtype=FLAGS.dtype, compute_dtype="float32", with_tokenizer=False)
@@ -116,23 +121,23 @@ def main(argv):
             one, many = times[f"{name} 1"].median, times[f"{name} n"].median
             rows.append((name, batch, batch * FLAGS.prompt / one, batch * FLAGS.new / max(many - one, 1e-9)))
 
-    print(header())
-    print(f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
-          f"median of {FLAGS.repeats}")
-    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32); float32 weights read per "
-          f"decode step {weight_bytes / 1e6:.0f} MB; batch-1 float32 limit "
-          f"{decode_limit(bandwidth, weight_bytes, 1):.1f} tokens/s")
-    jax_name = "jax"
-    if FLAGS.dtype != "float32":
-        jax_name = f"jax ({FLAGS.dtype} weights)"
-        print(f"jax runs {FLAGS.dtype} weights ({own_bytes / 1e6:.0f} MB per step) computed in float32, against "
-              f"the SAME float32 limit (the weights in float32) and, in the last two columns, its own {FLAGS.dtype} "
-              f"limit; transformers runs float32")
     own = FLAGS.dtype != "float32"
+    jax_name = f"jax ({FLAGS.dtype} weights)" if own else "jax"
+    report = [f"`python -m benchmarks.llm {' '.join(sys.argv[1:])}`", "", header(), "",
+              f"1-minute load average before the benchmark: {load_before:.2f}", "",
+              f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
+              f"median of {FLAGS.repeats}", "",
+              f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32); float32 weights read per "
+              f"decode step {weight_bytes / 1e6:.0f} MB; batch-1 float32 limit "
+              f"{decode_limit(bandwidth, weight_bytes, 1):.1f} tokens/s", ""]
+    if own:
+        report += [f"jax runs {FLAGS.dtype} weights ({own_bytes / 1e6:.0f} MB per step) computed in float32, "
+                   f"against the SAME float32 limit (the weights in float32) and, in the last two columns, its own "
+                   f"{FLAGS.dtype} limit; transformers runs float32", ""]
     extra = f" {FLAGS.dtype} limit tokens/s | decode / {FLAGS.dtype} limit |" if own else ""
-    print("| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers | float32 limit tokens/s "
-          "| decode / float32 limit |" + extra)
-    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if own else ""))
+    report += ["| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers "
+               "| float32 limit tokens/s | decode / float32 limit |" + extra,
+               "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if own else "")]
     torch_decode = {b: d for n, b, _, d in rows if n == "torch"}
     for name, batch, prefill, decode in rows:
         limit = decode_limit(bandwidth, weight_bytes, batch)
@@ -141,8 +146,14 @@ def main(argv):
         if own:
             own_limit = decode_limit(bandwidth, own_bytes, batch)
             line += f" {own_limit:,.1f} | {decode / own_limit:.2f} |" if name == "jax" else " | |"
-        print(line)
-    print(f"load average after: {load_average()}")
+        report.append(line)
+    report += ["", f"load average after: {load_average()}"]
+    print("\n".join(report))
+    if FLAGS.out:
+        out = pathlib.Path(FLAGS.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(report) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
@@ -155,4 +166,5 @@ if __name__ == "__main__":
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                       "Our weights' dtype; bfloat16 is computed in float32, reading the weights in place. The "
                       "limits stay those of float32 weights (a bfloat16 column is added).")
+    flags.DEFINE_string("out", "", "Also write the table to this markdown file (with the command and the load).")
     cli.run(main)
