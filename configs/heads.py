@@ -16,14 +16,15 @@ at the gradient step nearest `save_fraction`.
 The trained models come from other runs (a run with select_best is read at its best pass):
   sst2:   the SST-2 seed study's full fine-tune, learning rate 1e-4, seed 0 (its command is in
           results/bert/sst2_study/full/lr=0.0001_seed=0/command.txt; add
-          --config.model.dropout_bits=threefry, the bits it was trained with); about 20 min here.
+          --config.model.dropout_bits=threefry, the bits it was trained with).
   mingpt: runs/birth_budget/finetune_e80 (configs/birth_budget.py:finetune; 2 layers x 4 heads).
   demo:   runs/demo/finetune (experiments/birth_places_demo.py).
 Scores and curves use the same examples: SST-2's 872 dev sentences; the 500 (100 for demo) dev
 questions, scored teacher-forced (exact match = every answer character and the closing ⁇ predicted,
 which is what greedy decoding gets right; the driver checks that equivalence).
-Runtime alone on the 2-core machine: sst2 about an hour (72 ablation passes, 3 random orders);
-mingpt about 25 min; demo about 8 min. Results: results/heads/README.md.
+Runtime on the 2-core machine (from the records): sst2 20 min alone, after its 22-minute fine-tune;
+mingpt 26 min and demo 8 min, both measured while other jobs shared the cores. Results:
+results/heads/README.md.
 """
 import ml_collections
 
