@@ -285,12 +285,22 @@ def bbc_intervals(records) -> list[str]:
     return lines + [""]
 
 
+def side_records(folder: pathlib.Path) -> dict[tuple, dict]:
+    """{(task, model, setting): record} of a folder kept beside the study's records (an earlier or other run)."""
+    return {(task, r["model"], r["setting"]): r for task in ("boolq", "bbc") for r in read_records(folder / task)}
+
+
+def current_records(records: dict[str, list[dict]]) -> dict[tuple, dict]:
+    """{(task, model, setting): record} of the study's records made with a stored definition."""
+    return {(task, r["model"], r["setting"]): r for task, rs in records.items() for r in rs if "definition" in r}
+
+
 def moved_section(before: pathlib.Path, records: dict[str, list[dict]]) -> list[str]:
     """How each number moved from the records made with split prompt tokens (before issue 34)."""
-    old = {(task, r["model"], r["setting"]): r for task in ("boolq", "bbc") for r in read_records(before / task)}
+    old = side_records(before)
     if not old:
         return []
-    new = {(task, r["model"], r["setting"]): r for task, rs in records.items() for r in rs if "definition" in r}
+    new = current_records(records)
     lines = ["## What tokenizing prompts whole changed (issue 34)", "",
              "The earlier records (kept in `before_joint_tokens/`) fed the model the instruction and "
              "demonstrations and each question encoded apart, so the boundary before the question was "
@@ -327,10 +337,10 @@ def moved_section(before: pathlib.Path, records: dict[str, list[dict]]) -> list[
 
 def weights_section(folder: pathlib.Path, records: dict[str, list[dict]]) -> list[str]:
     """Records of bfloat16 weights (experiments.llm_prompting --weights=bfloat16) against float32 ones."""
-    half = {(task, r["model"], r["setting"]): r for task in ("boolq", "bbc") for r in read_records(folder / task)}
+    half = side_records(folder)
     if not half:
         return []
-    full = {(task, r["model"], r["setting"]): r for task, rs in records.items() for r in rs if "definition" in r}
+    full = current_records(records)
     lines = ["## bfloat16 weights against float32", "",
              f"Records in `{folder.name}/`: the same prompts with the weights stored in bfloat16 and computed in "
              "float32 (`--weights=bfloat16`, the fastest decode on a CPU: half the bytes per token). LL accuracy "
