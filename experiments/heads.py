@@ -29,7 +29,10 @@ from models import pruning
 from train import cli
 
 FLAGS = flags.FLAGS
-cli.define_config("configs/heads.py:<setup>")
+
+
+def define_flags():
+    cli.define_config("configs/heads.py:<setup>")
 
 
 def restore_run(workdir):
@@ -271,4 +274,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -94,6 +94,21 @@ def test_runs_through_cli_run(module):
     assert "cli.run(" in source, f"{module} does not call cli.run(main) (train/cli.py)"
 
 
+# Defines its flags on import: only the training entry point, which nothing imports (flax examples' main.py).
+DEFINES_FLAGS_ON_IMPORT = {"train.main"}
+MODULE_LEVEL_FLAG = re.compile(r"^(?:\w+\.)*(?:DEFINE\w*|define_\w+|mark_flags?_as_required)\(", re.MULTILINE)
+
+
+@pytest.mark.parametrize("module", [m for m in ENTRY_POINTS if m not in DEFINES_FLAGS_ON_IMPORT])
+def test_importing_defines_no_flags(module):
+    """A script defines its flags in define_flags(), called under `__main__`: a flag defined on import
+    (a required --config above all) would join the flags of every later command parsed in that process,
+    e.g. a test that imports a helper of the script and then runs another script's main()."""
+    source = (REPO_ROOT / f"{module.replace('.', '/')}.py").read_text()
+    found = MODULE_LEVEL_FLAG.findall(source)
+    assert not found, f"{module} defines flags at import ({', '.join(found)}); move them into define_flags()"
+
+
 # ----------------------------------------------------------------------------- forked (fast)
 
 
