@@ -19,15 +19,6 @@ def check_measured(row):
 
 
 @pytest.mark.slow
-def test_gpt_float32_row():
-    (row,) = accelerator.run(("gpt",), ("float32",), quick=True, repeats=2, log=lambda line: None)
-    assert row["workload"].startswith("gpt: batch 4 x 16 tokens, 1 layers") and row["dtype"] == "float32"
-    assert row["workload"].endswith(" dropout bits")
-    assert row["peer"] == "course minGPT (reference/gpt.py)" and row["note"] == ""
-    check_measured(row)
-
-
-@pytest.mark.slow
 def test_gpt_and_decode_rows_in_both_dtypes():
     rows = accelerator.run(("gpt", "decode"), accelerator.DTYPES, quick=True, repeats=2, log=lambda line: None)
     names = [(r["workload"].split(":")[0], r["dtype"]) for r in rows]
@@ -35,6 +26,9 @@ def test_gpt_and_decode_rows_in_both_dtypes():
                                                                     for _ in accelerator.DECODE_BATCHES]
     assert [r["workload"].split(", ")[0] for r in rows[2:4]] == ["decode: batch 1", "decode: batch 32"]
     gpt_f32, gpt_bf16 = rows[:2]
+    assert gpt_f32["workload"].startswith("gpt: batch 4 x 16 tokens, 1 layers")
+    assert gpt_f32["workload"].endswith(" dropout bits")
+    assert gpt_f32["peer"] == "course minGPT (reference/gpt.py)" and gpt_f32["note"] == ""
     check_measured(gpt_f32)
     if gpt_bf16["note"]:  # model families without a compute dtype say so instead of timing float32 twice
         assert gpt_bf16["note"] == "bfloat16: needs config.dtype" and gpt_bf16["ours_ms"] is None
