@@ -1,12 +1,13 @@
 """Efficient-attention report (issue 14): cost against length and ListOps accuracy, from saved outputs.
 
-    python -m analysis.efficient_attention_report --runs=runs/listops   # copy the ListOps records, then build
-    python -m analysis.efficient_attention_report                       # rebuild from the committed records
+    python -m analysis.efficient_attention_report --runs=runs/listops_5000   # copy a sweep's records, then build
+    python -m analysis.efficient_attention_report                            # rebuild from the committed records
 
 Reads OUT/cost.csv and OUT/cost_meta.json (benchmarks/attention_cost.py), and the ListOps
-records under OUT/listops/<kind>/ (metrics.jsonl, budget.json, config.json; --runs copies
-them from the sweep's run directories, experiments/listops_sweep.py, together with the
-test set's class counts). Writes OUT/README.md and OUT/listops_curves.png.
+records of each step budget under OUT/listops*/<kind>/ (metrics.jsonl, budget.json,
+config.json, predictions.txt; --runs=runs/<sweep> copies them from the sweep's run
+directories, experiments/listops_sweep.py, into OUT/<sweep>, together with the test set's
+labels and the root-operator rule). Writes OUT/README.md and OUT/<budget folder>_curves.png.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import numpy as np
 from absl import app, flags
 
+from analysis.intervals import paired_bootstrap
 from data.paths import REPO_ROOT
 from train import cli
 from train.records import (
@@ -58,16 +60,18 @@ def root_operator_rule(data_dir: pathlib.Path, max_length: int) -> dict:
             "accuracy": float(np.mean(np.asarray(predictions) == test["label"]))}
 
 
-def copy_runs(runs: pathlib.Path, out: pathlib.Path) -> None:
-    """The small records of each finished run, and the test set's class counts, into OUT/listops."""
+def copy_runs(runs: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """The small records of each finished run, and the test set's class counts, into OUT/<the sweep
+    directory's name> (runs/listops -> OUT/listops, runs/listops_5000 -> OUT/listops_5000): one folder per budget."""
     from data import listops
     from data.paths import resolve_path
 
+    folder = out / runs.name
     for src in sorted(p for p in runs.iterdir() if p.is_dir()):
         if not (src / "budget.json").is_file():
             print(f"{src}: no budget.json (run not finished); skipped")
             continue
-        dst = out / "listops" / src.name
+        dst = folder / src.name
         dst.mkdir(parents=True, exist_ok=True)
         for name in RECORDS:
             shutil.copy(src / name, dst / name)
@@ -76,9 +80,10 @@ def copy_runs(runs: pathlib.Path, out: pathlib.Path) -> None:
                                   config["max_length"])
         counts = [int((test["label"] == c).sum()) for c in range(listops.NUM_CLASSES)]
         baseline = root_operator_rule(resolve_path(config["data_dir"]), config["max_length"])
-        (out / "listops" / "test_labels.json").write_text(json.dumps(
+        (folder / "test_labels.json").write_text(json.dumps(
             {"data_dir": config["data_dir"], "counts": counts, "labels": test["label"].tolist(),
              "root_operator_rule": baseline}) + "\n")
+    return folder
 
 
 def read_records(path: pathlib.Path):
@@ -93,12 +98,13 @@ def step_seconds(records) -> float:
     return statistics.median(per_step) if per_step else float("nan")
 
 
-def listops_rows(out: pathlib.Path):
+def listops_rows(folder: pathlib.Path):
+    """One row per finished run of a budget folder (OUT/listops*), exact first."""
     rows = []
-    names = sorted((p.name for p in (out / "listops").glob("*") if (p / "budget.json").is_file()),
+    names = sorted((p.name for p in folder.glob("*") if (p / "budget.json").is_file()),
                    key=lambda n: (KINDS.index(n.split("_")[0]) if n.split("_")[0] in KINDS else 99, n))
     for name in names:
-        path = out / "listops" / name
+        path = folder / name
         records, budget, config = read_records(path)
         kind = config["config"]["model"]["attention"]["kind"]
         valid = [r for r in records if r["split"] == "valid"]
@@ -221,64 +227,123 @@ def build(out: pathlib.Path) -> str:
         parts += ["Not measured yet (`benchmarks/attention_cost.py`).", ""]
 
     parts += ["## ListOps (Long Range Arena task, scaled down for this CPU)", ""]
-    rows = listops_rows(out)
-    if not rows:
+    folders = budget_folders(out)
+    if not folders:
         parts += ["No finished ListOps runs recorded yet (`experiments/listops_sweep.py`).", ""]
         return "\n".join(parts) + "\n"
-    cfg = rows[0]["config"]
-    m = cfg["model"]
-    labels_path = out / "listops" / "test_labels.json"
-    majority, rule = "", None
-    if labels_path.is_file():
-        labels = json.loads(labels_path.read_text())
+    first = listops_rows(folders[0])[0]["config"]
+    labels = test_labels(folders[0])
+    majority, rule = "not recorded", None
+    if labels:
         counts = labels["counts"]
         majority = f"{100 * max(counts) / sum(counts):.1f}% (always class {counts.index(max(counts))})"
         rule = labels.get("root_operator_rule")
+    parts += [
+        f"Data: `python -m experiments.listops_data --out={first['data_dir']} --min_length=128 --max_length=512 "
+        "--train=20000 --valid=1000 --test=2000 --seed=0` (LRA's generator and tree distribution, max_depth 10, "
+        "max_args 10, but sequences of 129-511 tokens instead of 501-1,999 and 20,000 training trees instead of "
+        "96,000).", "",
+        f"Chance 10%; majority class of our test set {majority}"
+        + (f"; the **root-operator rule** (predict the most frequent training label of the outermost operator, "
+           f"{rule['rule']}, i.e. read one token) {100 * rule['accuracy']:.1f}%." if rule else "."), "",
+        "*Prediction fixed by the outermost operator* (a column below): the share of test trees whose prediction "
+        "is the run's most common prediction for trees with the same outermost operator; 100% means the model "
+        "reads only the first token, whatever the rest of the tree holds. *Against the rule*: the run's test "
+        "accuracy minus the rule's on the same trees, with a 95% paired bootstrap interval.", ""]
+    budgets = [(folder, listops_rows(folder)) for folder in folders]
+    for folder, rows in budgets:
+        parts += budget_section(out, folder, rows, test_labels(folder) or labels)
+    if len(budgets) > 1:
+        parts += budget_comparison(budgets)
+    parts += ["LRA's figures are for inputs of up to 2,000 tokens and larger models trained far longer on "
+              "accelerators; ours are for shorter inputs (at most 511 tokens), a 100k-parameter model and at most "
+              f"{max(r['cpu_min'] for _, rows in budgets for r in rows):.0f} CPU-minutes per run on 2 CPU cores. "
+              "They compare the kinds with each other under one budget; shorter inputs make the task easier, so "
+              "our numbers are not comparable one to one with LRA's. One seed per kind.", ""]
+    return "\n".join(parts) + "\n"
+
+
+def budget_folders(out: pathlib.Path) -> list[pathlib.Path]:
+    """OUT/listops* folders holding finished runs, the smallest step budget first."""
+    folders = [f for f in out.glob("listops*") if f.is_dir() and any(f.glob("*/budget.json"))]
+    return sorted(folders, key=lambda f: (listops_rows(f)[0]["steps"], f.name))
+
+
+def test_labels(folder: pathlib.Path) -> dict | None:
+    path = folder / "test_labels.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def sweep_command(folder: pathlib.Path, rows) -> str:
+    """The sweep command of the budget's plain runs (a variant's extra overrides are listed apart)."""
+    plain = next((r for r in rows if r["name"] == r["kind"]), rows[0])
+    flags = [f"--out=runs/{folder.name}"]
+    for key, value in plain["overrides"].items():
+        own_flag = key in ("max_steps", "eval_every_steps", "data_dir")
+        flags.append(f"--{key}={value}" if own_flag else f"--set={key}={value}")
+    return "python -m experiments.listops_sweep " + " ".join(flags)
+
+
+def correct(predictions, labels) -> np.ndarray | None:
+    if predictions is None or labels is None or len(predictions) != len(labels["labels"]):
+        return None
+    return (np.asarray(predictions) == np.asarray(labels["labels"])).astype(float)
+
+
+def against_rule(predictions, labels) -> tuple[float, float, float] | None:
+    """(difference, low, high) in points: the run's test accuracy minus the root-operator rule's, paired by tree."""
+    ours = correct(predictions, labels)
+    rule = labels and labels.get("root_operator_rule")
+    if ours is None or not rule:
+        return None
+    return tuple(100 * x for x in paired_bootstrap(ours, correct(rule["predictions"], labels)))
+
+
+def interval_text(diff) -> str:
+    return "—" if diff is None else f"{diff[0]:+.1f} [{diff[1]:+.1f}, {diff[2]:+.1f}]"
+
+
+def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> list[str]:
+    """The table, reading and curves of one budget folder."""
+    cfg, m = rows[0]["config"], rows[0]["config"]["model"]
+    steps = rows[0]["steps"]
+    rule = labels.get("root_operator_rule") if labels else None
     exact_preds = next((r["predictions"] for r in rows if r["name"] == "exact"), None)
     timed = all(is_quiet(r["load"]) for r in rows)  # step times only from runs on a quiet machine
 
-    def by_root(preds):
+    def fixed_share(preds):
         """Share of test predictions equal to the run's most common prediction for the tree's outermost operator."""
-        if preds is None or rule is None:
-            return "—"
         preds, ops = np.asarray(preds), np.asarray(rule["root_operators"])
-        hits = sum(np.bincount(preds[ops == op]).max() for op in set(ops.tolist()))
-        return f"{100 * hits / len(preds):.1f}%"
+        return sum(np.bincount(preds[ops == op]).max() for op in set(ops.tolist())) / len(preds)
 
     def agreement(a, b):
         return "—" if a is None or b is None else f"{100 * np.mean(np.asarray(a) == np.asarray(b)):.1f}%"
-    parts += [
-        f"Data: `python -m experiments.listops_data --out={cfg['data_dir']} --min_length=128 --max_length=512 "
-        "--train=20000 "
-        "--valid=1000 --test=2000 --seed=0` (LRA's generator and tree distribution, max_depth 10, max_args 10, "
-        "but sequences of 129-511 tokens instead of 501-1,999 and 20,000 training trees instead of 96,000).", "",
-        f"Model (`configs/listops.py`): Transformer classifier, {m['num_layers']} pre-norm layers, width "
-        f"{m['embed_dim']}, {m['num_heads']} heads, MLP {m['hidden_dim']}, dropout {m['dropout']}, CLS pooling; "
-        f"batch {cfg['batch_size']}, AdamW {cfg['learning_rate']} (warmup {cfg['warmup_steps']} steps, cosine), "
-        f"the same {rows[0]['steps']} steps for every kind (= {rows[0]['steps'] * cfg['batch_size']:,} training "
-        f"examples). Linformer k = {m['attention']['linformer_k']}, Performer m = "
-        f"{m['attention']['performer_features']} (redrawn every training step), BigBird blocks of "
-        f"{m['attention']['bigbird_block']} (global {m['attention']['bigbird_global']}, window "
-        f"{m['attention']['bigbird_window']}, random {m['attention']['bigbird_random']}). "
-        + dropout_bits_sentence(r["config"] for r in rows), "",
-        f"Command: `nice -n 10 python -m experiments.listops_sweep --out=runs/listops "
-        f"--max_steps={rows[0]['steps']}`; budget: {rows[0]['steps']} steps per kind, "
-        f"{sum(r['cpu_min'] for r in rows):.1f} CPU-minutes for the {len(rows)} runs "
-        f"(process CPU time, evaluation included).", "",
-        f"Chance 10%; majority class of our test set {majority or 'not recorded'}"
-        + (f"; the **root-operator rule** (predict the most frequent training label of the outermost operator, "
-           f"{rule['rule']}, i.e. read one token) {100 * rule['accuracy']:.1f}%." if rule else "."), "",
-        "| attention | test accuracy (ours) | best validation acc. | LRA published (ListOps) | final train loss "
-        "| same test prediction as exact | prediction fixed by the outermost operator "
-        + ("| s / step (median) " if timed else "") + "| wall min | CPU min | parameters | load avg at start |",
-        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if timed else "") + "---:|---:|---:|---:|"]
+
+    parts = [f"### {steps:,} steps per kind (`{rel(folder)}`)", "",
+             f"Model (`configs/listops.py`): Transformer classifier, {m['num_layers']} pre-norm layers, width "
+             f"{m['embed_dim']}, {m['num_heads']} heads, MLP {m['hidden_dim']}, dropout {m['dropout']}, CLS pooling; "
+             f"batch {cfg['batch_size']}, AdamW {cfg['learning_rate']} (warmup {cfg['warmup_steps']} steps, cosine), "
+             f"the same {steps:,} steps for every kind (= {steps * cfg['batch_size']:,} training examples). "
+             f"Linformer k = {m['attention']['linformer_k']}, Performer m = {m['attention']['performer_features']} "
+             f"(redrawn every training step), BigBird blocks of {m['attention']['bigbird_block']} (global "
+             f"{m['attention']['bigbird_global']}, window {m['attention']['bigbird_window']}, random "
+             f"{m['attention']['bigbird_random']}). " + dropout_bits_sentence(r["config"] for r in rows), "",
+             f"Command: `{sweep_command(folder, rows)}`; budget: {steps:,} steps per kind, "
+             f"{sum(r['cpu_min'] for r in rows):.1f} CPU-minutes for the {len(rows)} "
+             f"run{'s' if len(rows) > 1 else ''} (process CPU time, evaluation included).", "",
+             "| attention | test accuracy (ours) | against the rule (points) | best validation acc. "
+             "| LRA published (ListOps) | final train loss | same test prediction as exact "
+             "| prediction fixed by the outermost operator " + ("| s / step (median) " if timed else "")
+             + "| wall min | CPU min | parameters | load avg at start |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if timed else "") + "---:|---:|---:|---:|"]
     for r in rows:
+        fixed = "—" if r["predictions"] is None or rule is None else f"{100 * fixed_share(r['predictions']):.1f}%"
         parts.append(
-            f"| {r['name']} | {100 * r['test']:.1f}% ({r['test_examples']}) | {100 * r['best_valid']:.1f}% | "
+            f"| {r['name']} | {100 * r['test']:.1f}% ({r['test_examples']}) | "
+            f"{interval_text(against_rule(r['predictions'], labels))} | {100 * r['best_valid']:.1f}% | "
             f"{LRA_NAMES[r['kind']]} {LRA[r['kind']]:.1f}% | {r['last_train_loss']:.3f} | "
-            f"{agreement(r['predictions'], exact_preds)} | "
-            f"{by_root(r['predictions'])} | " + (f"{r['step_s']:.2f} | " if timed else "") +
-            f"{r['wall_min']:.1f} | {r['cpu_min']:.1f} | {r['parameters']:,} | {r['load']:.1f} |")
+            f"{agreement(r['predictions'], exact_preds)} | {fixed} | " + (f"{r['step_s']:.2f} | " if timed else "")
+            + f"{r['wall_min']:.1f} | {r['cpu_min']:.1f} | {r['parameters']:,} | {r['load']:.1f} |")
     exact_step = next((r["step_s"] for r in rows if r["kind"] == "exact"), float("nan"))
     if timed and not math.isnan(exact_step) and len(rows) > 1:
         parts += ["", "Step time relative to exact: " + ", ".join(
@@ -293,30 +358,42 @@ def build(out: pathlib.Path) -> str:
         parts += [""] + [f"Variant `{r['name']}`: overrides {r['overrides']} (otherwise the {r['kind']} config)."
                          for r in variants]
     if rule:
-        ops = np.asarray(rule["root_operators"])
-
-        def fixed(preds):
-            preds = np.asarray(preds)
-            return sum(np.bincount(preds[ops == op]).max() for op in set(ops.tolist())) / len(preds)
-
-        readers = [r["name"] for r in rows if r["predictions"] is not None and fixed(r["predictions"]) >= 0.99]
+        scored = [r for r in rows if r["predictions"] is not None]
+        readers = [r["name"] for r in scored if fixed_share(r["predictions"]) >= 0.99]
+        above = [r["name"] for r in scored if (against_rule(r["predictions"], labels) or (0, 0, 0))[1] > 0]
+        reading = []
         if readers:
-            parts += ["", f"**Reading.** The predictions of {', '.join(readers)} are (at least 99%) a function of "
-                      "the outermost operator alone: at this budget they learned the one-token rule "
-                      f"({100 * rule['accuracy']:.1f}% with the training set's best label per operator), not to "
-                      "evaluate the tree, so their accuracies say nothing about long-range reasoning and their "
-                      "differences are within what the rule allows."]
-    parts += ["", "*Prediction fixed by the outermost operator*: the share of test trees whose prediction is the "
-              "run's most common prediction for trees with the same outermost operator; 100% means the model "
-              "reads only the first token, whatever the rest of the tree holds."]
-    plot_curves(rows, out / "listops_curves.png")
-    parts += ["", "![ListOps curves](listops_curves.png)", "",
-              "LRA's figures are for inputs of up to 2,000 tokens and larger models trained far longer on "
-              "accelerators; ours are for shorter inputs (at most 511 tokens), a 100k-parameter model and a "
-              "budget of minutes on 2 shared CPU cores. They compare the kinds with each other under one small "
-              "budget; shorter inputs make the task easier, so our numbers are not comparable one to one with "
-              "LRA's. One seed per kind.", ""]
-    return "\n".join(parts) + "\n"
+            reading.append(
+                f"The predictions of {', '.join(readers)} are (at least 99%) a function of the outermost operator "
+                "alone: at this budget they learned the one-token rule "
+                f"({100 * rule['accuracy']:.1f}% with the training set's best label per operator), not to evaluate "
+                "the tree, so their accuracies say nothing about long-range reasoning.")
+        if above:
+            reading.append(f"{', '.join(above)} beat{'s' if len(above) == 1 else ''} the rule on the same test trees "
+                           "(the paired interval excludes 0): the model evaluates more of the tree than its "
+                           "outermost operator.")
+        elif not readers:
+            reading.append("No run beats the rule on the same test trees (every paired interval includes 0 or "
+                           "lies below it).")
+        parts += ["", "**Reading.** " + " ".join(reading)]
+    curves = out / f"{folder.name}_curves.png"
+    plot_curves(rows, curves)
+    return parts + ["", f"![ListOps curves, {steps:,} steps]({curves.name})", ""]
+
+
+def budget_comparison(budgets) -> list[str]:
+    """What a larger budget changes, kind by kind (runs of the same name in each budget folder)."""
+    names = [r["name"] for r in budgets[-1][1]]
+    parts = ["### What the larger budget changes", "",
+             "| attention | " + " | ".join(f"test acc., {rows[0]['steps']:,} steps" for _, rows in budgets) + " |",
+             "|---|" + "---:|" * len(budgets)]
+    for name in names:
+        cells = []
+        for _, rows in budgets:
+            row = next((r for r in rows if r["name"] == name), None)
+            cells.append("—" if row is None else f"{100 * row['test']:.1f}%")
+        parts.append(f"| {name} | " + " | ".join(cells) + " |")
+    return parts + [""]
 
 
 def main(argv):

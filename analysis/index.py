@@ -151,15 +151,32 @@ def _records(folder: pathlib.Path, pattern: str) -> list[pathlib.Path]:
 
 
 def listops(results: pathlib.Path) -> Row:
-    folder = results / "efficient_attention" / "listops"
-    rows = []
-    for run in sorted(p.parent for p in _records(folder, "*/budget.json")):
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        test = [r for r in records if r["split"] == "eval"]
-        budget = json.loads((run / "budget.json").read_text())
-        rows.append((run.name, 100 * test[-1]["accuracy"] if test else float("nan"), budget["cpu_seconds"]))
-    ours = "; ".join(f"{name} {acc:.1f}%" for name, acc, _ in rows) + " (test, 1 seed each, 300 steps)"
-    return Row(ours, "not at this scale", _hours(sum(s for _, _, s in rows)) + " CPU")
+    """The largest step budget's runs: each kind's test accuracy, and whether exact attention gets above the
+    one-token rule (else the kinds cannot be compared) and which kinds then differ from it."""
+    from analysis import efficient_attention_report as report
+    folders = report.budget_folders(results / "efficient_attention")
+    if not folders:
+        raise FileNotFoundError(2, "no records", str(results / "efficient_attention"))
+    rows = report.listops_rows(folders[-1])
+    labels = report.test_labels(folders[-1])
+    cpu = sum(r["cpu_min"] for folder in folders for r in report.listops_rows(folder)) * 60
+    ours = "; ".join(f"{r['name']} {100 * r['test']:.1f}%" for r in rows)
+    ours += f" (test, 1 seed each, {rows[0]['steps']:,} steps)"
+    exact = next((r for r in rows if r["name"] == "exact"), None)
+    above = exact and report.against_rule(exact["predictions"], labels)
+    if not above or above[1] <= 0:
+        return Row(ours, "not at this scale (exact attention does not beat the one-token rule)", _hours(cpu) + " CPU")
+    from analysis.intervals import paired_bootstrap
+    exact_correct = report.correct(exact["predictions"], labels)
+    verdicts = []
+    for r in rows:
+        if r["name"] == "exact" or report.correct(r["predictions"], labels) is None:
+            continue
+        diff, low, high = (100 * x for x in paired_bootstrap(report.correct(r["predictions"], labels), exact_correct))
+        verdicts.append(f"{r['name']} {diff:+.1f} [{low:+.1f}, {high:+.1f}]")
+    shown = f"exact beats the one-token rule by {above[0]:+.1f} [{above[1]:+.1f}, {above[2]:+.1f}]"
+    shown += "; vs exact: " + "; ".join(verdicts) if verdicts else "; the other kinds not run at this budget yet"
+    return Row(ours, shown, _hours(cpu) + " CPU")
 
 
 def heads(results: pathlib.Path) -> Row:
