@@ -218,3 +218,30 @@ def test_length_recursion_matches_fresh_trees():
     for below in (2, 20, 200, 2000):
         p = fresh[:below].sum()
         assert abs(np.mean(lengths < below) - p) < 4 * np.sqrt(p * (1 - p) / len(lengths))
+
+
+def test_report_scores_each_run_against_the_one_token_rule_on_the_same_trees():
+    from analysis import efficient_attention_report as report
+
+    labels = np.random.default_rng(0).integers(0, 10, size=400)
+    rule = np.where(np.arange(400) % 3 == 0, labels, (labels + 1) % 10)  # right on a third of the trees
+    record = {"labels": labels.tolist(), "root_operator_rule": {"predictions": rule.tolist()}}
+    same, _, _ = report.against_rule(rule.tolist(), record)
+    assert same == 0  # the rule's own predictions: no difference
+    diff, low, high = report.against_rule(labels.tolist(), record)  # every tree right
+    assert low < diff < high and diff == pytest.approx(100 * (1 - np.mean(rule == labels)))
+    assert low > 0
+    worse, _, high = report.against_rule(((labels + 2) % 10).tolist(), record)  # every tree wrong
+    assert worse < 0 and high < 0
+    assert report.against_rule(labels[:10].tolist(), record) is None  # predictions of another test set
+
+
+def test_report_rebuilds_each_budget_command_from_its_overrides(tmp_path):
+    from analysis import efficient_attention_report as report
+
+    rows = [{"name": "performer_fixed", "kind": "performer", "overrides": {"max_steps": 9, "x": 1}},
+            {"name": "exact", "kind": "exact",
+             "overrides": {"max_steps": 5000, "eval_every_steps": 500, "model.dropout_bits": "hash"}}]
+    assert report.sweep_command(tmp_path / "listops_5000", rows) == (
+        "python -m experiments.listops_sweep --out=runs/listops_5000 --max_steps=5000 --eval_every_steps=500 "
+        "--set=model.dropout_bits=hash")
