@@ -266,7 +266,8 @@ FINDINGS = [
             "python -m experiments.attention_study --study=mlm --seeds=0,1,2",
             "seed 000: MLM converges in fewer steps", attention("mlm")),
     Finding("Do efficient attentions match exact attention on ListOps?", "efficient_attention/README.md",
-            "python -m experiments.listops_sweep --out=runs/listops --max_steps=300",
+            "python -m experiments.listops_sweep --out=runs/listops_5000 --max_steps=5000 --eval_every_steps=500 "
+            "--set=num_epochs=8",
             "LRA: Transformer 36.4, Linformer 35.7, Performer 18.0, BigBird 36.1", listops),
     Finding("How many attention heads can be pruned?", "heads/README.md",
             "python -m experiments.heads --config=configs/heads.py:sst2",

@@ -51,6 +51,18 @@ def kind_config(kind: str, overrides: dict):
     return config
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """--set values, each a key=value or several joined by commas; a later value of a key wins."""
+    overrides = {}
+    for item in items:
+        for pair in filter(None, item.split(",")):
+            key, equals, value = pair.partition("=")
+            if not equals or not key:
+                raise app.UsageError(f"--set={item}: {pair!r} is not key=value")
+            overrides[key] = value
+    return overrides
+
+
 def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str = "") -> dict:
     from train.train import train_and_evaluate
 
@@ -77,9 +89,7 @@ def main(argv):
     overrides = {"max_steps": FLAGS.max_steps, "eval_every_steps": FLAGS.eval_every_steps}
     if FLAGS.data_dir:
         overrides["data_dir"] = FLAGS.data_dir
-    for item in FLAGS.set:
-        key, _, value = item.partition("=")
-        overrides[key] = value
+    overrides.update(parse_overrides(FLAGS.set))
     for kind in FLAGS.kinds:  # every override, and the data directory, checked before the first run
         resolve_data_dir(kind_config(kind, overrides).data_dir)
     out = pathlib.Path(FLAGS.out)
@@ -94,8 +104,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("max_steps", 300, "training steps of every kind (the shared budget)")
     flags.DEFINE_integer("eval_every_steps", 150, "validation every N steps")
     flags.DEFINE_string("data_dir", "", "ListOps directory (default: the config's)")
-    flags.DEFINE_list("set", [], "more config overrides key=value (e.g. model.attention.performer_redraw=False)")
-    flags.register_validator("set", lambda items: all("=" in item for item in items),
-                             "each item must be key=value")
+    # multi: every --set counts (a list flag would keep only the last one given)
+    flags.DEFINE_multi_string("set", [], "more config overrides key=value, repeatable or comma-separated "
+                              "(e.g. model.attention.performer_redraw=False)")
     flags.DEFINE_string("tag", "", "suffix of the run directories (OUT/<kind><tag>), for a variant")
     cli.run(main)

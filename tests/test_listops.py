@@ -245,3 +245,14 @@ def test_report_rebuilds_each_budget_command_from_its_overrides(tmp_path):
     assert report.sweep_command(tmp_path / "listops_5000", rows) == (
         "python -m experiments.listops_sweep --out=runs/listops_5000 --max_steps=5000 --eval_every_steps=500 "
         "--set=model.dropout_bits=hash")
+
+
+def test_sweep_overrides_from_every_set_flag():
+    from absl import app
+
+    from experiments.listops_sweep import parse_overrides
+
+    assert parse_overrides(["model.dropout_bits=hash", "num_epochs=8,model.dropout=0.0", "num_epochs=9"]) == {
+        "model.dropout_bits": "hash", "num_epochs": "9", "model.dropout": "0.0"}
+    with pytest.raises(app.UsageError, match="'num_epochs' is not key=value"):
+        parse_overrides(["num_epochs"])
