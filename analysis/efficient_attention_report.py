@@ -126,6 +126,12 @@ def listops_rows(folder: pathlib.Path):
     return rows
 
 
+def train_loss_before(records, step: int, count: int = 10) -> float:
+    """Mean training loss of the last `count` logged steps up to `step` (one logged loss is noisy)."""
+    losses = [r["loss"] for r in records if r["split"] == "train" and r["step"] <= step][-count:]
+    return statistics.mean(losses) if losses else float("nan")
+
+
 def plot_curves(rows, path: pathlib.Path):
     import matplotlib
     matplotlib.use("Agg")
@@ -380,6 +386,17 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
         elif not readers:
             reading.append("No run beats the rule on the same test trees (every paired interval includes 0 or "
                            "lies below it).")
+        for r in rows:
+            valid = [v for v in r["records"] if v["split"] == "valid"]
+            peak = max(valid, key=lambda v: v["accuracy"], default=None)
+            if not peak or valid[-1]["accuracy"] >= peak["accuracy"] - 0.02:
+                continue
+            at_peak, at_end = train_loss_before(r["records"], peak["step"]), train_loss_before(r["records"], steps)
+            if at_end < at_peak:
+                reading.append(f"{r['name']}'s validation accuracy peaked at {100 * peak['accuracy']:.1f}% (step "
+                               f"{peak['step']:,}) and ended at {100 * valid[-1]['accuracy']:.1f}%, while its training "
+                               f"loss fell from {at_peak:.3f} to {at_end:.3f} (mean of the last 10 logged steps "
+                               "before each): it overfits the training trees at this budget.")
         parts += ["", "**Reading.** " + " ".join(reading)]
     curves = out / f"{folder.name}_curves.png"
     plot_curves(rows, curves)

@@ -58,7 +58,7 @@ def dropout_bits_sentence(configs) -> str:
     total = sum(counts.values())
     if len(counts) == 1:
         (bits, _), = counts.items()
-        where = f"in all {total} runs" if total > 1 else "in its run"
+        where = {1: "in its run", 2: "in both runs"}.get(total, f"in all {total} runs")
         return f"Dropout masks: {DROPOUT_BITS.get(bits, bits)} (`dropout_bits={bits}`) {where}."
     parts = [f"{DROPOUT_BITS.get(b, b)} (`dropout_bits={b}`) in {n}" for b, n in sorted(counts.items())]
     return f"Dropout masks: {'; '.join(parts)} of the {total} runs."
