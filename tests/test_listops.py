@@ -256,3 +256,13 @@ def test_sweep_overrides_from_every_set_flag():
         "model.dropout_bits": "hash", "num_epochs": "9", "model.dropout": "0.0"}
     with pytest.raises(app.UsageError, match="'num_epochs' is not key=value"):
         parse_overrides(["num_epochs"])
+
+
+def test_report_train_loss_before_a_step_averages_the_last_logged_losses():
+    from analysis import efficient_attention_report as report
+
+    records = [{"split": "train", "step": s, "loss": float(s)} for s in range(10, 210, 10)]
+    records.append({"split": "valid", "step": 100, "loss": -1.0, "accuracy": 0.5})
+    assert report.train_loss_before(records, 100, count=3) == 90.0  # steps 80, 90, 100; the valid row ignored
+    assert report.train_loss_before(records, 205, count=2) == 195.0
+    assert np.isnan(report.train_loss_before(records, 5))
