@@ -176,7 +176,7 @@ def listops(results: pathlib.Path) -> Row:
         verdicts.append(f"{r['name']} {diff:+.1f} [{low:+.1f}, {high:+.1f}]")
     shown = f"exact beats the one-token rule by {above[0]:+.1f} [{above[1]:+.1f}, {above[2]:+.1f}]"
     shown += "; vs exact: " + "; ".join(verdicts) if verdicts else "; the other kinds not run at this budget yet"
-    return Row(ours, shown, _hours(cpu) + " CPU")
+    return Row(ours, shown + " (points, 95% paired bootstrap)", _hours(cpu) + " CPU")
 
 
 def heads(results: pathlib.Path) -> Row:

@@ -2,8 +2,10 @@
 
     python -m experiments.listops_data --out=~/.cache/listops_512 --min_length=128 --max_length=512 \\
         --train=20000 --valid=1000 --test=2000 --seed=0
-    nice -n 10 nohup python -m experiments.listops_sweep --out=runs/listops --max_steps=300 > runs/listops.log 2>&1 &
-    python -m analysis.efficient_attention_report --runs=runs/listops
+    mkdir -p runs/listops_5000
+    nohup python -m experiments.listops_sweep --out=runs/listops_5000 --max_steps=5000 --eval_every_steps=500 \\
+        --set=num_epochs=8 > runs/listops_5000/sweep.log 2>&1 &
+    python -m analysis.efficient_attention_report --runs=runs/listops_5000
     # a variant, e.g. Performer with one fixed feature draw (run directory OUT/performer_fixed):
     python -m experiments.listops_sweep --kinds=performer --tag=_fixed --set=model.attention.performer_redraw=False
 
@@ -63,6 +65,18 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def check_epochs_cover_steps(config, data_dir: pathlib.Path) -> None:
+    """A max_steps beyond what num_epochs gives would end the run early, at the last epoch: refused."""
+    meta = data_dir / "meta.json"
+    if not meta.is_file():
+        return
+    steps = json.loads(meta.read_text())["train"] // config.batch_size * config.num_epochs
+    if config.max_steps > steps:
+        needed = -(-config.max_steps // (steps // config.num_epochs))
+        raise app.UsageError(f"--max_steps={config.max_steps}: num_epochs={config.num_epochs} gives only {steps} "
+                             f"steps of batch {config.batch_size} ({meta}); add --set=num_epochs={needed}")
+
+
 def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str = "") -> dict:
     from train.train import train_and_evaluate
 
@@ -91,7 +105,8 @@ def main(argv):
         overrides["data_dir"] = FLAGS.data_dir
     overrides.update(parse_overrides(FLAGS.set))
     for kind in FLAGS.kinds:  # every override, and the data directory, checked before the first run
-        resolve_data_dir(kind_config(kind, overrides).data_dir)
+        config = kind_config(kind, overrides)
+        check_epochs_cover_steps(config, resolve_data_dir(config.data_dir))
     out = pathlib.Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     for kind in FLAGS.kinds:

@@ -266,3 +266,20 @@ def test_report_train_loss_before_a_step_averages_the_last_logged_losses():
     assert report.train_loss_before(records, 100, count=3) == 90.0  # steps 80, 90, 100; the valid row ignored
     assert report.train_loss_before(records, 205, count=2) == 195.0
     assert np.isnan(report.train_loss_before(records, 5))
+
+
+def test_sweep_refuses_more_steps_than_its_epochs_give(tmp_path):
+    from absl import app
+
+    from configs import listops as listops_config
+    from experiments.listops_sweep import check_epochs_cover_steps
+
+    (tmp_path / "meta.json").write_text('{"train": 20000}')
+    config = listops_config.get_config("exact")  # batch 32, 1 epoch: 625 steps
+    config.max_steps = 625
+    check_epochs_cover_steps(config, tmp_path)
+    config.max_steps = 5000
+    with pytest.raises(app.UsageError, match="gives only 625 steps .* add --set=num_epochs=8"):
+        check_epochs_cover_steps(config, tmp_path)
+    config.num_epochs = 8
+    check_epochs_cover_steps(config, tmp_path)
