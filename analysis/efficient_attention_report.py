@@ -381,11 +381,27 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
                 "the tree, so their accuracies say nothing about long-range reasoning.")
         if above:
             reading.append(f"{', '.join(above)} beat{'s' if len(above) == 1 else ''} the rule on the same test trees "
-                           "(the paired interval excludes 0): the predictions use more of the tree than its "
+                           "(the paired interval excludes 0): their predictions use more of each tree than its "
                            "outermost operator.")
         elif not readers:
             reading.append("No run beats the rule on the same test trees (every paired interval includes 0 or "
                            "lies below it).")
+        exact_correct = correct(exact_preds, labels)
+        versus, close = [], []
+        for r in rows:
+            ours = correct(r["predictions"], labels)
+            if r["name"] == "exact" or ours is None or exact_correct is None:
+                continue
+            diff, low, high = (100 * x for x in paired_bootstrap(ours, exact_correct))
+            verdict = "not separable from it" if low <= 0 <= high else ("above it" if low > 0 else "below it")
+            versus.append(f"{r['name']} {diff:+.1f} [{low:+.1f}, {high:+.1f}] ({verdict})")
+            close += [r["name"]] if abs(diff) < 2 else []
+        if versus:
+            reading.append("Against exact attention on the same test trees (points, 95% paired bootstrap): "
+                           + "; ".join(versus) + ".")
+        if close:
+            reading.append(f"Within 2 points of exact: {', '.join(close)}, with one seed each; seeds 1 and 2 of "
+                           "these kinds and of exact would tell whether they differ.")
         for r in rows:
             valid = [v for v in r["records"] if v["split"] == "valid"]
             peak = max(valid, key=lambda v: v["accuracy"], default=None)
