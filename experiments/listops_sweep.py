@@ -70,7 +70,11 @@ def check_epochs_cover_steps(config, data_dir: pathlib.Path) -> None:
     meta = data_dir / "meta.json"
     if not meta.is_file():
         return
-    steps = json.loads(meta.read_text())["train"] // config.batch_size * config.num_epochs
+    try:
+        train_examples = int(json.loads(meta.read_text())["train"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise app.UsageError(f"{meta}: not a ListOps meta.json with a 'train' count ({e})") from None
+    steps = train_examples // config.batch_size * config.num_epochs
     if config.max_steps > steps:
         needed = -(-config.max_steps // (steps // config.num_epochs))
         raise app.UsageError(f"--max_steps={config.max_steps}: num_epochs={config.num_epochs} gives only {steps} "

@@ -283,3 +283,6 @@ def test_sweep_refuses_more_steps_than_its_epochs_give(tmp_path):
         check_epochs_cover_steps(config, tmp_path)
     config.num_epochs = 8
     check_epochs_cover_steps(config, tmp_path)
+    (tmp_path / "meta.json").write_text('{"valid": 1000}')  # no training count: one line naming the file
+    with pytest.raises(app.UsageError, match="meta.json: not a ListOps meta.json"):
+        check_epochs_cover_steps(config, tmp_path)
