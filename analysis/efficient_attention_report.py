@@ -234,12 +234,12 @@ def build(out: pathlib.Path) -> str:
         parts += ["Not measured yet (`benchmarks/attention_cost.py`).", ""]
 
     parts += ["## ListOps (Long Range Arena task, scaled down for this CPU)", ""]
-    folders = budget_folders(out)
-    if not folders:
+    found = budgets(out)
+    if not found:
         parts += ["No finished ListOps runs recorded yet (`experiments/listops_sweep.py`).", ""]
         return "\n".join(parts) + "\n"
-    first = listops_rows(folders[0])[0]["config"]
-    labels = test_labels(folders[0])
+    first = found[0][1][0]["config"]
+    labels = test_labels(found[0][0])
     majority, rule = "not recorded", None
     if labels:
         counts = labels["counts"]
@@ -257,23 +257,22 @@ def build(out: pathlib.Path) -> str:
         "is the run's most common prediction for trees with the same outermost operator; 100% means the model "
         "reads only the first token, whatever the rest of the tree holds. *Against the rule*: the run's test "
         "accuracy minus the rule's on the same trees, with a 95% paired bootstrap interval.", ""]
-    budgets = [(folder, listops_rows(folder)) for folder in folders]
-    for folder, rows in budgets:
+    for folder, rows in found:
         parts += budget_section(out, folder, rows, test_labels(folder) or labels)
-    if len(budgets) > 1:
-        parts += budget_comparison(budgets)
+    if len(found) > 1:
+        parts += budget_comparison(found)
     parts += ["LRA's figures are for inputs of up to 2,000 tokens and larger models trained far longer on "
               "accelerators; ours are for shorter inputs (at most 511 tokens), a 100k-parameter model and at most "
-              f"{max(r['cpu_min'] for _, rows in budgets for r in rows):.0f} CPU-minutes per run on 2 CPU cores. "
+              f"{max(r['cpu_min'] for _, rows in found for r in rows):.0f} CPU-minutes per run on 2 CPU cores. "
               "They compare the kinds with each other under one budget; shorter inputs make the task easier, so "
               "our numbers are not comparable one to one with LRA's. One seed per kind.", ""]
     return "\n".join(parts) + "\n"
 
 
-def budget_folders(out: pathlib.Path) -> list[pathlib.Path]:
-    """OUT/listops* folders holding finished runs, the smallest step budget first."""
-    folders = [f for f in out.glob("listops*") if f.is_dir() and any(f.glob("*/budget.json"))]
-    return sorted(folders, key=lambda f: (listops_rows(f)[0]["steps"], f.name))
+def budgets(out: pathlib.Path) -> list[tuple[pathlib.Path, list[dict]]]:
+    """(folder, its rows) of each OUT/listops* folder holding finished runs, the smallest step budget first."""
+    found = [(f, listops_rows(f)) for f in out.glob("listops*") if f.is_dir() and any(f.glob("*/budget.json"))]
+    return sorted(found, key=lambda pair: (pair[1][0]["steps"], pair[0].name))
 
 
 def test_labels(folder: pathlib.Path) -> dict | None:

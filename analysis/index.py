@@ -154,12 +154,12 @@ def listops(results: pathlib.Path) -> Row:
     """The largest step budget's runs: each kind's test accuracy, and whether exact attention gets above the
     one-token rule (else the kinds cannot be compared) and which kinds then differ from it."""
     from analysis import efficient_attention_report as report
-    folders = report.budget_folders(results / "efficient_attention")
-    if not folders:
+    found = report.budgets(results / "efficient_attention")
+    if not found:
         raise FileNotFoundError(2, "no records", str(results / "efficient_attention"))
-    rows = report.listops_rows(folders[-1])
-    labels = report.test_labels(folders[-1])
-    cpu = sum(r["cpu_min"] for folder in folders for r in report.listops_rows(folder)) * 60
+    folder, rows = found[-1]
+    labels = report.test_labels(folder)
+    cpu = sum(r["cpu_min"] for _, budget_rows in found for r in budget_rows) * 60
     ours = "; ".join(f"{r['name']} {100 * r['test']:.1f}%" for r in rows)
     ours += f" (test, 1 seed each, {rows[0]['steps']:,} steps)"
     exact = next((r for r in rows if r["name"] == "exact"), None)
