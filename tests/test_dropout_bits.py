@@ -221,7 +221,8 @@ def test_study_pages_say_which_bits_their_runs_drew():
     from train.records import dropout_bits_sentence
     legacy, hashed = {"model": {"dropout": 0.1}}, {"model": {"dropout_bits": "hash"}}
     assert dropout_bits_sentence([legacy, legacy]) == ("Dropout masks: jax.random (threefry) "
-                                                       "(`dropout_bits=threefry`) in all 2 runs.")
+                                                       "(`dropout_bits=threefry`) in both runs.")
+    assert dropout_bits_sentence([legacy] * 3).endswith("(`dropout_bits=threefry`) in all 3 runs.")
     assert dropout_bits_sentence([hashed]).endswith("(`dropout_bits=hash`) in its run.")
     mixed = dropout_bits_sentence([hashed, legacy, legacy])
     assert "(`dropout_bits=hash`) in 1" in mixed and "(`dropout_bits=threefry`) in 2 of the 3 runs" in mixed
