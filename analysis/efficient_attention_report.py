@@ -126,6 +126,77 @@ def listops_rows(folder: pathlib.Path):
     return rows
 
 
+def split_seeds(rows) -> tuple[list[dict], dict[str, list[dict]]]:
+    """(the rows of the main table, {kind: its runs in seed order}): a run that repeats a plain kind's
+    overrides with another `seed` (experiments/listops_sweep.py --tag=_seed1 --set=seed=1) is a seed
+    replica of that kind, not a variant; kinds run with one seed are left out of the dict."""
+    def without_seed(overrides):
+        return {k: v for k, v in overrides.items() if k != "seed"}
+
+    plain = {r["kind"]: r for r in rows if r["name"] == r["kind"]}
+    replicas = [r for r in rows if r["kind"] in plain and r is not plain[r["kind"]]
+                and without_seed(r["overrides"]) == without_seed(plain[r["kind"]]["overrides"])
+                and r["config"]["seed"] != plain[r["kind"]]["config"]["seed"]]
+    groups = {}
+    for r in replicas:
+        groups.setdefault(r["kind"], [plain[r["kind"]]]).append(r)
+    for runs in groups.values():
+        runs.sort(key=lambda r: r["config"]["seed"])
+    return [r for r in rows if all(r is not x for x in replicas)], groups
+
+
+def seed_verdict(diffs) -> str:
+    """Separable only when every seed's paired interval excludes 0 on the same side."""
+    if all(low > 0 for _, low, _ in diffs):
+        return "above exact in every seed"
+    if all(high < 0 for _, _, high in diffs):
+        return "below exact in every seed"
+    return "not separable from exact (some seed's interval includes 0, or the seeds disagree in sign)"
+
+
+def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str], dict]:
+    """The seeds table of one budget folder, and {kind: (mean difference to exact, its verdict)} for each
+    kind compared with exact seed by seed (paired on the test trees, per seed)."""
+    seeds = sorted({r["config"]["seed"] for runs in groups.values() for r in runs})
+    names = [k for k in KINDS if k in groups]
+    parts = ["#### Seeds", "",
+             f"{', '.join(names)} again with `seed` = {', '.join(str(s) for s in seeds if s)} (initialisation, "
+             "dropout masks and batch order; same config and data). Commands: "
+             + "; ".join(f"`{sweep_command(folder, [r], kinds=True)}`" for r in
+                         sorted((r for runs in groups.values() for r in runs[1:]),
+                                key=lambda r: (r["config"]["seed"], KINDS.index(r["kind"])))) + ".", "",
+             "| attention | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd | CPU min (all seeds) "
+             "| load avg at start |",
+             "|---|" + "---:|" * len(seeds) + "---:|---:|---:|"]
+    for kind in names:
+        by_seed = {r["config"]["seed"]: r for r in groups[kind]}
+        tests = [100 * r["test"] for r in groups[kind]]
+        spread = f"{statistics.mean(tests):.1f} ± {statistics.stdev(tests):.1f}"
+        parts.append(f"| {kind} | " + " | ".join(f"{100 * by_seed[s]['test']:.1f}%" if s in by_seed else "—"
+                                                 for s in seeds)
+                     + f" | {spread} | {sum(r['cpu_min'] for r in groups[kind]):.1f} | "
+                     + ", ".join(f"{r['load']:.1f}" for r in groups[kind]) + " |")
+    verdicts = {}
+    exact = {r["config"]["seed"]: r for r in groups.get("exact", [])}
+    for kind in names:
+        if kind == "exact":
+            continue
+        diffs = []
+        for r in groups[kind]:
+            ours, theirs = correct(r["predictions"], labels), correct(
+                exact.get(r["config"]["seed"], {}).get("predictions"), labels)
+            if ours is not None and theirs is not None:
+                diffs.append((r["config"]["seed"], *(100 * x for x in paired_bootstrap(ours, theirs))))
+        if len(diffs) > 1:
+            verdict = seed_verdict([d[1:] for d in diffs])
+            mean = statistics.mean(d[1] for d in diffs)
+            verdicts[kind] = (mean, verdict)
+            parts += ["", f"{kind} − exact, seed by seed (points, 95% paired bootstrap on the test trees): "
+                      + "; ".join(f"seed {s} {interval_text((d, lo, hi))}" for s, d, lo, hi in diffs)
+                      + f"; mean {mean:+.1f}: {verdict}."]
+    return parts + [""], verdicts
+
+
 def train_loss_before(records, step: int, count: int = 10) -> float:
     """Mean training loss of the last `count` logged steps up to `step` (one logged loss is noisy)."""
     losses = [r["loss"] for r in records if r["split"] == "train" and r["step"] <= step][-count:]
@@ -265,7 +336,9 @@ def build(out: pathlib.Path) -> str:
               "accelerators; ours are for shorter inputs (at most 511 tokens), a 100k-parameter model and at most "
               f"{max(r['cpu_min'] for _, rows in found for r in rows):.0f} CPU-minutes per run on 2 CPU cores. "
               "They compare the kinds with each other under one budget; shorter inputs make the task easier, so "
-              "our numbers are not comparable one to one with LRA's. One seed per kind.", ""]
+              "our numbers are not comparable one to one with LRA's. "
+              + ("One seed per kind, except in the Seeds tables." if any(split_seeds(rows)[1] for _, rows in found)
+                 else "One seed per kind."), ""]
     return "\n".join(parts) + "\n"
 
 
@@ -280,10 +353,14 @@ def test_labels(folder: pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def sweep_command(folder: pathlib.Path, rows) -> str:
-    """The sweep command of the budget's plain runs (a variant's extra overrides are listed apart)."""
-    plain = next((r for r in rows if r["name"] == r["kind"]), rows[0])
+def sweep_command(folder: pathlib.Path, rows, kinds: bool = False) -> str:
+    """The sweep command of the budget's plain runs (a variant's extra overrides are listed apart); with
+    `kinds`, the command of rows[0] alone (its --kinds and --tag)."""
+    plain = rows[0] if kinds else next((r for r in rows if r["name"] == r["kind"]), rows[0])
     flags = [f"--out=runs/{folder.name}"]
+    if kinds:
+        flags += [f"--kinds={plain['kind']}"] + ([f"--tag={plain['name'][len(plain['kind']):]}"]
+                                                  if plain["name"] != plain["kind"] else [])
     for key, value in plain["overrides"].items():
         own_flag = key in ("max_steps", "eval_every_steps", "data_dir")
         flags.append(f"--{key}={value}" if own_flag else f"--set={key}={value}")
@@ -310,7 +387,9 @@ def interval_text(diff) -> str:
 
 
 def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> list[str]:
-    """The table, reading and curves of one budget folder."""
+    """The table, reading, seeds and curves of one budget folder."""
+    rows, groups = split_seeds(rows)
+    seed_parts, seed_verdicts = seeds_section(folder, groups, labels) if groups else ([], {})
     cfg, m = rows[0]["config"], rows[0]["config"]["model"]
     steps = rows[0]["steps"]
     rule = labels.get("root_operator_rule") if labels else None
@@ -398,9 +477,15 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
         if versus:
             reading.append("Against exact attention on the same test trees (points, 95% paired bootstrap): "
                            + "; ".join(versus) + ".")
-        if close:
-            reading.append(f"Within 2 points of exact: {', '.join(close)}, with one seed each; seeds 1 and 2 of "
+        pending = [name for name in close if name not in seed_verdicts]
+        if pending:
+            reading.append(f"Within 2 points of exact: {', '.join(pending)}, with one seed each; seeds 1 and 2 of "
                            "these kinds and of exact would tell whether they differ.")
+        for name in close:
+            if name in seed_verdicts:
+                mean, verdict = seed_verdicts[name]
+                reading.append(f"{name} was within 2 points of exact at seed 0; over {len(groups[name])} seeds it is "
+                               f"{verdict}, by {mean:+.1f} points on average (the Seeds table below).")
         for r in rows:
             valid = [v for v in r["records"] if v["split"] == "valid"]
             peak = max(valid, key=lambda v: v["accuracy"], default=None)
@@ -413,6 +498,8 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
                                f"loss fell from {at_peak:.3f} to {at_end:.3f} (mean of the last 10 logged steps "
                                "before each): it overfits the training trees at this budget.")
         parts += ["", "**Reading.** " + " ".join(reading)]
+    if seed_parts:
+        parts += [""] + seed_parts[:-1]
     curves = out / f"{folder.name}_curves.png"
     plot_curves(rows, curves)
     return parts + ["", f"![ListOps curves, {steps:,} steps]({curves.name})", ""]
@@ -420,6 +507,7 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
 
 def budget_comparison(budgets) -> list[str]:
     """What a larger budget changes, kind by kind (runs of the same name in each budget folder)."""
+    budgets = [(folder, split_seeds(rows)[0]) for folder, rows in budgets]
     names = [r["name"] for r in budgets[-1][1]]
     parts = ["### What the larger budget changes", "",
              "| attention | " + " | ".join(f"test acc., {rows[0]['steps']:,} steps" for _, rows in budgets) + " |",

@@ -157,11 +157,18 @@ def listops(results: pathlib.Path) -> Row:
     found = report.budgets(results / "efficient_attention")
     if not found:
         raise FileNotFoundError(2, "no records", str(results / "efficient_attention"))
-    folder, rows = found[-1]
+    folder, all_rows = found[-1]
     labels = report.test_labels(folder)
     cpu = sum(r["cpu_min"] for _, budget_rows in found for r in budget_rows) * 60
-    ours = "; ".join(f"{r['name']} {100 * r['test']:.1f}%" for r in rows)
-    ours += f" (test, 1 seed each, {rows[0]['steps']:,} steps)"
+    rows, groups = report.split_seeds(all_rows)
+    _, seed_verdicts = report.seeds_section(folder, groups, labels) if groups else ([], {})
+
+    def accuracy(r):
+        if r["name"] not in groups:
+            return f"{r['name']} {100 * r['test']:.1f}%"
+        return f"{r['name']} {_mean_std([100 * s['test'] for s in groups[r['name']]])}"
+    ours = "; ".join(accuracy(r) for r in rows)
+    ours += f" (test, {rows[0]['steps']:,} steps; 1 seed each" + (f" except {', '.join(groups)})" if groups else ")")
     exact = next((r for r in rows if r["name"] == "exact"), None)
     above = exact and report.against_rule(exact["predictions"], labels)
     if not above or above[1] <= 0:
@@ -171,6 +178,10 @@ def listops(results: pathlib.Path) -> Row:
     verdicts = []
     for r in rows:
         if r["name"] == "exact" or report.correct(r["predictions"], labels) is None:
+            continue
+        if r["name"] in seed_verdicts:
+            mean, verdict = seed_verdicts[r["name"]]
+            verdicts.append(f"{r['name']} {mean:+.1f} over {len(groups[r['name']])} seeds ({verdict})")
             continue
         diff, low, high = (100 * x for x in paired_bootstrap(report.correct(r["predictions"], labels), exact_correct))
         verdicts.append(f"{r['name']} {diff:+.1f} [{low:+.1f}, {high:+.1f}]")

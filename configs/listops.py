@@ -14,20 +14,13 @@ of steps (`max_steps`, set by the sweep as its CPU budget) for every kind. Linfo
 k = 64 (1/8 of the length, as LRA's 256 of 2,000), Performer m = 64 features, BigBird
 blocks of 32 with 1 global, 1 window block each side and 2 random blocks (192 of 512 keys).
 
-The budget (results/efficient_attention/README.md): 5,000 steps per kind, 8 epochs of the
-20,000 trees. That is LRA's step count and the most that fits the study's limit of about 1
-CPU-hour per kind here (exact: 66 CPU-minutes, 36 min wall on the 2 cores, load 1.6-1.9):
+The budget: 5,000 steps per kind, 8 epochs of the 20,000 trees; LRA's step count, and the most
+that fits the study's limit of about 1 CPU-hour per kind here (exact: about 66 CPU-minutes, 36 min
+wall on the 2 cores). Chosen on the validation split: at 300 steps every kind predicts from the
+outermost operator alone (the one-token rule); at 5,000 exact's validation accuracy rises above
+that rule. Results, seeds and the test-split comparison: results/efficient_attention/README.md.
     python -m experiments.listops_sweep --out=runs/listops_5000 --max_steps=5000 \\
         --eval_every_steps=500 --set=num_epochs=8
-The yardstick is the one-token rule: predict the outermost operator's most frequent training
-label (34.2% of the test trees, 36.7% of the validation trees). At 300 steps
-(`--max_steps=300 --eval_every_steps=150`, 3-8 CPU-minutes per kind under load 7-10) every kind
-learned that rule and nothing more: exact 34.0% test, its predictions 100% fixed by the outermost
-operator; Linformer 33.8%, BigBird 34.0%; Performer 17.1% with features redrawn every step and
-34.0% with one fixed draw. At 5,000 steps exact's validation accuracy is 0.6-1.3 points above the
-rule from step 3,000 on (37.3-38.0%; 35.2-37.3% before). On the test split it reaches 36.9%, 2.8
-points [0.8, 4.6] above the rule on the same trees, and only 54% of its predictions are fixed by
-the outermost operator. Majority class 16.4%, chance 10%.
 
 `<kind>,course` (`:course` alone: exact attention) is ListOps at LRA's scale, on one GPU: trees of
 500-2,000 tokens padded to 2,047 (+ CLS = 2,048 positions, a multiple of BigBird's 64-blocks), 96,000

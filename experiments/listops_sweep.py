@@ -5,6 +5,9 @@
     mkdir -p runs/listops_5000
     nohup python -m experiments.listops_sweep --out=runs/listops_5000 --max_steps=5000 --eval_every_steps=500 \\
         --set=num_epochs=8 > runs/listops_5000/sweep.log 2>&1 &
+    # seeds 1 and 2 of two kinds (run directories OUT/exact_seed1, ...; the report reads them as seeds):
+    python -m experiments.listops_sweep --out=runs/listops_5000 --max_steps=5000 --eval_every_steps=500 \
+        --set=num_epochs=8 --set=seed=1 --kinds=exact,bigbird --tag=_seed1 --estimate_cpu_minutes=66
     python -m analysis.efficient_attention_report --runs=runs/listops_5000
     # a variant, e.g. Performer with one fixed feature draw (run directory OUT/performer_fixed):
     python -m experiments.listops_sweep --kinds=performer --tag=_fixed --set=model.attention.performer_redraw=False
@@ -12,7 +15,8 @@
 Runs `configs/listops.py:<kind>` through the engine (train.train.train_and_evaluate) in
 OUT/<kind>, one after the other; a finished run is not re-run (the engine resumes an
 unfinished one). Beside each run it writes budget.json: wall and process CPU seconds
-of that run, the load average before and after, and the overrides used.
+of that run (and the estimate given with --estimate_cpu_minutes), the load average before and
+after, and the overrides used.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def check_epochs_cover_steps(config, data_dir: pathlib.Path) -> None:
                              f"steps of batch {config.batch_size} ({meta}); add --set=num_epochs={needed}")
 
 
-def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str = "") -> dict:
+def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str = "",
+             estimate_cpu_minutes: float = 0.0) -> dict:
     from train.train import train_and_evaluate
 
     workdir = out / f"{kind}{tag}"
@@ -96,6 +101,8 @@ def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str 
     budget = {"kind": kind, "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
               "load_before": load_before, "load_after": os.getloadavg(), "overrides": overrides,
               "results": results}
+    if estimate_cpu_minutes:
+        budget["cpu_seconds_estimate"] = 60 * estimate_cpu_minutes
     budget_file.write_text(json.dumps(budget, indent=2, default=float) + "\n")
     log(f"{kind}: {budget['wall_seconds']:.0f} s wall, {budget['cpu_seconds']:.0f} s CPU, test accuracy "
         f"{results.get('accuracy')}")
@@ -114,7 +121,7 @@ def main(argv):
     out = pathlib.Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     for kind in FLAGS.kinds:
-        run_kind(kind, out, overrides, tag=FLAGS.tag)
+        run_kind(kind, out, overrides, tag=FLAGS.tag, estimate_cpu_minutes=FLAGS.estimate_cpu_minutes)
 
 
 if __name__ == "__main__":
@@ -127,4 +134,6 @@ if __name__ == "__main__":
     flags.DEFINE_multi_string("set", [], "more config overrides key=value, repeatable or comma-separated "
                               "(e.g. model.attention.performer_redraw=False)")
     flags.DEFINE_string("tag", "", "suffix of the run directories (OUT/<kind><tag>), for a variant")
+    flags.DEFINE_float("estimate_cpu_minutes", 0.0, "CPU minutes expected per run (from a short run or an "
+                       "earlier seed), written into budget.json beside the measured time")
     cli.run(main)

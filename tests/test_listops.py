@@ -286,3 +286,44 @@ def test_sweep_refuses_more_steps_than_its_epochs_give(tmp_path):
     (tmp_path / "meta.json").write_text('{"valid": 1000}')  # no training count: one line naming the file
     with pytest.raises(app.UsageError, match="meta.json: not a ListOps meta.json"):
         check_epochs_cover_steps(config, tmp_path)
+
+
+def _run_row(name, kind, seed, predictions, overrides=None):
+    overrides = {"max_steps": 5000, "num_epochs": "8", **(overrides or {})}
+    if seed:
+        overrides["seed"] = str(seed)
+    return {"name": name, "kind": kind, "overrides": overrides, "config": {"seed": seed},
+            "predictions": predictions, "test": float(np.mean(np.asarray(predictions) == LABELS)),
+            "cpu_min": 1.0, "load": 0.5}
+
+
+LABELS = np.random.default_rng(1).integers(0, 10, size=600)
+
+
+def test_report_reads_seed_runs_as_seeds_and_compares_them_with_exact_seed_by_seed(tmp_path):
+    """A run that repeats a kind's overrides with another seed is a seed of that kind (not a variant); a kind
+    is separable from exact only when every seed's paired interval excludes 0 on the same side."""
+    from analysis import efficient_attention_report as report
+
+    labels = {"labels": LABELS.tolist()}
+    right_on = lambda share, seed: np.where(  # noqa: E731  (correct on the first `share` of a shuffled order)
+        np.random.default_rng(seed).permutation(600) < share * 600, LABELS, (LABELS + 1) % 10).tolist()
+    rows = [_run_row("exact", "exact", 0, right_on(0.4, 0)), _run_row("exact_seed1", "exact", 1, right_on(0.4, 1)),
+            _run_row("bigbird", "bigbird", 0, right_on(0.6, 2)),
+            _run_row("bigbird_seed1", "bigbird", 1, right_on(0.6, 3)),
+            _run_row("performer_fixed", "performer", 0, right_on(0.4, 4), {"model.attention.performer_redraw": "F"}),
+            _run_row("performer", "performer", 0, right_on(0.4, 5))]
+    main, groups = report.split_seeds(rows)
+    assert [r["name"] for r in main] == ["exact", "bigbird", "performer_fixed", "performer"]
+    assert {k: [r["name"] for r in v] for k, v in groups.items()} == {
+        "exact": ["exact", "exact_seed1"], "bigbird": ["bigbird", "bigbird_seed1"]}
+    parts, verdicts = report.seeds_section(tmp_path / "listops_5000", groups, labels)
+    assert verdicts["bigbird"][0] == pytest.approx(20, abs=6) and verdicts["bigbird"][1] == "above exact in every seed"
+    page = "\n".join(parts)
+    assert "--kinds=bigbird --tag=_seed1 --max_steps=5000 --set=num_epochs=8 --set=seed=1" in page
+    assert "| exact | 40.0% | 40.0% | 40.0 ± 0.0 |" in page
+    # the second seed of bigbird no better than exact: the seeds disagree, so not separable
+    groups["bigbird"][1] = _run_row("bigbird_seed1", "bigbird", 1, right_on(0.4, 6))
+    _, verdicts = report.seeds_section(tmp_path / "listops_5000", groups, labels)
+    assert verdicts["bigbird"][1].startswith("not separable")
+    assert report.seed_verdict([(-3, -5, -1), (-2, -4, -0.5)]) == "below exact in every seed"
