@@ -120,6 +120,7 @@ def listops_rows(folder: pathlib.Path):
             "last_train_loss": [r for r in records if r["split"] == "train"][-1]["loss"],
             "step_s": step_seconds(records), "wall_min": budget["wall_seconds"] / 60,
             "cpu_min": budget["cpu_seconds"] / 60, "load": budget["load_before"][0],
+            "cpu_estimate_min": budget.get("cpu_seconds_estimate", 0) / 60,
             "load_after": budget["load_after"][0], "config": config["config"],
             "predictions": ([int(x) for x in (path / "predictions.txt").read_text().split()]
                             if (path / "predictions.txt").is_file() else None)})
@@ -165,7 +166,7 @@ def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str]
              + "; ".join(f"`{sweep_command(folder, [r], kinds=True)}`" for r in
                          sorted((r for runs in groups.values() for r in runs[1:]),
                                 key=lambda r: (r["config"]["seed"], KINDS.index(r["kind"])))) + ".", "",
-             "| attention | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd | CPU min (all seeds) "
+             "| attention | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd | CPU min per seed (estimate given before the run) "
              "| load avg at start |",
              "|---|" + "---:|" * len(seeds) + "---:|---:|---:|"]
     for kind in names:
@@ -174,7 +175,9 @@ def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str]
         spread = f"{statistics.mean(tests):.1f} ± {statistics.stdev(tests):.1f}"
         parts.append(f"| {kind} | " + " | ".join(f"{100 * by_seed[s]['test']:.1f}%" if s in by_seed else "—"
                                                  for s in seeds)
-                     + f" | {spread} | {sum(r['cpu_min'] for r in groups[kind]):.1f} | "
+                     + f" | {spread} | " + ", ".join(f"{r['cpu_min']:.1f}" + (
+                         f" ({r['cpu_estimate_min']:.0f})" if r.get("cpu_estimate_min") else "") for r in groups[kind])
+                     + " | "
                      + ", ".join(f"{r['load']:.1f}" for r in groups[kind]) + " |")
     verdicts = {}
     exact = {r["config"]["seed"]: r for r in groups.get("exact", [])}
