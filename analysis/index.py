@@ -181,12 +181,14 @@ def listops(results: pathlib.Path) -> Row:
             continue
         if r["name"] in seed_verdicts:
             mean, verdict = seed_verdicts[r["name"]]
-            verdicts.append(f"{r['name']} {mean:+.1f} over {len(groups[r['name']])} seeds ({verdict})")
+            verdicts.append(f"{r['name']} {verdict} ({mean:+.1f} on average over {len(groups[r['name']])} seeds, "
+                            "each seed's interval against exact's same seed)")
             continue
         diff, low, high = (100 * x for x in paired_bootstrap(report.correct(r["predictions"], labels), exact_correct))
-        verdicts.append(f"{r['name']} {diff:+.1f} [{low:+.1f}, {high:+.1f}]")
-    shown = f"exact beats the one-token rule by {above[0]:+.1f} [{above[1]:+.1f}, {above[2]:+.1f}]"
-    shown += "; vs exact: " + "; ".join(verdicts) if verdicts else "; the other kinds not run at this budget yet"
+        verdict = "not separable from exact" if low <= 0 <= high else ("above exact" if low > 0 else "below exact")
+        verdicts.append(f"{r['name']} {verdict} ({diff:+.1f} [{low:+.1f}, {high:+.1f}], 1 seed)")
+    shown = (f"exact beats the one-token rule by {above[0]:+.1f} [{above[1]:+.1f}, {above[2]:+.1f}]; "
+             + ("; ".join(verdicts) if verdicts else "the other kinds not run at this budget yet"))
     return Row(ours, shown + " (points, 95% paired bootstrap)", _hours(cpu) + " CPU")
 
 
