@@ -229,6 +229,27 @@ def plot_curves(rows, path: pathlib.Path):
     plt.close(fig)
 
 
+def plot_seed_curves(groups: dict, path: pathlib.Path):
+    """Validation accuracy against step, one line per seed, one colour per kind."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for colour, kind in zip(("C0", "C3", "C1", "C2"), (k for k in KINDS if k in groups)):
+        for run in groups[kind]:
+            valid = [r for r in run["records"] if r["split"] == "valid"]
+            ax.plot([r["step"] for r in valid], [r["accuracy"] for r in valid], color=colour, marker="o",
+                    markersize=3, alpha=0.8, label=f"{kind}, seed {run['config']['seed']}")
+    ax.set_title("ListOps validation accuracy, each seed", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def rel(path: pathlib.Path) -> str:
     """A results folder as the commands on the page name it (from the repository root)."""
     path = path.absolute()
@@ -503,7 +524,9 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
                                "before each): it overfits the training trees at this budget.")
         parts += ["", "**Reading.** " + " ".join(reading)]
     if seed_parts:
-        parts += [""] + seed_parts[:-1]
+        seed_curves = out / f"{folder.name}_seeds.png"
+        plot_seed_curves(groups, seed_curves)
+        parts += [""] + seed_parts[:-1] + ["", f"![ListOps validation accuracy of each seed]({seed_curves.name})"]
     curves = out / f"{folder.name}_curves.png"
     plot_curves(rows, curves)
     return parts + ["", f"![ListOps curves, {steps:,} steps]({curves.name})", ""]

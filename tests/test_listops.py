@@ -294,7 +294,8 @@ def _run_row(name, kind, seed, predictions, overrides=None):
         overrides["seed"] = str(seed)
     return {"name": name, "kind": kind, "overrides": overrides, "config": {"seed": seed},
             "predictions": predictions, "test": float(np.mean(np.asarray(predictions) == LABELS)),
-            "cpu_min": 1.0, "load": 0.5, "cpu_estimate_min": 66.0 if seed else 0.0}
+            "cpu_min": 1.0, "load": 0.5, "cpu_estimate_min": 66.0 if seed else 0.0,
+            "records": [{"split": "valid", "step": step, "accuracy": 0.3 + seed / 100} for step in (500, 1000)]}
 
 
 LABELS = np.random.default_rng(1).integers(0, 10, size=600)
@@ -327,3 +328,5 @@ def test_report_reads_seed_runs_as_seeds_and_compares_them_with_exact_seed_by_se
     _, verdicts = report.seeds_section(tmp_path / "listops_5000", groups, labels)
     assert verdicts["bigbird"][1].startswith("not separable")
     assert report.seed_verdict([(-3, -5, -1), (-2, -4, -0.5)]) == "below exact in every seed"
+    report.plot_seed_curves(groups, tmp_path / "seeds.png")
+    assert (tmp_path / "seeds.png").stat().st_size > 1000
