@@ -121,6 +121,7 @@ def listops_rows(folder: pathlib.Path):
             "step_s": step_seconds(records), "wall_min": budget["wall_seconds"] / 60,
             "cpu_min": budget["cpu_seconds"] / 60, "load": budget["load_before"][0],
             "cpu_estimate_min": budget.get("cpu_seconds_estimate", 0) / 60,
+            "matmul_gflops": info.get("peak_flops_per_device", 0) / 1e9, "host_cpu": info.get("host_cpu"),
             "load_after": budget["load_after"][0], "config": config["config"],
             "predictions": ([int(x) for x in (path / "predictions.txt").read_text().split()]
                             if (path / "predictions.txt").is_file() else None)})
@@ -168,8 +169,9 @@ def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str]
                          sorted((r for runs in groups.values() for r in runs[1:]),
                                 key=lambda r: (r["config"]["seed"], KINDS.index(r["kind"])))) + ".", "",
              "| attention | " + " | ".join(f"seed {s}" for s in seeds)
-             + " | mean ± sd | CPU min per seed (estimate given before the run) | load avg at start |",
-             "|---|" + "---:|" * len(seeds) + "---:|---:|---:|"]
+             + " | mean ± sd | CPU min per seed (estimate given before the run) | load avg at start "
+             "| machine's float32 matmul GFLOP/s |",
+             "|---|" + "---:|" * len(seeds) + "---:|---:|---:|---:|"]
     for kind in names:
         by_seed = {r["config"]["seed"]: r for r in groups[kind]}
         tests = [100 * r["test"] for r in groups[kind]]
@@ -178,8 +180,15 @@ def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str]
                                                  for s in seeds)
                      + f" | {spread} | " + ", ".join(f"{r['cpu_min']:.1f}" + (
                          f" ({r['cpu_estimate_min']:.0f})" if r.get("cpu_estimate_min") else "") for r in groups[kind])
-                     + " | "
-                     + ", ".join(f"{r['load']:.1f}" for r in groups[kind]) + " |")
+                     + " | " + ", ".join(f"{r['load']:.1f}" for r in groups[kind]) + " | "
+                     + ", ".join(f"{r['matmul_gflops']:.0f}" for r in groups[kind]) + " |")
+    rates = [r["matmul_gflops"] for runs in groups.values() for r in runs if r["matmul_gflops"]]
+    if rates and max(rates) > 1.2 * min(rates):
+        cpus = sorted({r["host_cpu"] for runs in groups.values() for r in runs if r.get("host_cpu")})
+        parts += ["", f"The runs did not all run on one machine: the float32 matmul rate each measured at its start "
+                  f"ranges from {min(rates):.0f} to {max(rates):.0f} GFLOP/s"
+                  + (f" ({'; '.join(cpus)})" if cpus else "")
+                  + ". CPU minutes compare only between runs with the same rate."]
     verdicts = {}
     exact = {r["config"]["seed"]: r for r in groups.get("exact", [])}
     for kind in names:
@@ -230,17 +239,17 @@ def plot_curves(rows, path: pathlib.Path):
 
 
 def plot_seed_curves(groups: dict, path: pathlib.Path):
-    """Validation accuracy against step, one line per seed, one colour per kind."""
+    """Validation accuracy against step: one colour per kind, one line style per seed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for colour, kind in zip(("C0", "C3", "C1", "C2"), (k for k in KINDS if k in groups)):
-        for run in groups[kind]:
+        for style, run in zip(("-", "--", ":", "-."), groups[kind]):
             valid = [r for r in run["records"] if r["split"] == "valid"]
-            ax.plot([r["step"] for r in valid], [r["accuracy"] for r in valid], color=colour, marker="o",
-                    markersize=3, alpha=0.8, label=f"{kind}, seed {run['config']['seed']}")
+            ax.plot([r["step"] for r in valid], [r["accuracy"] for r in valid], color=colour, linestyle=style,
+                    marker="o", markersize=3, alpha=0.8, label=f"{kind}, seed {run['config']['seed']}")
     ax.set_title("ListOps validation accuracy, each seed", fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import platform
 import statistics
 import time
@@ -28,6 +27,8 @@ from typing import Any, Callable
 
 import jax
 from absl import flags
+
+from train.throughput import cpu_model
 
 # The define_* functions define flags for the benchmark that calls them (listed by its --help).
 flags.disclaim_key_flags()
@@ -88,19 +89,6 @@ def compiled_flops(compiled) -> float:
 def load_average() -> str:
     """os.getloadavg() over 1, 5 and 15 minutes."""
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    """The CPU's model name and its widest vector units (/proc/cpuinfo): hosts of one name differ, and
-    PyTorch's and XLA's matrix kernels do not gain alike from AVX-512 or AMX."""
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    units = [u for u in ("avx2", "avx512f", "amx_tile") if u in flags]
-    return f"{name or 'unknown CPU'} ({', '.join(units) or 'no AVX2'})"
 
 
 def header() -> str:

@@ -294,7 +294,7 @@ def _run_row(name, kind, seed, predictions, overrides=None):
         overrides["seed"] = str(seed)
     return {"name": name, "kind": kind, "overrides": overrides, "config": {"seed": seed},
             "predictions": predictions, "test": float(np.mean(np.asarray(predictions) == LABELS)),
-            "cpu_min": 1.0, "load": 0.5, "cpu_estimate_min": 66.0 if seed else 0.0,
+            "cpu_min": 1.0, "load": 0.5, "cpu_estimate_min": 66.0 if seed else 0.0, "matmul_gflops": 350.0,
             "records": [{"split": "valid", "step": step, "accuracy": 0.3 + seed / 100} for step in (500, 1000)]}
 
 
@@ -322,11 +322,14 @@ def test_report_reads_seed_runs_as_seeds_and_compares_them_with_exact_seed_by_se
     assert verdicts["bigbird"][0] == pytest.approx(20, abs=6) and verdicts["bigbird"][1] == "above exact in every seed"
     page = "\n".join(parts)
     assert "--kinds=bigbird --tag=_seed1 --max_steps=5000 --set=num_epochs=8 --set=seed=1" in page
-    assert "| exact | 40.0% | 40.0% | 40.0 ± 0.0 | 1.0, 1.0 (66) | 0.5, 0.5 |" in page
+    assert "| exact | 40.0% | 40.0% | 40.0 ± 0.0 | 1.0, 1.0 (66) | 0.5, 0.5 | 350, 350 |" in page
+    assert "did not all run on one machine" not in page
     # the second seed of bigbird no better than exact: the seeds disagree, so not separable
     groups["bigbird"][1] = _run_row("bigbird_seed1", "bigbird", 1, right_on(0.4, 6))
-    _, verdicts = report.seeds_section(tmp_path / "listops_5000", groups, labels)
+    groups["bigbird"][1]["matmul_gflops"] = 170.0  # a run on a slower machine is named as such
+    parts, verdicts = report.seeds_section(tmp_path / "listops_5000", groups, labels)
     assert verdicts["bigbird"][1].startswith("not separable")
+    assert "ranges from 170 to 350 GFLOP/s" in "\n".join(parts)
     assert report.seed_verdict([(-3, -5, -1), (-2, -4, -0.5)]) == "below exact in every seed"
     report.plot_seed_curves(groups, tmp_path / "seeds.png")
     assert (tmp_path / "seeds.png").stat().st_size > 1000

@@ -79,6 +79,7 @@ def test_training_log_has_throughput_and_mfu(tmp_path, bios_dir, monkeypatch):
     records = read_metrics(tmp_path / "run")
     info = next(r for r in records if r["split"] == "info")
     assert info["peak_flops_per_device"] > 0 and "measured" in info["peak_source"]
+    assert info["host_cpu"] == throughput.cpu_model() and info["host_cpu"]  # which machine the timings come from
     logged = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in logged] == [3, 6, 9, 12]
     for r in logged:

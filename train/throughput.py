@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import pathlib
+import platform
 import re
 import time
 
@@ -90,6 +92,19 @@ def step_flops(jitted, *args) -> float | None:
 def shape_key(tree) -> tuple:
     """A hashable signature of the shapes and dtypes of a tree of arrays (a batch)."""
     return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector units (/proc/cpuinfo): hosts of one name differ, and
+    PyTorch's and XLA's matrix kernels do not gain alike from AVX-512 or AMX."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    units = [u for u in ("avx2", "avx512f", "amx_tile") if u in flags]
+    return f"{name or 'unknown CPU'} ({', '.join(units) or 'no AVX2'})"
 
 
 @functools.cache

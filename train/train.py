@@ -251,7 +251,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, devices=None, sto
                                       "total_steps": total_steps, "devices": mesh.size,
                                       "processes": jax.process_count(), "sharding": config.sharding,
                                       "state_bytes_per_device": state_bytes,
-                                      "peak_flops_per_device": peak.flops_per_s or 0.0, "peak_source": peak.source})
+                                      "peak_flops_per_device": peak.flops_per_s or 0.0, "peak_source": peak.source,
+                                      "host_cpu": throughput.cpu_model()})
 
     best = (BestValidation(workdir / "best", config.select_best, config.early_stopping_patience,
                            config.eval_every_steps) if config.select_best else None)
