@@ -157,14 +157,16 @@ def seed_verdict(diffs) -> str:
 
 
 def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str], dict]:
-    """The seeds table of one budget folder, and {kind: (mean difference to exact, its verdict)} for each
-    kind compared with exact seed by seed (paired on the test trees, per seed)."""
+    """The seeds table of one budget folder, and {kind: (mean difference to exact, its verdict, the number of
+    seeds compared)} for each kind compared with exact seed by seed (paired on the test trees, per seed)."""
     seeds = sorted({r["config"]["seed"] for runs in groups.values() for r in runs})
     names = [k for k in KINDS if k in groups]
     parts = ["#### Seeds", "",
-             f"{', '.join(names)} again with `seed` = {', '.join(str(s) for s in seeds if s)} (initialisation, "
-             "dropout masks and batch order; same config and data). A kind differs from exact only when every "
-             "seed's paired interval against exact of the same seed excludes 0 on the same side. Commands: "
+             "; ".join(f"{k} again with `seed` = {', '.join(str(r['config']['seed']) for r in groups[k][1:])}"
+                       for k in names)
+             + " (initialisation, dropout masks and batch order; same config and data). A kind differs from exact "
+             "only when every seed's paired interval against exact of the same seed excludes 0 on the same side. "
+             "Commands: "
              + "; ".join(f"`{sweep_command(folder, [r], kinds=True)}`" for r in
                          sorted((r for runs in groups.values() for r in runs[1:]),
                                 key=lambda r: (r["config"]["seed"], KINDS.index(r["kind"])))) + ".", "",
@@ -203,7 +205,7 @@ def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str]
         if len(diffs) > 1:
             verdict = seed_verdict([d[1:] for d in diffs])
             mean = statistics.mean(d[1] for d in diffs)
-            verdicts[kind] = (mean, verdict)
+            verdicts[kind] = (mean, verdict, len(diffs))
             parts += ["", f"{kind} − exact, seed by seed (points, 95% paired bootstrap on the test trees): "
                       + "; ".join(f"seed {s} {interval_text((d, lo, hi))}" for s, d, lo, hi in diffs)
                       + f"; mean {mean:+.1f}: {verdict}."]
@@ -517,9 +519,10 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
                            "these kinds and of exact would tell whether they differ.")
         for name in close:
             if name in seed_verdicts:
-                mean, verdict = seed_verdicts[name]
-                reading.append(f"{name} was within 2 points of exact at seed 0; over {len(groups[name])} seeds it is "
-                               f"{verdict}, by {mean:+.1f} points on average (the Seeds table below).")
+                mean, verdict, compared = seed_verdicts[name]
+                reading.append(f"{name} was within 2 points of exact at seed 0; compared seed by seed over "
+                               f"{compared} seeds it is {verdict}, by {mean:+.1f} points on average (the Seeds "
+                               "table below).")
         for r in rows:
             valid = [v for v in r["records"] if v["split"] == "valid"]
             peak = max(valid, key=lambda v: v["accuracy"], default=None)

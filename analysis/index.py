@@ -180,9 +180,9 @@ def listops(results: pathlib.Path) -> Row:
         if r["name"] == "exact" or report.correct(r["predictions"], labels) is None:
             continue
         if r["name"] in seed_verdicts:
-            mean, verdict = seed_verdicts[r["name"]]
-            verdicts.append(f"{r['name']} {verdict} ({mean:+.1f} on average over {len(groups[r['name']])} seeds, "
-                            "each seed's interval against exact's same seed)")
+            mean, verdict, compared = seed_verdicts[r["name"]]
+            verdicts.append(f"{r['name']} {verdict} ({mean:+.1f} on average over {compared} seeds, each seed's "
+                            "interval against exact's same seed)")
             continue
         diff, low, high = (100 * x for x in paired_bootstrap(report.correct(r["predictions"], labels), exact_correct))
         verdict = "not separable from exact" if low <= 0 <= high else ("above exact" if low > 0 else "below exact")

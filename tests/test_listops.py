@@ -323,6 +323,8 @@ def test_report_reads_seed_runs_as_seeds_and_compares_them_with_exact_seed_by_se
     page = "\n".join(parts)
     assert "--kinds=bigbird --tag=_seed1 --max_steps=5000 --set=num_epochs=8 --set=seed=1" in page
     assert "| exact | 40.0% | 40.0% | 40.0 ± 0.0 | 1.0, 1.0 (66) | 0.5, 0.5 | 350, 350 |" in page
+    assert "exact again with `seed` = 1; bigbird again with `seed` = 1 (" in page
+    assert verdicts["bigbird"][2] == 2  # seeds compared with exact's same seed
     assert "did not all run on one machine" not in page
     # the second seed of bigbird no better than exact: the seeds disagree, so not separable
     groups["bigbird"][1] = _run_row("bigbird_seed1", "bigbird", 1, right_on(0.4, 6))
