@@ -188,7 +188,8 @@ def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str]
     if rates and max(rates) > 1.2 * min(rates):
         cpus = sorted({r["host_cpu"] for runs in groups.values() for r in runs if r.get("host_cpu")})
         parts += ["", "The runs did not all run on one machine: the float32 matmul rate each measured at its start (a "
-                  "fingerprint of the machine, lowered by any other work at that moment) ranges from {min(rates):.0f} to {max(rates):.0f} GFLOP/s"
+                  "fingerprint of the machine, lowered by any other work at that moment) ranges from "
+                  f"{min(rates):.0f} to {max(rates):.0f} GFLOP/s"
                   + (f" ({'; '.join(cpus)})" if cpus else "")
                   + ". CPU minutes compare only between runs with the same rate."]
     verdicts = {}
