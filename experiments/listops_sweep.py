@@ -111,6 +111,8 @@ def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str 
 
 def main(argv):
     del argv
+    if FLAGS.estimate_cpu_minutes < 0:
+        raise app.UsageError(f"--estimate_cpu_minutes={FLAGS.estimate_cpu_minutes}: give minutes >= 0 (0: none)")
     overrides = {"max_steps": FLAGS.max_steps, "eval_every_steps": FLAGS.eval_every_steps}
     if FLAGS.data_dir:
         overrides["data_dir"] = FLAGS.data_dir
