@@ -111,8 +111,6 @@ def run_kind(kind: str, out: pathlib.Path, overrides: dict, log=print, tag: str 
 
 def main(argv):
     del argv
-    if FLAGS.estimate_cpu_minutes < 0:
-        raise app.UsageError(f"--estimate_cpu_minutes={FLAGS.estimate_cpu_minutes}: give minutes >= 0 (0: none)")
     overrides = {"max_steps": FLAGS.max_steps, "eval_every_steps": FLAGS.eval_every_steps}
     if FLAGS.data_dir:
         overrides["data_dir"] = FLAGS.data_dir
@@ -137,5 +135,5 @@ if __name__ == "__main__":
                               "(e.g. model.attention.performer_redraw=False)")
     flags.DEFINE_string("tag", "", "suffix of the run directories (OUT/<kind><tag>), for a variant")
     flags.DEFINE_float("estimate_cpu_minutes", 0.0, "CPU minutes expected per run (from a short run or an "
-                       "earlier seed), written into budget.json beside the measured time")
+                       "earlier seed), written into budget.json beside the measured time; 0: none", lower_bound=0)
     cli.run(main)
