@@ -156,6 +156,16 @@ def seed_verdict(diffs) -> str:
     return "not separable from exact"
 
 
+def rule_by_seed(groups: dict, labels) -> dict[str, list[tuple[int, float, float, float]]]:
+    """{kind: [(seed, difference, low, high)]}: each seed's test accuracy minus the one-token rule's, in points."""
+    found = {}
+    for kind in [k for k in KINDS if k in groups]:
+        diffs = [(r["config"]["seed"], *d) for r in groups[kind] if (d := against_rule(r["predictions"], labels))]
+        if diffs:
+            found[kind] = diffs
+    return found
+
+
 def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str], dict]:
     """The seeds table of one budget folder, and {kind: (mean difference to exact, its verdict, the number of
     seeds compared)} for each kind compared with exact seed by seed (paired on the test trees, per seed)."""
@@ -192,6 +202,12 @@ def seeds_section(folder: pathlib.Path, groups: dict, labels) -> tuple[list[str]
                   f"{min(rates):.0f} to {max(rates):.0f} GFLOP/s"
                   + (f" ({'; '.join(cpus)})" if cpus else "")
                   + ". CPU minutes compare only between runs with the same rate."]
+    against = rule_by_seed(groups, labels)
+    if against:
+        parts += ["", "Against the one-token rule, seed by seed (points, 95% paired bootstrap on the test trees): "
+                  + "; ".join(f"{kind} " + ", ".join(f"seed {s} {interval_text(d)}" for s, *d in diffs)
+                              + f" (above it in {sum(d[2] > 0 for d in diffs)} of {len(diffs)} seeds)"
+                              for kind, diffs in against.items()) + "."]
     verdicts = {}
     exact = {r["config"]["seed"]: r for r in groups.get("exact", [])}
     for kind in names:

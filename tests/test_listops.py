@@ -335,3 +335,22 @@ def test_report_reads_seed_runs_as_seeds_and_compares_them_with_exact_seed_by_se
     assert report.seed_verdict([(-3, -5, -1), (-2, -4, -0.5)]) == "below exact in every seed"
     report.plot_seed_curves(groups, tmp_path / "seeds.png")
     assert (tmp_path / "seeds.png").stat().st_size > 1000
+
+
+def test_report_compares_every_seed_with_the_one_token_rule(tmp_path):
+    """Beating the rule is judged per seed (seed 0 alone can be lucky); the seeds table says in how many."""
+    from analysis import efficient_attention_report as report
+
+    shuffled = np.random.default_rng(7).permutation(600)
+    right_on = lambda share: np.where(shuffled < share * 600, LABELS, (LABELS + 1) % 10).tolist()  # noqa: E731
+    labels = {"labels": LABELS.tolist(), "root_operator_rule": {"predictions": right_on(0.3)}}
+    groups = {"exact": [_run_row("exact", "exact", 0, right_on(0.5)),  # the rule's right trees and 20% more
+                        _run_row("exact_seed1", "exact", 1, right_on(0.3))]}  # the rule's own predictions
+    found = report.rule_by_seed(groups, labels)
+    (seed0, d0, low0, _), (seed1, d1, low1, high1) = found["exact"]
+    assert (seed0, seed1) == (0, 1)
+    assert d0 == pytest.approx(20.0) and low0 > 0
+    assert d1 == 0 and low1 == high1 == 0
+    page = "\n".join(report.seeds_section(tmp_path / "listops_5000", groups, labels)[0])
+    assert "exact seed 0 +20.0 [" in page and "(above it in 1 of 2 seeds)" in page
+    assert report.rule_by_seed(groups, {"labels": LABELS.tolist()}) == {}  # no rule in the labels: nothing to say
