@@ -1,8 +1,9 @@
 """Prefill and decode speed of a local LLM: ours (JAX) vs transformers (PyTorch) vs llama.cpp.
 
-Ours and transformers run the same float32 weights (both dequantize the same GGUF file; ours in
-bfloat16 with `--dtype=bfloat16`);
-llama.cpp (llama-cpp-python, an optional extra: `pip install llama-cpp-python`, built
+Ours runs once per `--dtypes` entry, in the same run: float32 weights, and bfloat16 weights computed in
+float32 (read in place by each decode step, models/llama.py; their parity and BoolQ scores against float32
+are in tests/test_bf16_decode.py and results/llm_prompting/). transformers runs float32; both dequantize
+the same GGUF file. llama.cpp (llama-cpp-python, an optional extra: `pip install llama-cpp-python`, built
 from source) runs the quantized file itself, as its users would. Prefill: one forward
 over `--prompt` tokens per row. Decode: tokens/s of greedy generation with a KV cache,
 from the difference between generating 1 and 1 + `--new` tokens (so the prefill is
@@ -10,14 +11,13 @@ not counted). llama-cpp-python decodes one sequence at a time: it has no batch-8
 
 Decode is also given as a fraction of its memory limit: a decode step reads every weight once
 (for all rows of the batch), so `batch` x bandwidth / weight bytes tokens/s is the most it can
-reach. The bandwidth is measured in the same run (a jitted XLA sum over a 256 MB float32 array,
-median of 7); the weight bytes are those of our model (a tied embedding is the output layer, read
-once; an untied input embedding only contributes the row it looks up). llama.cpp reads its
-quantized file, fewer bytes, so its fraction of the float32 limit can pass 1. So can ours with
-`--dtype=bfloat16` (weights stored in bfloat16, computed in float32, read in place: half the bytes);
-its table still gives the float32 limit, plus its own bfloat16 limit.
+reach. The bandwidth is measured in the same run (a jitted XLA sum over 256 MB float32, median of 7);
+the weight bytes are those of the model in float32 (a tied embedding is the output layer, read
+once; an untied input embedding only contributes the row it looks up). Every row is measured against
+that float32 limit; weights stored in fewer bytes (bfloat16, llama.cpp's quantized file) can pass 1,
+and a bfloat16 row also gives its fraction of its own limit (half the bytes).
 
-    ../shared/tools/quiet-run .venv/bin/python -m benchmarks.llm --model=smollm2 [--dtype=bfloat16]
+    ../shared/tools/quiet-run .venv/bin/python -m benchmarks.llm --model=smollm2 [--dtypes=float32,bfloat16]
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
+from absl import app, flags
 from flax import nnx
 
 from benchmarks.timing import define_repeats, header, load_average, measure, measure_one
@@ -64,6 +64,32 @@ def decode_limit(bandwidth: float, weight_bytes: int, batch: int) -> float:
     return batch * bandwidth / weight_bytes
 
 
+def decode_table(rows, bandwidth: float, float32_bytes: int, own_bytes: dict[str, int]) -> list[str]:
+    """Markdown lines of the results table.
+
+    rows: (framework, batch, prefill tokens/s, decode tokens/s); a framework named "jax (DTYPE weights)"
+    also gets its fraction of its own limit from own_bytes[DTYPE] (the bytes its weights take).
+    Every decode is compared with transformers' at the same batch and with the float32 limit.
+    """
+    lines = ["| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers "
+             "| float32 limit tokens/s | decode / float32 limit | own limit tokens/s | decode / own limit |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    torch_decode = {batch: decode for name, batch, _, decode in rows if name == "torch"}
+    for name, batch, prefill, decode in rows:
+        limit = decode_limit(bandwidth, float32_bytes, batch)
+        versus = f"{decode / torch_decode[batch]:.2f}x" if batch in torch_decode else ""
+        line = (f"| {name} | {batch} | {prefill:,.0f} | {decode:,.1f} | {versus} | {limit:,.1f} "
+                f"| {decode / limit:.2f} |")
+        dtype = name.removeprefix("jax (").removesuffix(" weights)")
+        if dtype in own_bytes and own_bytes[dtype] != float32_bytes:
+            own_limit = decode_limit(bandwidth, own_bytes[dtype], batch)
+            line += f" {own_limit:,.1f} | {decode / own_limit:.2f} |"
+        else:
+            line += " | |"
+        lines.append(line)
+    return lines
+
+
 def main(argv):
     del argv
     import torch
@@ -72,11 +98,17 @@ def main(argv):
     from models.causal_lm import load_causal_lm, resolve_source
     from models.generation import Generator
 
+    if not FLAGS.dtypes:
+        raise app.UsageError("--dtypes is empty: give float32, bfloat16 or both")
     load_before = os.getloadavg()[0]
     path = resolve_source(FLAGS.model)
-    # bfloat16: the weights stored in bfloat16, computed in float32 and read in place (models/llama.py)
-    model, _ = load_causal_lm(path, dtype=FLAGS.dtype, compute_dtype="float32", with_tokenizer=False)
-    gen = Generator(model)
+    generators, own_bytes = {}, {}
+    for dtype in FLAGS.dtypes:
+        # bfloat16: the weights stored in bfloat16, computed in float32 and read in place (models/llama.py)
+        model, _ = load_causal_lm(path, dtype=dtype, compute_dtype="float32", with_tokenizer=False)
+        generators[f"jax ({dtype} weights)"] = Generator(model)
+        own_bytes[dtype] = decode_weight_bytes(model)
+        float32_bytes = decode_weight_bytes(model, jnp.float32)  # the float32 limit, whatever the dtype
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                             dtype=torch.float32).eval()
     llama = None
@@ -89,10 +121,8 @@ def main(argv):
             print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
 
     bandwidth = read_bandwidth()
-    weight_bytes = decode_weight_bytes(model, jnp.float32)  # the float32 limit, whatever --dtype
-    own_bytes = decode_weight_bytes(model)
     rng = np.random.default_rng(0)
-    vocab = model.config.vocab_size
+    vocab = next(iter(generators.values())).config.vocab_size
     rows = []
     for batch in FLAGS.batches:
         prompts = rng.integers(100, min(vocab, 30000), (batch, FLAGS.prompt))
@@ -103,8 +133,10 @@ def main(argv):
             with torch.no_grad():
                 return ref.generate(tokens, max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
-        fns = {"jax 1": lambda: gen.generate(lists, 1), "jax n": lambda: gen.generate(lists, 1 + FLAGS.new),
-               "torch 1": lambda: hf_generate(1), "torch n": lambda: hf_generate(1 + FLAGS.new)}
+        fns = {"torch 1": lambda: hf_generate(1), "torch n": lambda: hf_generate(1 + FLAGS.new)}
+        for name, gen in generators.items():
+            fns[f"{name} 1"] = lambda gen=gen: gen.generate(lists, 1)
+            fns[f"{name} n"] = lambda gen=gen: gen.generate(lists, 1 + FLAGS.new)
         if llama is not None and batch == 1:
             def llama_generate(n):
                 llama.reset()
@@ -115,38 +147,21 @@ def main(argv):
 
             fns.update({"llama.cpp 1": lambda: llama_generate(1), "llama.cpp n": lambda: llama_generate(1 + FLAGS.new)})
         times = measure(fns, repeats=FLAGS.repeats, warmup=1)
-        for name in ("jax", "torch", "llama.cpp"):
+        for name in [*generators, "torch", "llama.cpp"]:
             if f"{name} 1" not in times:
                 continue
             one, many = times[f"{name} 1"].median, times[f"{name} n"].median
             rows.append((name, batch, batch * FLAGS.prompt / one, batch * FLAGS.new / max(many - one, 1e-9)))
 
-    own = FLAGS.dtype != "float32"
-    jax_name = f"jax ({FLAGS.dtype} weights)" if own else "jax"
     report = [f"`python -m benchmarks.llm {' '.join(sys.argv[1:])}`", "", header(), "",
               f"1-minute load average before the benchmark: {load_before:.2f}", "",
               f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
               f"median of {FLAGS.repeats}", "",
               f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32); float32 weights read per "
-              f"decode step {weight_bytes / 1e6:.0f} MB; batch-1 float32 limit "
-              f"{decode_limit(bandwidth, weight_bytes, 1):.1f} tokens/s", ""]
-    if own:
-        report += [f"jax runs {FLAGS.dtype} weights ({own_bytes / 1e6:.0f} MB per step) computed in float32, "
-                   f"against the SAME float32 limit (the weights in float32) and, in the last two columns, its own "
-                   f"{FLAGS.dtype} limit; transformers runs float32", ""]
-    extra = f" {FLAGS.dtype} limit tokens/s | decode / {FLAGS.dtype} limit |" if own else ""
-    report += ["| framework | batch | prefill tokens/s | decode tokens/s | decode vs transformers "
-               "| float32 limit tokens/s | decode / float32 limit |" + extra,
-               "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if own else "")]
-    torch_decode = {b: d for n, b, _, d in rows if n == "torch"}
-    for name, batch, prefill, decode in rows:
-        limit = decode_limit(bandwidth, weight_bytes, batch)
-        line = (f"| {jax_name if name == 'jax' else name} | {batch} | {prefill:,.0f} | {decode:,.1f} "
-                f"| {decode / torch_decode[batch]:.2f}x | {limit:,.1f} | {decode / limit:.2f} |")
-        if own:
-            own_limit = decode_limit(bandwidth, own_bytes, batch)
-            line += f" {own_limit:,.1f} | {decode / own_limit:.2f} |" if name == "jax" else " | |"
-        report.append(line)
+              f"decode step {float32_bytes / 1e6:.0f} MB; batch-1 float32 limit "
+              f"{decode_limit(bandwidth, float32_bytes, 1):.1f} tokens/s. Ours computes in float32 whatever its "
+              f"weights' dtype; transformers runs float32 weights.", ""]
+    report += decode_table(rows, bandwidth, float32_bytes, own_bytes)
     report += ["", f"load average after: {load_average()}"]
     print("\n".join(report))
     if FLAGS.out:
@@ -163,8 +178,8 @@ if __name__ == "__main__":
     cli.define_list("batches", [1, 8], "Batch sizes", item=int)
     define_repeats(3)
     flags.DEFINE_bool("no_llama_cpp", False, "Leave llama.cpp out (it is an optional extra).")
-    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                      "Our weights' dtype; bfloat16 is computed in float32, reading the weights in place. The "
-                      "limits stay those of float32 weights (a bfloat16 column is added).")
+    cli.define_list("dtypes", ["float32", "bfloat16"], "Our weights' dtypes, one row each; bfloat16 is computed "
+                    "in float32, reading the weights in place. Every row is measured against the float32 limit.",
+                    choices=["float32", "bfloat16"])
     flags.DEFINE_string("out", "", "Also write the table to this markdown file (with the command and the load).")
     cli.run(main)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from benchmarks.llm import decode_limit, decode_weight_bytes
+from benchmarks.llm import decode_limit, decode_table, decode_weight_bytes
 from models.gemma import Gemma3Config, Gemma3ForCausalLM
 from models.generation import Generator, Sampling
 from models.llama import LlamaConfig, LlamaForCausalLM
@@ -80,6 +80,22 @@ def test_decode_weight_bytes_count_each_weight_read_per_token(tied):
     assert decode_limit(40e9, 500_000_000, 1) == pytest.approx(80.0)
     assert decode_limit(40e9, 500_000_000, 8) == pytest.approx(640.0)
     assert np.isfinite(decode_limit(1.0, 1, 1))
+
+
+def test_decode_table_measures_every_row_against_the_float32_limit():
+    rows = [("jax (float32 weights)", 1, 500.0, 24.0), ("jax (bfloat16 weights)", 1, 400.0, 36.0),
+            ("torch", 1, 480.0, 16.0), ("llama.cpp", 1, 900.0, 60.0)]
+    lines = decode_table(rows, bandwidth=20e9, float32_bytes=500_000_000,
+                         own_bytes={"float32": 500_000_000, "bfloat16": 250_000_000})
+    cells = {}
+    for line in lines[2:]:
+        row = [cell.strip() for cell in line.split("|")[1:-1]]
+        cells[row[0]] = row
+    assert len(cells) == 4  # limit 20e9 / 5e8 = 40 tokens/s at batch 1, 80 for bfloat16's own bytes
+    assert cells["jax (float32 weights)"][4:] == ["1.50x", "40.0", "0.60", "", ""]
+    assert cells["jax (bfloat16 weights)"][4:] == ["2.25x", "40.0", "0.90", "80.0", "0.45"]
+    assert cells["llama.cpp"][4:7] == ["3.75x", "40.0", "1.50"]
+    assert cells["torch"][4:7] == ["1.00x", "40.0", "0.40"]
 
 
 def test_the_loop_ends_once_every_row_has_stopped():
