@@ -15,15 +15,21 @@ reach. The bandwidth is measured in the same run (a jitted XLA sum over 256 MB f
 the weight bytes are those of the model in float32 (a tied embedding is the output layer, read
 once; an untied input embedding only contributes the row it looks up). Every row is measured against
 that float32 limit; weights stored in fewer bytes (bfloat16, llama.cpp's quantized file) can pass 1,
-and a bfloat16 row also gives its fraction of its own limit (half the bytes).
+and a bfloat16 row also gives its fraction of its own limit (half the bytes). `--breakdown` (on by
+default) then profiles one batch-1 float32 decode and says where a token's time goes: XLA's dots,
+YNNPACK fusions, the cache updates, other operations, and the time between operations.
 
     ../shared/tools/quiet-run .venv/bin/python -m benchmarks.llm --model=smollm2 [--dtypes=float32,bfloat16]
 """
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
+import re
 import sys
+import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +68,67 @@ def decode_weight_bytes(model, dtype=None) -> int:
 def decode_limit(bandwidth: float, weight_bytes: int, batch: int) -> float:
     """The most tokens/s a memory-bound decode can reach: each step reads the weights once for `batch` rows."""
     return batch * bandwidth / weight_bytes
+
+
+# XLA instruction names (dot.12, copy_dot_fusion, dynamic-update-slice.3): the thunks a compiled program runs;
+# the profiler's other events (Python frames "$...", ThunkExecutor::Execute, PjitFunction(...)) wrap them.
+HLO_NAME = re.compile(r"^[a-z][\w.-]*$")
+
+
+PARTS = ("dots", "YNNPACK fusions", "cache updates", "other operations", "between operations")
+
+
+def decode_parts(thunk_seconds: dict[str, float], wall: float, tokens: int) -> dict[str, float]:
+    """Milliseconds per decoded token in each part of a decode step, from the thunks' summed time.
+
+    thunk_seconds: {event name: seconds} of the decode alone (a trace of 1 + `tokens` tokens less one
+    of 1 token); wall: the same difference in wall seconds. Parts, by the thunk's name: XLA's dots (the
+    float32 weights' matrix-vector products, the attention over the cache, the output layer), fusions
+    handed to YNNPACK (dots or reductions), the cache updates (dynamic-update-slice), every other XLA
+    operation, and the time between operations (wall less the thunks: each thunk's dispatch and the
+    waits; 0 where threads overlap). A bfloat16 model's products are multiply-and-sum fusions, which the
+    names do not tell from the norms' sums: its breakdown is not given.
+    """
+    parts = collections.Counter()
+    for name, seconds in thunk_seconds.items():
+        if not HLO_NAME.match(name):
+            continue
+        part = ("YNNPACK fusions" if name.startswith("ynn_fusion") else "dots" if "dot" in name else
+                "cache updates" if "dynamic-update-slice" in name or "dynamic_update_slice" in name else
+                "other operations")
+        parts[part] += seconds
+    # a part done mostly in the prefill can come out slightly below 0 in the difference of two traces
+    ms = {part: max(0.0, 1e3 * parts[part] / tokens) for part in PARTS[:-1]}
+    ms["between operations"] = max(0.0, 1e3 * wall / tokens - sum(ms.values()))
+    return ms
+
+
+def traced_decode(generate, tokens: int) -> tuple[dict[str, float], float]:
+    """({thunk name: seconds}, wall seconds) of decoding `tokens` tokens: a trace of generate(1 + tokens) less
+    one of generate(1) (the prefill and the first token)."""
+    from benchmarks.profile_step import thunk_times
+
+    def trace(n):
+        with tempfile.TemporaryDirectory() as tmp:
+            with jax.profiler.trace(tmp, create_perfetto_trace=True):
+                start = time.perf_counter()
+                generate(n)  # returns Python lists: the tokens are computed
+                wall = time.perf_counter() - start  # without writing the trace out
+            return thunk_times(pathlib.Path(tmp)), wall
+
+    generate(1), generate(1 + tokens)  # compiled before the traces
+    (one, one_wall), (many, many_wall) = trace(1), trace(1 + tokens)
+    return {name: many[name] - one.get(name, 0.0) for name in many}, many_wall - one_wall
+
+
+def breakdown_table(ms: dict[str, float], weight_bytes: int, bandwidth: float) -> list[str]:
+    """Markdown lines: ms per token in each part, and the rate the dots read the weights at (as if they read
+    them all) against the sum's bandwidth."""
+    rate = weight_bytes / (ms["dots"] / 1e3) / 1e9 if ms["dots"] else float("nan")
+    return ["| " + " | ".join(f"{part} (ms/token)" for part in PARTS) + " | all | weights read by the dots |",
+            "|" + "---:|" * (len(PARTS) + 2),
+            "| " + " | ".join(f"{ms[part]:.1f}" for part in PARTS) + f" | {sum(ms.values()):.1f} "
+            f"| {rate:.1f} GB/s ({rate / (bandwidth / 1e9):.2f} of the sum's) |"]
 
 
 def decode_table(rows, bandwidth: float, float32_bytes: int, own_bytes: dict[str, int]) -> list[str]:
@@ -153,6 +220,11 @@ def main(argv):
             one, many = times[f"{name} 1"].median, times[f"{name} n"].median
             rows.append((name, batch, batch * FLAGS.prompt / one, batch * FLAGS.new / max(many - one, 1e-9)))
 
+    breakdown = None
+    if FLAGS.breakdown and "float32" in FLAGS.dtypes:  # profiled after the timings (the profiler slows it)
+        prompt = [list(map(int, rng.integers(100, min(vocab, 30000), FLAGS.prompt)))]
+        gen = generators["jax (float32 weights)"]
+        breakdown = decode_parts(*traced_decode(lambda n: gen.generate(prompt, n), FLAGS.new), FLAGS.new)
     report = [f"`python -m benchmarks.llm {' '.join(sys.argv[1:])}`", "", header(), "",
               f"1-minute load average before the benchmark: {load_before:.2f}", "",
               f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
@@ -162,6 +234,11 @@ def main(argv):
               f"{decode_limit(bandwidth, float32_bytes, 1):.1f} tokens/s. Ours computes in float32 whatever its "
               f"weights' dtype; transformers runs float32 weights.", ""]
     report += decode_table(rows, bandwidth, float32_bytes, own_bytes)
+    if breakdown:
+        report += ["", f"Where a batch-1 float32 decode token's time goes: a profiler trace of {FLAGS.new} tokens (its "
+                   "own run, slowed by the profiler), each part's XLA operations summed by name, and the wall time "
+                   "between them; the dots' rate counts every weight byte as read by them.", ""]
+        report += breakdown_table(breakdown, float32_bytes, bandwidth)
     report += ["", f"load average after: {load_average()}"]
     print("\n".join(report))
     if FLAGS.out:
@@ -181,5 +258,7 @@ if __name__ == "__main__":
     cli.define_list("dtypes", ["float32", "bfloat16"], "Our weights' dtypes, one row each; bfloat16 is computed "
                     "in float32, reading the weights in place. Every row is measured against the float32 limit.",
                     choices=["float32", "bfloat16"])
+    flags.DEFINE_bool("breakdown", True, "Also profile one batch-1 float32 decode of ours: ms per token in dots, "
+                      "YNNPACK fusions, cache updates, other operations and between operations.")
     flags.DEFINE_string("out", "", "Also write the table to this markdown file (with the command and the load).")
     cli.run(main)

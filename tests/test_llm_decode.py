@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from benchmarks.llm import decode_limit, decode_table, decode_weight_bytes
+from benchmarks.llm import breakdown_table, decode_limit, decode_parts, decode_table, decode_weight_bytes, traced_decode
 from models.gemma import Gemma3Config, Gemma3ForCausalLM
 from models.generation import Generator, Sampling
 from models.llama import LlamaConfig, LlamaForCausalLM
@@ -96,6 +96,30 @@ def test_decode_table_measures_every_row_against_the_float32_limit():
     assert cells["jax (bfloat16 weights)"][4:] == ["2.25x", "40.0", "0.90", "80.0", "0.45"]
     assert cells["llama.cpp"][4:7] == ["3.75x", "40.0", "1.50"]
     assert cells["torch"][4:7] == ["1.00x", "40.0", "0.40"]
+
+
+def test_decode_parts_sort_the_thunks_and_leave_the_wrappers_out():
+    seconds = {"dot.12": 0.040, "copy_dot_fusion": 0.020, "ynn_fusion.3": 0.005, "dynamic-update-slice.3": 0.004,
+               "add_dynamic-update-slice_fusion": 0.002, "multiply_reduce_fusion.7": 0.010, "while.5": 0.002,
+               "ThunkExecutor::Execute": 0.5, "$generation.py:170 generate": 0.5, "PjitFunction(_decode_fn)": 0.1,
+               "end: dot": 0.3}
+    ms = decode_parts(seconds, wall=0.100, tokens=10)
+    assert ms == pytest.approx({"dots": 6.0, "YNNPACK fusions": 0.5, "cache updates": 0.6, "other operations": 1.2,
+                                "between operations": 1.7})
+    assert decode_parts({"dot.1": 0.2}, wall=0.1, tokens=10)["between operations"] == 0  # overlapping threads
+    assert decode_parts({"dot.1": 0.05, "ynn_fusion": -0.001}, wall=0.1, tokens=10)["YNNPACK fusions"] == 0
+    lines = breakdown_table(ms, 120_000_000, bandwidth=40e9)
+    # 120 MB in 6 ms: 20 GB/s, half the sum's 40
+    assert lines[2] == "| 6.0 | 0.5 | 0.6 | 1.2 | 1.7 | 10.0 | 20.0 GB/s (0.50 of the sum's) |"
+    assert lines[0].count("|") == lines[2].count("|")
+
+
+def test_a_traced_decode_has_matrix_products_and_cache_updates():
+    gen = Generator(_model("llama"))
+    seconds, wall = traced_decode(lambda n: gen.generate([[1, 2, 3]], n), 4)
+    ms = decode_parts(seconds, wall, 4)
+    assert ms["dots"] + ms["YNNPACK fusions"] > 0 and ms["cache updates"] > 0 and wall > 0
+    assert all(v >= 0 for v in ms.values())
 
 
 def test_the_loop_ends_once_every_row_has_stopped():
