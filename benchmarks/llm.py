@@ -11,7 +11,8 @@ not counted). llama-cpp-python decodes one sequence at a time: it has no batch-8
 
 Decode is also given as a fraction of its memory limit: a decode step reads every weight once
 (for all rows of the batch), so `batch` x bandwidth / weight bytes tokens/s is the most it can
-reach. The bandwidth is measured in the same run (a jitted XLA sum over 256 MB float32, median of 7);
+reach. The bandwidth is measured in the same rounds as the decodes, interleaved with them (a jitted XLA
+sum over 256 MB float32, median over the rounds), since a shared machine's bandwidth drifts;
 the weight bytes are those of the model in float32 (a tied embedding is the output layer, read
 once; an untied input embedding only contributes the row it looks up). Every row is measured against
 that float32 limit; weights stored in fewer bytes (bfloat16, llama.cpp's quantized file) can pass 1,
@@ -27,6 +28,7 @@ import collections
 import os
 import pathlib
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -37,17 +39,17 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from benchmarks.timing import define_repeats, header, load_average, measure, measure_one
+from benchmarks.timing import define_repeats, header, load_average, measure
 from train import cli
 
 FLAGS = flags.FLAGS
 
 
-def read_bandwidth(megabytes: int = 256, repeats: int = 7) -> float:
-    """Bytes/s an XLA reduction reads: a jitted sum over `megabytes` MB of float32, median of `repeats`."""
+def bandwidth_probe(megabytes: int = 256):
+    """(a call that reads `megabytes` MB: a jitted XLA sum over float32, its bytes)."""
     x = jnp.ones(megabytes * 2**20 // 4, jnp.float32)
     total = jax.jit(jnp.sum)
-    return x.nbytes / measure_one(lambda: total(x), repeats).median
+    return (lambda: total(x)), x.nbytes
 
 
 def decode_weight_bytes(model, dtype=None) -> int:
@@ -187,10 +189,10 @@ def main(argv):
         except ImportError:
             print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
 
-    bandwidth = read_bandwidth()
+    probe, probe_bytes = bandwidth_probe()
     rng = np.random.default_rng(0)
     vocab = next(iter(generators.values())).config.vocab_size
-    rows = []
+    rows, bandwidths = [], []
     for batch in FLAGS.batches:
         prompts = rng.integers(100, min(vocab, 30000), (batch, FLAGS.prompt))
         lists = [list(map(int, p)) for p in prompts]
@@ -200,7 +202,7 @@ def main(argv):
             with torch.no_grad():
                 return ref.generate(tokens, max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
-        fns = {"torch 1": lambda: hf_generate(1), "torch n": lambda: hf_generate(1 + FLAGS.new)}
+        fns = {"bandwidth": probe, "torch 1": lambda: hf_generate(1), "torch n": lambda: hf_generate(1 + FLAGS.new)}
         for name, gen in generators.items():
             fns[f"{name} 1"] = lambda gen=gen: gen.generate(lists, 1)
             fns[f"{name} n"] = lambda gen=gen: gen.generate(lists, 1 + FLAGS.new)
@@ -214,12 +216,14 @@ def main(argv):
 
             fns.update({"llama.cpp 1": lambda: llama_generate(1), "llama.cpp n": lambda: llama_generate(1 + FLAGS.new)})
         times = measure(fns, repeats=FLAGS.repeats, warmup=1)
+        bandwidths.append(probe_bytes / times["bandwidth"].median)
         for name in [*generators, "torch", "llama.cpp"]:
             if f"{name} 1" not in times:
                 continue
             one, many = times[f"{name} 1"].median, times[f"{name} n"].median
             rows.append((name, batch, batch * FLAGS.prompt / one, batch * FLAGS.new / max(many - one, 1e-9)))
 
+    bandwidth = statistics.median(bandwidths)
     breakdown = None
     if FLAGS.breakdown and "float32" in FLAGS.dtypes:  # profiled after the timings (the profiler slows it)
         prompt = [list(map(int, rng.integers(100, min(vocab, 30000), FLAGS.prompt)))]
@@ -229,7 +233,8 @@ def main(argv):
               f"1-minute load average before the benchmark: {load_before:.2f}", "",
               f"{FLAGS.model} ({path.name}), prompt {FLAGS.prompt} tokens, {FLAGS.new} decoded tokens, "
               f"median of {FLAGS.repeats}", "",
-              f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32); float32 weights read per "
+              f"read bandwidth {bandwidth / 1e9:.1f} GB/s (XLA sum over 256 MB float32, interleaved with the decodes; "
+              f"{', '.join(f'{b / 1e9:.1f}' for b in bandwidths)} GB/s per batch size); float32 weights read per "
               f"decode step {float32_bytes / 1e6:.0f} MB; batch-1 float32 limit "
               f"{decode_limit(bandwidth, float32_bytes, 1):.1f} tokens/s. Ours computes in float32 whatever its "
               f"weights' dtype; transformers runs float32 weights.", ""]
@@ -253,7 +258,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("prompt", 128, "Prompt tokens per row.", lower_bound=1)
     flags.DEFINE_integer("new", 32, "Decoded tokens per row.", lower_bound=1)
     cli.define_list("batches", [1, 8], "Batch sizes", item=int)
-    define_repeats(3)
+    define_repeats(5)
     flags.DEFINE_bool("no_llama_cpp", False, "Leave llama.cpp out (it is an optional extra).")
     cli.define_list("dtypes", ["float32", "bfloat16"], "Our weights' dtypes, one row each; bfloat16 is computed "
                     "in float32, reading the weights in place. Every row is measured against the float32 limit.",

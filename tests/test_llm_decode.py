@@ -115,11 +115,12 @@ def test_decode_parts_sort_the_thunks_and_leave_the_wrappers_out():
 
 
 def test_a_traced_decode_has_matrix_products_and_cache_updates():
+    """The trace of the decode alone holds its products and cache writes (summed thunk times, so a busy
+    machine cannot make them vanish; the wall difference of so small a model can, and is not asserted)."""
     gen = Generator(_model("llama"))
-    seconds, wall = traced_decode(lambda n: gen.generate([[1, 2, 3]], n), 4)
-    ms = decode_parts(seconds, wall, 4)
-    assert ms["dots"] + ms["YNNPACK fusions"] > 0 and ms["cache updates"] > 0 and wall > 0
-    assert all(v >= 0 for v in ms.values())
+    seconds, wall = traced_decode(lambda n: gen.generate([[1, 2, 3]], n), 32)
+    ms = decode_parts(seconds, wall, 32)
+    assert ms["dots"] + ms["YNNPACK fusions"] > 0 and ms["cache updates"] > 0
 
 
 def test_the_loop_ends_once_every_row_has_stopped():
