@@ -512,8 +512,9 @@ def budget_section(out: pathlib.Path, folder: pathlib.Path, rows, labels) -> lis
                 "the tree, so their accuracies say nothing about long-range reasoning.")
         if above:
             reading.append(f"{', '.join(above)} beat{'s' if len(above) == 1 else ''} the rule on the same test trees "
-                           "(the paired interval excludes 0): their predictions use more of each tree than its "
-                           "outermost operator.")
+                           "(the paired interval excludes 0)" + (" with seed 0; every seed is compared with the rule "
+                                                                 "under Seeds" if groups else "")
+                           + ": their predictions use more of each tree than its outermost operator.")
         elif not readers:
             reading.append("No run beats the rule on the same test trees (every paired interval includes 0 or "
                            "lies below it).")

@@ -187,12 +187,12 @@ def listops(results: pathlib.Path) -> Row:
         diff, low, high = (100 * x for x in paired_bootstrap(report.correct(r["predictions"], labels), exact_correct))
         verdict = "not separable from exact" if low <= 0 <= high else ("above exact" if low > 0 else "below exact")
         verdicts.append(f"{r['name']} {verdict} ({diff:+.1f} [{low:+.1f}, {high:+.1f}], 1 seed)")
-    beats = f"exact beats the one-token rule by {above[0]:+.1f} [{above[1]:+.1f}, {above[2]:+.1f}]"
     exact_seeds = report.rule_by_seed(groups, labels).get("exact", [])
-    if len(exact_seeds) > 1:
+    if len(exact_seeds) > 1:  # each seed against the rule: seed 0 alone can be lucky
         beats = (f"exact beats the one-token rule in {sum(lo > 0 for _, _, lo, _ in exact_seeds)} of "
-                 f"{len(exact_seeds)} seeds (" + ", ".join(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-                                                           for _, d, lo, hi in exact_seeds) + ")")
+                 f"{len(exact_seeds)} seeds (" + ", ".join(report.interval_text(d) for _, *d in exact_seeds) + ")")
+    else:
+        beats = f"exact beats the one-token rule by {report.interval_text(above)}"
     shown = (beats + "; "
              + ("; ".join(verdicts) if verdicts else "the other kinds not run at this budget yet"))
     return Row(ours, shown + " (points, 95% paired bootstrap)", _hours(cpu) + " CPU")
